@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Installs everything the integration tests need on a fresh Debian machine that
+# already has the Rust toolchain: OpenSSH (the tests start real sshd workers and
+# compare against the real ssh/scp), procps (the harness pauses and stops
+# workers with kill and pkill), pdsh, and moto's server in a venv at .venv.
+# It is idempotent: what is already installed is left alone, so running it
+# before every test run costs well under a second.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$REPO/.venv"
+# A bounded range keeps CI reproducible if moto ever ships a breaking 6.x.
+MOTO_SPEC='moto[server]>=5,<6'
+APT_PACKAGES=(openssh-server openssh-client python3 python3-venv procps pdsh ca-certificates)
+
+export DEBIAN_FRONTEND=noninteractive
+
+log() { echo "test-deps: $*"; }
+
+# Root runs apt-get directly; anyone else needs a password-less sudo, because
+# CI has no terminal to type a password into.
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo -n env DEBIAN_FRONTEND=noninteractive "$@"
+    else
+        echo "test-deps: must run as root (or with sudo available) to run: $*" >&2
+        exit 1
+    fi
+}
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
+        missing+=("$pkg")
+    fi
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    log "installing ${missing[*]}"
+    as_root apt-get update
+    as_root apt-get install -y --no-install-recommends "${missing[@]}"
+else
+    log "apt packages already installed"
+fi
+
+for tool in /usr/sbin/sshd /usr/lib/openssh/sftp-server ssh ssh-keygen scp kill pkill; do
+    if ! command -v "$tool" >/dev/null 2>&1; then
+        echo "test-deps: $tool is still missing after installing ${APT_PACKAGES[*]}" >&2
+        exit 1
+    fi
+done
+
+# sshd refuses to start without its privilege-separation directory, and /run
+# is often a fresh tmpfs on which the openssh-server package never created it.
+as_root mkdir -p /run/sshd
+as_root chmod 0755 /run/sshd
+
+# moto is checked through the venv's own interpreter, which also catches a
+# venv whose base Python has since disappeared; reading the package metadata
+# is much faster than importing moto.
+if [ -x "$VENV/bin/moto_server" ] \
+    && "$VENV/bin/python" -c 'import importlib.metadata as m; m.version("moto"); m.version("flask"); m.version("flask-cors")' >/dev/null 2>&1; then
+    log "moto already installed in $VENV"
+else
+    log "creating $VENV with moto"
+    python3 -m venv --clear "$VENV"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$MOTO_SPEC"
+    "$VENV/bin/python" -c 'import moto.server, moto.secretsmanager' \
+        || { echo "test-deps: moto was installed but cannot be imported" >&2; exit 1; }
+fi
+log "ready (moto_server: $VENV/bin/moto_server)"

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs every test: installs the test dependencies, builds every target once,
+# then runs the unit and integration tests. The integration tests start the
+# binaries that this build produced, plus real sshd and moto processes.
+# Extra arguments go to `cargo test`, e.g. `./scripts/test.sh --test harness`.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+
+bash "$REPO/scripts/test-deps.sh"
+
+# The harness looks here first, so the tests never pick up another moto
+# that happens to be on PATH.
+export SMSSH_TEST_MOTO="$REPO/.venv/bin/moto_server"
+
+cargo build --all-targets
+cargo test --all-targets "$@"

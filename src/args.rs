@@ -1,0 +1,140 @@
+//! What the user typed: the command-line grammar of `smscp` and `smssh` (clap derive), with no
+//! interpretation. [`crate::plan`] turns these into resolved plans.
+//!
+//! Owns: flag names, short letters, defaults that are pure syntax. Invariant: the flags match
+//! OpenSSH's `scp`/`ssh` letters where OpenSSH has one. Must not know: config files, the
+//! environment beyond clap's `env` fallbacks, AWS or SSH.
+
+use clap::{ArgAction, Args, Parser};
+
+/// Where the key comes from; shared by both binaries.
+#[derive(Debug, Clone, Args, Default)]
+pub struct SecretArgs {
+    /// Secret holding the private key (name or ARN).
+    #[arg(long, env = "SMSSH_SECRET_ID", value_name = "ID")]
+    pub secret_id: Option<String>,
+    /// Staging label of the version to read [default: AWSCURRENT].
+    #[arg(long, value_name = "STAGE", conflicts_with = "version_id")]
+    pub version_stage: Option<String>,
+    /// Exact version id to read instead of a stage.
+    #[arg(long, value_name = "ID")]
+    pub version_id: Option<String>,
+    /// JSON field of the secret that holds the private key [default: PrivateKey].
+    #[arg(long, value_name = "NAME")]
+    pub secret_field: Option<String>,
+    /// Stage to try when the server refuses the current key, e.g. AWSPREVIOUS.
+    #[arg(long, value_name = "STAGE")]
+    pub fallback_stage: Option<String>,
+    /// AWS region of the secret.
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
+    /// AWS profile for credentials.
+    #[arg(long, value_name = "PROFILE")]
+    pub profile: Option<String>,
+}
+
+/// SSH options both binaries take, with OpenSSH's letters where they agree.
+#[derive(Debug, Clone, Args, Default)]
+pub struct SshOptionArgs {
+    /// OpenSSH option in ssh_config syntax, e.g. -o StrictHostKeyChecking=accept-new.
+    #[arg(short = 'o', value_name = "OPTION", action = ArgAction::Append)]
+    pub options: Vec<String>,
+    /// Alternative ssh_config file ("none" reads none) [default: ~/.ssh/config].
+    #[arg(short = 'F', value_name = "FILE")]
+    pub config_file: Option<String>,
+    /// Verbose: diagnostics on stderr (never key material).
+    #[arg(short = 'v', action = ArgAction::Count)]
+    pub verbose: u8,
+    /// Quiet: no progress bar, no warnings.
+    #[arg(short = 'q')]
+    pub quiet: bool,
+}
+
+/// smscp: copy files with the cluster key from AWS Secrets Manager (drop-in for scp).
+#[derive(Debug, Parser)]
+#[command(name = "smscp", version, about, disable_help_flag = false)]
+pub struct ScpArgs {
+    /// Recursively copy directories.
+    #[arg(short = 'r')]
+    pub recursive: bool,
+    /// Preserve modification/access times and modes.
+    #[arg(short = 'p')]
+    pub preserve: bool,
+    /// Enable compression.
+    #[arg(short = 'C')]
+    pub compression: bool,
+    /// Batch mode: never ask for anything (as scp -B).
+    #[arg(short = 'B')]
+    pub batch: bool,
+    /// Port to connect to on the remote host.
+    #[arg(short = 'P', value_name = "PORT")]
+    pub port: Option<u16>,
+    /// Bandwidth limit in Kbit/s.
+    #[arg(short = 'l', value_name = "LIMIT")]
+    pub limit_kbits: Option<u64>,
+    #[command(flatten)]
+    pub ssh: SshOptionArgs,
+    #[command(flatten)]
+    pub secret: SecretArgs,
+    /// Sources then the target: local paths, [user@]host:[path], scp://[user@]host[:port][/path].
+    #[arg(required = true, num_args = 2.., value_name = "SOURCE... TARGET")]
+    pub operands: Vec<String>,
+}
+
+/// smssh: run commands over SSH with the cluster key from AWS Secrets Manager (drop-in for ssh).
+#[derive(Debug, Parser)]
+#[command(name = "smssh", version, about)]
+pub struct SshArgs {
+    /// Force a PTY (-tt forces it even without a local terminal).
+    #[arg(short = 't', action = ArgAction::Count, conflicts_with = "no_tty")]
+    pub tty: u8,
+    /// Disable PTY allocation.
+    #[arg(short = 'T')]
+    pub no_tty: bool,
+    /// Read stdin from /dev/null.
+    #[arg(short = 'n')]
+    pub null_stdin: bool,
+    /// Port to connect to on the remote host.
+    #[arg(short = 'p', value_name = "PORT")]
+    pub port: Option<u16>,
+    /// User to log in as.
+    #[arg(short = 'l', value_name = "LOGIN")]
+    pub login: Option<String>,
+    #[command(flatten)]
+    pub ssh: SshOptionArgs,
+    #[command(flatten)]
+    pub secret: SecretArgs,
+    /// [user@]host or ssh://[user@]host[:port].
+    #[arg(value_name = "DESTINATION")]
+    pub destination: String,
+    /// Command to run; without one, an interactive shell.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ssh_command_keeps_its_own_flags() {
+        let args = SshArgs::try_parse_from(["smssh", "-p", "2222", "host", "ls", "-la", "/tmp"]).unwrap();
+        assert_eq!(args.port, Some(2222));
+        assert_eq!(args.destination, "host");
+        assert_eq!(args.command, ["ls", "-la", "/tmp"]);
+    }
+
+    #[test]
+    fn scp_grammar() {
+        let args = ScpArgs::try_parse_from([
+            "smscp", "-rpq", "-P", "2200", "-o", "BatchMode=yes", "-o", "Port=1", "a", "b", "h:",
+        ])
+        .unwrap();
+        assert!(args.recursive && args.preserve && args.ssh.quiet);
+        assert_eq!(args.port, Some(2200));
+        assert_eq!(args.ssh.options, ["BatchMode=yes", "Port=1"]);
+        assert_eq!(args.operands, ["a", "b", "h:"]);
+        assert!(ScpArgs::try_parse_from(["smscp", "onlyone"]).is_err());
+        assert!(ScpArgs::try_parse_from(["smscp", "--version-stage", "X", "--version-id", "Y", "a", "b"]).is_err());
+    }
+}

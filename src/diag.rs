@@ -1,0 +1,46 @@
+//! Diagnostics on stderr: `-v` lines and warnings, prefixed with the program name.
+//!
+//! Owns: the process-wide verbosity and program name. Invariant: callers pass only public
+//! facts (host names, fingerprints, version ids, timings); nothing here formats key material,
+//! and no type holding key material implements `Display` with secret content.
+//! Must not know: what is being diagnosed.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::OnceLock;
+
+static VERBOSITY: AtomicU8 = AtomicU8::new(0);
+static QUIET: AtomicU8 = AtomicU8::new(0);
+static PROGRAM: OnceLock<&'static str> = OnceLock::new();
+
+pub fn init(program: &'static str, verbosity: u8, quiet: bool) {
+    let _ = PROGRAM.set(program);
+    VERBOSITY.store(verbosity, Ordering::Relaxed);
+    QUIET.store(u8::from(quiet), Ordering::Relaxed);
+}
+
+pub fn program() -> &'static str {
+    PROGRAM.get().copied().unwrap_or("smssh")
+}
+
+pub fn verbosity() -> u8 {
+    VERBOSITY.load(Ordering::Relaxed)
+}
+
+/// A `-v` line.
+pub fn debug(message: impl std::fmt::Display) {
+    if verbosity() > 0 {
+        eprintln!("{}: debug: {message}", program());
+    }
+}
+
+/// A warning that `-q` silences.
+pub fn warn(message: impl std::fmt::Display) {
+    if QUIET.load(Ordering::Relaxed) == 0 {
+        eprintln!("{}: warning: {message}", program());
+    }
+}
+
+/// An error line: always printed.
+pub fn error(message: impl std::fmt::Display) {
+    eprintln!("{}: {message}", program());
+}

@@ -1,0 +1,123 @@
+//! The one place an invocation gets its client key: fetched once, shared by every session,
+//! re-fetched at most once when a server refuses it, and optionally the fallback stage.
+//!
+//! Owns: the fetch-once / re-fetch-once / fallback policy and its cache. Invariant: however
+//! many hosts an invocation reaches, Secrets Manager sees at most one `GetSecretValue` per
+//! stage asked for (plus the single re-fetch), so a 1000-host fan-out costs one API call.
+//! Must not know: SSH protocol details; it answers "which keys may I try, in order".
+
+use std::sync::Arc;
+
+use tokio::sync::OnceCell;
+
+use crate::key::{ClientKey, KeyError};
+use crate::secret::{
+    extract_key_material, AwsSettings, SecretError, SecretsClient, VersionSelector,
+};
+
+/// Which secret, which version, which field: the user's choice, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretSpec {
+    pub id: String,
+    pub selector: VersionSelector,
+    pub field: Option<String>,
+    pub fallback_stage: Option<String>,
+    pub aws: AwsSettings,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyLoadError {
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error("secret {id} ({selector}): {source}")]
+    Key {
+        id: String,
+        selector: VersionSelector,
+        source: KeyError,
+    },
+}
+
+/// A key decoded from one version of the secret, with what the secret says about hosts.
+#[derive(Debug)]
+pub struct LoadedKey {
+    pub key: ClientKey,
+    pub version_id: Option<String>,
+    /// known_hosts lines stored in the secret by the rotation (public data).
+    pub known_hosts: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct KeySource {
+    spec: SecretSpec,
+    client: OnceCell<SecretsClient>,
+    initial: OnceCell<Arc<LoadedKey>>,
+    refetched: OnceCell<Arc<LoadedKey>>,
+    fallback: OnceCell<Option<Arc<LoadedKey>>>,
+}
+
+impl KeySource {
+    pub fn new(spec: SecretSpec) -> KeySource {
+        KeySource {
+            spec,
+            client: OnceCell::new(),
+            initial: OnceCell::new(),
+            refetched: OnceCell::new(),
+            fallback: OnceCell::new(),
+        }
+    }
+
+    pub fn spec(&self) -> &SecretSpec {
+        &self.spec
+    }
+
+    /// The key to try first. Fetched on first use, then shared.
+    pub async fn initial(&self) -> Result<Arc<LoadedKey>, KeyLoadError> {
+        self.initial
+            .get_or_try_init(|| self.load(&self.spec.selector))
+            .await
+            .cloned()
+    }
+
+    /// Called when a server refused `tried`: fetches the secret once more, because it may have
+    /// rotated since the first fetch. Returns the new key only if it differs from `tried`.
+    pub async fn refetched(&self, tried: &LoadedKey) -> Result<Option<Arc<LoadedKey>>, KeyLoadError> {
+        let again = self
+            .refetched
+            .get_or_try_init(|| self.load(&self.spec.selector))
+            .await?;
+        Ok((again.key.fingerprint() != tried.key.fingerprint()).then(|| Arc::clone(again)))
+    }
+
+    /// The `--fallback-stage` key (e.g. AWSPREVIOUS), when one was asked for.
+    pub async fn fallback(&self) -> Result<Option<Arc<LoadedKey>>, KeyLoadError> {
+        let Some(stage) = &self.spec.fallback_stage else {
+            return Ok(None);
+        };
+        self.fallback
+            .get_or_try_init(|| async {
+                self.load(&VersionSelector::Stage(stage.clone())).await.map(Some)
+            })
+            .await
+            .cloned()
+    }
+
+    async fn load(&self, selector: &VersionSelector) -> Result<Arc<LoadedKey>, KeyLoadError> {
+        let client = self
+            .client
+            .get_or_init(|| SecretsClient::new(&self.spec.aws))
+            .await;
+        let fetched = client.fetch(&self.spec.id, selector).await?;
+        let material =
+            extract_key_material(&self.spec.id, &fetched.value, self.spec.field.as_deref())?;
+        let key = ClientKey::decode(&material).map_err(|source| KeyLoadError::Key {
+            id: self.spec.id.clone(),
+            selector: selector.clone(),
+            source,
+        })?;
+        Ok(Arc::new(LoadedKey {
+            key,
+            version_id: fetched.version_id,
+            known_hosts: material.known_hosts,
+        }))
+    }
+}

@@ -1,0 +1,780 @@
+//! OpenSSH `known_hosts` files: parsing, host key verification and appending
+//! new entries.
+//!
+//! This module owns the known_hosts line syntax (markers, host patterns,
+//! hashed host names, key type and base64 key) and the OpenSSH rules that
+//! decide whether a presented server host key is valid, unknown, changed or
+//! revoked. It also owns the SHA256 fingerprint format printed by
+//! `ssh-keygen -lf`.
+//!
+//! Invariants:
+//! - Keys are handled only in SSH wire form: a key is an algorithm name plus
+//!   the decoded blob. Every stored entry has a blob whose embedded key type
+//!   equals the key type written on its line, because OpenSSH rejects lines
+//!   where the two disagree and we skip the same lines it skips.
+//! - Lines OpenSSH cannot parse are skipped silently, never reported, so a
+//!   file that works with `ssh` works here too.
+//! - `append_entry` writes a whole line with a single buffer, so a reader never
+//!   sees a line without its key.
+//!
+//! This module must not know about SSH connections, SSH crates, configuration
+//! files or how the caller reports problems to the user: it returns statuses
+//! and the caller formats messages.
+
+use std::fs;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use sha1::Sha1;
+use sha2::{Digest, Sha256};
+
+/// Errors from reading or writing known_hosts files.
+#[derive(Debug, thiserror::Error)]
+pub enum KnownHostsError {
+    /// An existing known_hosts file could not be read.
+    #[error("cannot read known_hosts file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// The directory that should hold a known_hosts file could not be created.
+    #[error("cannot create directory {}: {source}", path.display())]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// A new entry could not be written to a known_hosts file.
+    #[error("cannot add host key to {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// The entry to append would not be a valid known_hosts line.
+    #[error("refusing to record host key for {host:?}: {reason}")]
+    InvalidEntry { host: String, reason: &'static str },
+}
+
+/// The outcome of checking a presented server host key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostKeyStatus {
+    /// A plain entry for this host holds exactly the presented key.
+    Valid,
+    /// No entry for this host holds a key of the presented algorithm.
+    Unknown,
+    /// This host is known with a different key of the same algorithm.
+    Mismatch(Mismatch),
+    /// The presented key is marked `@revoked`.
+    Revoked {
+        /// Fingerprint of the presented (revoked) key.
+        fingerprint: String,
+        /// `file:line` of the `@revoked` line.
+        source: String,
+    },
+}
+
+/// Details of a host key mismatch, for the caller's warning message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mismatch {
+    /// Fingerprint of the key the server presented.
+    pub presented_fingerprint: String,
+    /// Every key recorded for this host with the presented algorithm.
+    pub known: Vec<KnownKey>,
+}
+
+/// One recorded key that disagrees with the presented key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownKey {
+    /// Fingerprint of the recorded key.
+    pub fingerprint: String,
+    /// `file:line` where the key is recorded.
+    pub location: String,
+}
+
+/// Returns the fingerprint of a wire-form public key exactly as
+/// `ssh-keygen -lf` prints it: `SHA256:` followed by unpadded base64.
+pub fn fingerprint_sha256(blob: &[u8]) -> String {
+    format!("SHA256:{}", STANDARD_NO_PAD.encode(Sha256::digest(blob)))
+}
+
+/// The marker at the start of a known_hosts line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Marker {
+    None,
+    CertAuthority,
+    Revoked,
+}
+
+/// The host field of a known_hosts line.
+#[derive(Debug, Clone)]
+enum HostField {
+    /// Comma-separated patterns, stored lowercased because OpenSSH compares
+    /// host names case-insensitively.
+    Patterns(Vec<String>),
+    /// `|1|salt|hash`: HMAC-SHA1 of the host name keyed with the salt.
+    Hashed { salt: Vec<u8>, hash: Vec<u8> },
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    marker: Marker,
+    hosts: HostField,
+    key_type: String,
+    blob: Vec<u8>,
+    /// `file:line`, for messages.
+    location: String,
+}
+
+/// All known host keys loaded from one or more sources, in load order.
+#[derive(Debug, Clone, Default)]
+pub struct KnownHosts {
+    entries: Vec<Entry>,
+}
+
+impl KnownHosts {
+    /// Loads every file in `paths`, in order. A file that does not exist
+    /// contributes nothing, as in OpenSSH; a file that exists but cannot be
+    /// read is an error, because silently ignoring it could turn a known
+    /// host into an unknown one.
+    pub fn load(paths: &[PathBuf]) -> Result<KnownHosts, KnownHostsError> {
+        let mut known = KnownHosts::default();
+        for path in paths {
+            match fs::read(path) {
+                Ok(bytes) => {
+                    // Invalid UTF-8 can only affect the lines that contain
+                    // it, which then simply fail to match, as in OpenSSH.
+                    let text = String::from_utf8_lossy(&bytes);
+                    known.extend_from_text(&text, &path.display().to_string());
+                }
+                Err(e)
+                    if e.kind() == io::ErrorKind::NotFound
+                        || e.kind() == io::ErrorKind::NotADirectory => {}
+                Err(source) => {
+                    return Err(KnownHostsError::Read {
+                        path: path.clone(),
+                        source,
+                    })
+                }
+            }
+        }
+        Ok(known)
+    }
+
+    /// Parses the text of one known_hosts file; `source` names it in
+    /// `file:line` locations.
+    pub fn parse(text: &str, source: &Path) -> KnownHosts {
+        let mut known = KnownHosts::default();
+        known.extend_from_text(text, &source.display().to_string());
+        known
+    }
+
+    /// Adds known_hosts lines that do not come from a file (for example from
+    /// a secret); `source` is the label used in `label:line` locations.
+    pub fn extend_from_text(&mut self, text: &str, source: &str) {
+        for (index, line) in text.lines().enumerate() {
+            let location = format!("{}:{}", source, index + 1);
+            if let Some(entry) = parse_line(line, location) {
+                self.entries.push(entry);
+            }
+        }
+    }
+
+    /// Checks the key a server presented for `host` on `port`.
+    ///
+    /// `algorithm` is the key type; `rsa-sha2-256` and `rsa-sha2-512` are
+    /// accepted as names for `ssh-rsa` because those are signature
+    /// algorithms of the same key, which known_hosts always records as
+    /// `ssh-rsa`.
+    pub fn check(&self, host: &str, port: u16, algorithm: &str, blob: &[u8]) -> HostKeyStatus {
+        let algorithm = key_type_of(algorithm);
+        // A revoked key is refused for every host, whatever host patterns
+        // its line carries: revocation says the key must never be trusted.
+        if let Some(revoked) = self
+            .entries
+            .iter()
+            .find(|e| e.marker == Marker::Revoked && e.key_type == algorithm && e.blob == blob)
+        {
+            return HostKeyStatus::Revoked {
+                fingerprint: fingerprint_sha256(blob),
+                source: revoked.location.clone(),
+            };
+        }
+        let name = lookup_name(host, port);
+        let same_type: Vec<&Entry> = self
+            .plain_entries_for(&name)
+            .filter(|e| e.key_type == algorithm)
+            .collect();
+        if same_type.iter().any(|e| e.blob == blob) {
+            return HostKeyStatus::Valid;
+        }
+        if same_type.is_empty() {
+            return HostKeyStatus::Unknown;
+        }
+        HostKeyStatus::Mismatch(Mismatch {
+            presented_fingerprint: fingerprint_sha256(blob),
+            known: same_type
+                .iter()
+                .map(|e| KnownKey {
+                    fingerprint: fingerprint_sha256(&e.blob),
+                    location: e.location.clone(),
+                })
+                .collect(),
+        })
+    }
+
+    /// Returns the key types recorded for `host` on `port`, in file order
+    /// without duplicates, so the client can offer those host key
+    /// algorithms first as OpenSSH does.
+    pub fn known_algorithms(&self, host: &str, port: u16) -> Vec<String> {
+        let name = lookup_name(host, port);
+        let mut types: Vec<String> = Vec::new();
+        for entry in self.plain_entries_for(&name) {
+            if !types.contains(&entry.key_type) {
+                types.push(entry.key_type.clone());
+            }
+        }
+        types
+    }
+
+    /// Entries without a marker whose host field matches `name`.
+    /// `@cert-authority` lines are excluded because we never accept host
+    /// certificates, and `@revoked` lines because they vouch for nothing.
+    fn plain_entries_for<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Entry> + 'a {
+        self.entries
+            .iter()
+            .filter(move |e| e.marker == Marker::None && host_field_matches(&e.hosts, name))
+    }
+}
+
+/// Appends `host algorithm base64` to the known_hosts file at `path`, for
+/// StrictHostKeyChecking=accept-new.
+///
+/// The parent directory is created with mode 0700 and a new file with mode
+/// 0600, matching what OpenSSH creates. `rsa-sha2-*` is recorded as
+/// `ssh-rsa`. The line goes out in one buffer in append mode so that
+/// concurrent readers and writers never see a partial line.
+pub fn append_entry(
+    path: &Path,
+    host: &str,
+    port: u16,
+    algorithm: &str,
+    blob: &[u8],
+) -> Result<(), KnownHostsError> {
+    let invalid = |reason| KnownHostsError::InvalidEntry {
+        host: host.to_string(),
+        reason,
+    };
+    // Characters that separate fields or patterns would corrupt the file or
+    // turn the entry into a pattern matching other hosts.
+    if host.is_empty() {
+        return Err(invalid("empty host name"));
+    }
+    if host.chars().any(|c| {
+        c.is_whitespace() || c.is_control() || matches!(c, ',' | '*' | '?' | '!' | '#' | '|' | '@')
+    }) {
+        return Err(invalid(
+            "host name contains characters that are special in known_hosts",
+        ));
+    }
+    let key_type = key_type_of(algorithm);
+    if key_type.is_empty()
+        || key_type
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(invalid("invalid key type"));
+    }
+    if blob.is_empty() {
+        return Err(invalid("empty key"));
+    }
+    let mut line = format!(
+        "{} {} {}\n",
+        lookup_name(host, port),
+        key_type,
+        STANDARD.encode(blob)
+    );
+
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if !parent.exists() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .map_err(|source| KnownHostsError::CreateDir {
+                    path: parent.to_path_buf(),
+                    source,
+                })?;
+        }
+    }
+    let write_err = |source| KnownHostsError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(write_err)?;
+    // A file whose last line lacks its newline would otherwise have our
+    // entry glued onto that line, corrupting both.
+    let len = file.metadata().map_err(write_err)?.len();
+    if len > 0 {
+        let mut last = [0u8; 1];
+        file.seek(SeekFrom::Start(len - 1)).map_err(write_err)?;
+        file.read_exact(&mut last).map_err(write_err)?;
+        if last[0] != b'\n' {
+            line.insert(0, '\n');
+        }
+    }
+    file.write_all(line.as_bytes()).map_err(write_err)?;
+    file.flush().map_err(write_err)
+}
+
+/// Maps signature algorithm names of RSA keys to the key type known_hosts
+/// records.
+fn key_type_of(algorithm: &str) -> &str {
+    match algorithm {
+        "rsa-sha2-256" | "rsa-sha2-512" => "ssh-rsa",
+        other => other,
+    }
+}
+
+/// The name OpenSSH looks up in known_hosts: the lowercased host for port
+/// 22, `[host]:port` otherwise.
+fn lookup_name(host: &str, port: u16) -> String {
+    let host = host.to_ascii_lowercase();
+    if port == 22 {
+        host
+    } else {
+        format!("[{host}]:{port}")
+    }
+}
+
+/// Parses one line; `None` for comments, blank lines and anything OpenSSH
+/// would skip.
+fn parse_line(line: &str, location: String) -> Option<Entry> {
+    let mut fields = line.split([' ', '\t', '\r']).filter(|f| !f.is_empty());
+    let mut first = fields.next()?;
+    if first.starts_with('#') {
+        return None;
+    }
+    let marker = match first {
+        "@cert-authority" => Marker::CertAuthority,
+        "@revoked" => Marker::Revoked,
+        m if m.starts_with('@') => return None,
+        _ => Marker::None,
+    };
+    if marker != Marker::None {
+        first = fields.next()?;
+    }
+    let hosts = parse_host_field(first)?;
+    let key_type = fields.next()?;
+    let blob = STANDARD.decode(fields.next()?).ok()?;
+    if embedded_key_type(&blob)? != key_type.as_bytes() {
+        return None;
+    }
+    Some(Entry {
+        marker,
+        hosts,
+        key_type: key_type.to_string(),
+        blob,
+        location,
+    })
+}
+
+/// The key type string at the start of a wire-form key: a big-endian u32
+/// length followed by that many bytes.
+fn embedded_key_type(blob: &[u8]) -> Option<&[u8]> {
+    let len_bytes: [u8; 4] = blob.get(..4)?.try_into().ok()?;
+    let len = usize::try_from(u32::from_be_bytes(len_bytes)).ok()?;
+    blob.get(4..4usize.checked_add(len)?)
+}
+
+fn parse_host_field(field: &str) -> Option<HostField> {
+    if let Some(rest) = field.strip_prefix("|1|") {
+        let (salt, hash) = rest.split_once('|')?;
+        let salt = STANDARD.decode(salt).ok()?;
+        let hash = STANDARD.decode(hash).ok()?;
+        // OpenSSH insists on SHA1-sized salt and hash and skips other lines.
+        if salt.len() != 20 || hash.len() != 20 {
+            return None;
+        }
+        return Some(HostField::Hashed { salt, hash });
+    }
+    if field.starts_with('|') {
+        // An unknown hash scheme cannot be matched against anything.
+        return None;
+    }
+    Some(HostField::Patterns(
+        field.split(',').map(str::to_ascii_lowercase).collect(),
+    ))
+}
+
+fn host_field_matches(field: &HostField, name: &str) -> bool {
+    match field {
+        HostField::Hashed { salt, hash } => {
+            let Ok(mut mac) = Hmac::<Sha1>::new_from_slice(salt) else {
+                // HMAC accepts keys of any length, so this branch is never
+                // taken; treating it as "no match" is the safe answer anyway.
+                return false;
+            };
+            mac.update(name.as_bytes());
+            mac.verify_slice(hash).is_ok()
+        }
+        HostField::Patterns(patterns) => {
+            let mut positive = false;
+            for pattern in patterns {
+                match pattern.strip_prefix('!') {
+                    // A matching negation vetoes the whole line, whatever
+                    // position it has in the list.
+                    Some(negated) if wildcard_match(negated, name) => return false,
+                    Some(_) => {}
+                    None => positive |= wildcard_match(pattern, name),
+                }
+            }
+            positive
+        }
+    }
+}
+
+/// Glob matching with `*` (any run, including empty) and `?` (one
+/// character), as OpenSSH's `match_pattern`.
+fn wildcard_match(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    let (mut pi, mut ti) = (0usize, 0usize);
+    // Position of the last `*` seen and the text position it was tried at,
+    // so a failed literal match can let that star absorb one more character.
+    let mut backtrack: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        match p.get(pi) {
+            Some('*') => {
+                backtrack = Some((pi, ti));
+                pi += 1;
+            }
+            Some(&c) if c == '?' || c == t[ti] => {
+                pi += 1;
+                ti += 1;
+            }
+            _ => match backtrack {
+                Some((star, tried)) => {
+                    pi = star + 1;
+                    ti = tried + 1;
+                    backtrack = Some((star, tried + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Produced by `ssh-keygen -t ed25519` / `-t ecdsa`; fingerprints from
+    // `ssh-keygen -lf`.
+    const K1: &str = "AAAAC3NzaC1lZDI1NTE5AAAAIICptHgzbfoI3REBzV+P73ymHEslhymSagT3OX6wDUo4";
+    const K1_FP: &str = "SHA256:c7iPNQY7Vl8DWmBbXy3ahj1H/K2GV7lzwnbG15xYln8";
+    const K2: &str = "AAAAC3NzaC1lZDI1NTE5AAAAIKUuNUi6DheLVnLgFr9ch0pt73DB/WVrOiTZ5gCh0AsD";
+    const K2_FP: &str = "SHA256:6u7O0/eJ6INLclFDMeQeLaL+ON2EU6Cgi5ITqBC+JfE";
+    const K3: &str = "AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBHbf6VyTA/IJqaMXaR9XMw1IY2vft8gTYceQBLKaKPUVsoqaE6QSMS+JDCMDqWQZwhY/5ZLqiW2jt35z8c6jj/E=";
+    const K3_FP: &str = "SHA256:9lAkDRt+LNoO2gEFvCzCpcCfYT3kyzgiZsR7DzQq/1w";
+    // `ssh-keygen -H` output for "server.example.com <K1>" and
+    // "[db.example.com]:2222 <K2>".
+    const HASHED_SERVER: &str = "|1|tcYAO0viaXtUpa3hkjSLvj8sMEo=|L6qy5itmjZoqLqRFOFMP8ua9udI=";
+    const HASHED_DB_2222: &str = "|1|FnNkn26t4HehFP1eZ1jYIEYwby8=|GatRT6vqhC18a/9R7KT2gYzXlho=";
+
+    const ED: &str = "ssh-ed25519";
+    const EC: &str = "ecdsa-sha2-nistp256";
+
+    fn blob(b64: &str) -> Vec<u8> {
+        STANDARD.decode(b64).unwrap()
+    }
+
+    fn kh(text: &str) -> KnownHosts {
+        KnownHosts::parse(text, Path::new("kh"))
+    }
+
+    #[test]
+    fn fingerprints_match_ssh_keygen() {
+        for (key, fp) in [(K1, K1_FP), (K2, K2_FP), (K3, K3_FP)] {
+            assert_eq!(fingerprint_sha256(&blob(key)), fp);
+        }
+    }
+
+    #[test]
+    fn check_table() {
+        let text = format!(
+            "# comment line\n\
+             \n\
+             {HASHED_SERVER} {ED} {K1}\n\
+             {HASHED_DB_2222} {ED} {K2} trailing comment\n\
+             plain.example.com,alias {ED} {K1} me@laptop\n\
+             [plain.example.com]:2200 {ED} {K2}\n\
+             *.wild.example,!bad.wild.example {ED} {K1}\n\
+             web?.example.com {EC} {K3}\n\
+             MixedCase.Example {ED} {K1}\n\
+             @cert-authority *.ca.example {ED} {K1}\n\
+             @revoked * {ED} {K2}\n"
+        );
+        let k = kh(&text);
+        let mismatch = |locs: &[(&str, &str)]| {
+            HostKeyStatus::Mismatch(Mismatch {
+                presented_fingerprint: K3_FP.to_string(),
+                known: locs
+                    .iter()
+                    .map(|(fp, loc)| KnownKey {
+                        fingerprint: fp.to_string(),
+                        location: loc.to_string(),
+                    })
+                    .collect(),
+            })
+        };
+        // Presenting K3 as ed25519 lets us provoke a mismatch without a
+        // third ed25519 key; check compares blobs only.
+        let revoked = HostKeyStatus::Revoked {
+            fingerprint: K2_FP.to_string(),
+            source: "kh:11".to_string(),
+        };
+        let cases: Vec<(&str, u16, &str, &str, HostKeyStatus)> = vec![
+            // Hashed entries written by ssh-keygen -H.
+            ("server.example.com", 22, ED, K1, HostKeyStatus::Valid),
+            ("SERVER.example.com", 22, ED, K1, HostKeyStatus::Valid),
+            (
+                "server.example.com",
+                22,
+                ED,
+                K3,
+                mismatch(&[(K1_FP, "kh:3")]),
+            ),
+            ("server.example.com", 2222, ED, K1, HostKeyStatus::Unknown),
+            ("db.example.com", 22, ED, K1, HostKeyStatus::Unknown),
+            // K2 is revoked for every host, even where it is recorded.
+            ("db.example.com", 2222, ED, K2, revoked.clone()),
+            ("anything", 22, ED, K2, revoked),
+            // Plain patterns and ports.
+            ("plain.example.com", 22, ED, K1, HostKeyStatus::Valid),
+            ("alias", 22, ED, K1, HostKeyStatus::Valid),
+            (
+                "plain.example.com",
+                2200,
+                ED,
+                K3,
+                mismatch(&[(K2_FP, "kh:6")]),
+            ),
+            ("plain.example.com", 2201, ED, K1, HostKeyStatus::Unknown),
+            ("mixedcase.example", 22, ED, K1, HostKeyStatus::Valid),
+            // Wildcards and negation.
+            ("a.wild.example", 22, ED, K1, HostKeyStatus::Valid),
+            ("wild.example", 22, ED, K1, HostKeyStatus::Unknown),
+            ("bad.wild.example", 22, ED, K1, HostKeyStatus::Unknown),
+            ("web1.example.com", 22, EC, K3, HostKeyStatus::Valid),
+            ("web12.example.com", 22, EC, K3, HostKeyStatus::Unknown),
+            // Known only with another algorithm.
+            ("web1.example.com", 22, ED, K1, HostKeyStatus::Unknown),
+            // A CA line never vouches for a plain key.
+            ("x.ca.example", 22, ED, K1, HostKeyStatus::Unknown),
+            ("nowhere", 22, ED, K1, HostKeyStatus::Unknown),
+        ];
+        for (host, port, alg, key, want) in cases {
+            assert_eq!(
+                k.check(host, port, alg, &blob(key)),
+                want,
+                "{host}:{port} {alg}"
+            );
+        }
+    }
+
+    #[test]
+    fn mismatch_lists_every_same_type_key() {
+        let k = kh(&format!("h {ED} {K1}\nh {EC} {K3}\nh,other {ED} {K2}\n"));
+        let mut presented = blob(K1);
+        if let Some(last) = presented.last_mut() {
+            *last ^= 1;
+        }
+        let HostKeyStatus::Mismatch(m) = k.check("h", 22, ED, &presented) else {
+            panic!("expected mismatch");
+        };
+        assert_eq!(m.presented_fingerprint, fingerprint_sha256(&presented));
+        let locs: Vec<_> = m
+            .known
+            .iter()
+            .map(|k| (k.fingerprint.as_str(), k.location.as_str()))
+            .collect();
+        assert_eq!(locs, vec![(K1_FP, "kh:1"), (K2_FP, "kh:3")]);
+        // A valid key wins over other, mismatching lines for the host.
+        assert_eq!(k.check("h", 22, ED, &blob(K2)), HostKeyStatus::Valid);
+    }
+
+    #[test]
+    fn unparseable_lines_are_skipped() {
+        let lines = [
+            format!("@bogus h {ED} {K1}"),
+            format!("h {ED} not*base64"),
+            format!("h {EC} {K1}"), // key type disagrees with blob
+            format!("|1|c2hvcnQ=|c2hvcnQ= {ED} {K1}"), // salt too short
+            format!("|2|abc|def {ED} {K1}"),
+            "h ssh-ed25519".to_string(),
+            format!("h {ED} AAAA"), // blob too short for its type
+            "@revoked".to_string(),
+        ];
+        for line in lines {
+            let k = kh(&line);
+            assert_eq!(
+                k.check("h", 22, ED, &blob(K1)),
+                HostKeyStatus::Unknown,
+                "{line}"
+            );
+            assert!(k.known_algorithms("h", 22).is_empty(), "{line}");
+        }
+    }
+
+    #[test]
+    fn known_algorithms_table() {
+        let k = kh(&format!(
+            "h {ED} {K1}\n{HASHED_SERVER} {EC} {K3}\nh,server.example.com {EC} {K3}\nh {ED} {K2}\n\
+             @revoked h ssh-rsa AAAAB3NzaC1yc2E=\n@cert-authority h ssh-rsa AAAAB3NzaC1yc2E=\n"
+        ));
+        let cases: Vec<(&str, u16, Vec<&str>)> = vec![
+            ("h", 22, vec![ED, EC]),
+            ("server.example.com", 22, vec![EC]),
+            ("h", 2222, vec![]),
+            ("nope", 22, vec![]),
+        ];
+        for (host, port, want) in cases {
+            assert_eq!(k.known_algorithms(host, port), want, "{host}:{port}");
+        }
+    }
+
+    #[test]
+    fn rsa_signature_names_compare_as_ssh_rsa() {
+        // Minimal wire-form blob whose embedded type is ssh-rsa.
+        let rsa = "AAAAB3NzaC1yc2EAAAADAQAB";
+        let k = kh(&format!("h ssh-rsa {rsa}\n"));
+        for alg in ["ssh-rsa", "rsa-sha2-256", "rsa-sha2-512"] {
+            assert_eq!(
+                k.check("h", 22, alg, &blob(rsa)),
+                HostKeyStatus::Valid,
+                "{alg}"
+            );
+        }
+    }
+
+    #[test]
+    fn extend_from_text_labels_locations() {
+        let mut k = kh(&format!("h {ED} {K1}\n"));
+        k.extend_from_text(&format!("\nh {ED} {K2}\n"), "secret:cluster");
+        let presented = blob(K3);
+        let HostKeyStatus::Mismatch(m) = k.check("h", 22, ED, &presented) else {
+            panic!("expected mismatch");
+        };
+        let locs: Vec<_> = m.known.iter().map(|k| k.location.as_str()).collect();
+        assert_eq!(locs, vec!["kh:1", "secret:cluster:2"]);
+    }
+
+    #[test]
+    fn wildcard_table() {
+        let cases = [
+            ("*", "", true),
+            ("*", "abc", true),
+            ("a*c", "abbbc", true),
+            ("a*c", "abcd", false),
+            ("a?c", "abc", true),
+            ("a?c", "ac", false),
+            ("*.example.com", "x.example.com", true),
+            ("*.example.com", "example.com", false),
+            ("*a*b", "xaxab", true),
+            ("abc", "abd", false),
+            ("[h]:22*", "[h]:2222", true),
+        ];
+        for (p, t, want) in cases {
+            assert_eq!(wildcard_match(p, t), want, "{p} vs {t}");
+        }
+    }
+
+    #[test]
+    fn load_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a");
+        fs::write(&a, format!("h {ED} {K1}\n")).unwrap();
+        let missing = dir.path().join("missing");
+        let k = KnownHosts::load(&[missing, a.clone()]).unwrap();
+        assert_eq!(k.check("h", 22, ED, &blob(K1)), HostKeyStatus::Valid);
+        let HostKeyStatus::Mismatch(m) = k.check("h", 22, ED, &blob(K2)) else {
+            panic!("expected mismatch");
+        };
+        assert_eq!(m.known[0].location, format!("{}:1", a.display()));
+        // A directory exists but cannot be read as a file.
+        let err = KnownHosts::load(&[dir.path().to_path_buf()]).unwrap_err();
+        assert!(matches!(err, KnownHostsError::Read { ref path, .. } if path == dir.path()));
+        assert!(err.to_string().contains(&dir.path().display().to_string()));
+    }
+
+    #[test]
+    fn append_entry_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new/.ssh/known_hosts");
+        let cases: Vec<(&str, u16, &str, &str, &str)> = vec![
+            ("Server.Example.com", 22, ED, K1, "server.example.com"),
+            ("10.0.1.5", 2222, EC, K3, "[10.0.1.5]:2222"),
+            ("fe80::1", 2200, ED, K2, "[fe80::1]:2200"),
+        ];
+        let mut want = String::new();
+        for (host, port, alg, key, written) in &cases {
+            append_entry(&path, host, *port, alg, &blob(key)).unwrap();
+            want.push_str(&format!("{written} {alg} {key}\n"));
+            let k = KnownHosts::load(std::slice::from_ref(&path)).unwrap();
+            assert_eq!(k.check(host, *port, alg, &blob(key)), HostKeyStatus::Valid);
+        }
+        assert_eq!(fs::read_to_string(&path).unwrap(), want);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
+    }
+
+    #[test]
+    fn append_entry_repairs_missing_final_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("known_hosts");
+        fs::write(&path, format!("a {ED} {K1}")).unwrap();
+        append_entry(&path, "b", 22, ED, &blob(K2)).unwrap();
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            format!("a {ED} {K1}\nb {ED} {K2}\n")
+        );
+    }
+
+    #[test]
+    fn append_entry_rejects_bad_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("known_hosts");
+        let cases: Vec<(&str, &str, Vec<u8>)> = vec![
+            ("", ED, blob(K1)),
+            ("a b", ED, blob(K1)),
+            ("a,b", ED, blob(K1)),
+            ("*", ED, blob(K1)),
+            ("h", "", blob(K1)),
+            ("h", "ssh ed25519", blob(K1)),
+            ("h", ED, Vec::new()),
+        ];
+        for (host, alg, key) in cases {
+            let err = append_entry(&path, host, 22, alg, &key).unwrap_err();
+            assert!(
+                matches!(err, KnownHostsError::InvalidEntry { .. }),
+                "{host:?} {alg:?}"
+            );
+        }
+        assert!(!path.exists());
+    }
+}

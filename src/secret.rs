@@ -1,0 +1,435 @@
+//! Fetching the cluster key from AWS Secrets Manager and taking the key material out of the
+//! secret's layout.
+//!
+//! Owns: the AWS client, the mapping of service errors to [`SecretError`], and the secret
+//! layouts (JSON `SecretString` with `PrivateKey`/`Passphrase`/`PublicKey`/`KnownHosts`, a
+//! `SecretString` that is the key itself, `SecretBinary`). Invariant: every byte of key material
+//! it hands out is inside a `secrecy` wrapper; the owned `String`s the SDK returns are moved
+//! into those wrappers, never cloned. Must not know: SSH, key formats beyond "looks like a
+//! private key", or how the caller reports errors.
+
+use std::fmt;
+
+use aws_config::BehaviorVersion;
+use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
+use secrecy::{ExposeSecret, SecretBox, SecretString};
+
+/// Which version of the secret to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VersionSelector {
+    Stage(String),
+    Id(String),
+}
+
+impl fmt::Display for VersionSelector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VersionSelector::Stage(stage) => write!(f, "stage {stage}"),
+            VersionSelector::Id(id) => write!(f, "version {id}"),
+        }
+    }
+}
+
+/// Where the AWS client looks: region and profile override the default chain, which already
+/// honours `AWS_REGION`, `AWS_PROFILE`, instance roles and `AWS_ENDPOINT_URL*`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AwsSettings {
+    pub region: Option<String>,
+    pub profile: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("secret {id}: ResourceNotFoundException: {message}: check the secret id, the {selector} and the region")]
+    NotFound {
+        id: String,
+        selector: VersionSelector,
+        message: String,
+    },
+    #[error("secret {id}: AccessDeniedException: {message}: check that the instance role's policy allows secretsmanager:GetSecretValue on it")]
+    AccessDenied { id: String, message: String },
+    #[error("secret {id}: {code}: {message}: check the secret id and the {selector}")]
+    InvalidRequest {
+        id: String,
+        selector: VersionSelector,
+        code: String,
+        message: String,
+    },
+    #[error("secret {id}: DecryptionFailure: {message}: check the role may use the secret's KMS key (kms:Decrypt)")]
+    Decryption { id: String, message: String },
+    #[error("secret {id}: {code}: {message}: the service failed; retry later")]
+    Service {
+        id: String,
+        code: String,
+        message: String,
+    },
+    #[error("secret {id}: no AWS credentials: {reason}: set AWS_PROFILE or AWS_ACCESS_KEY_ID, or run on an instance with a role")]
+    NoCredentials { id: String, reason: String },
+    #[error("secret {id}: cannot reach Secrets Manager: {reason}: check the network, the region and AWS_ENDPOINT_URL")]
+    Unreachable { id: String, reason: String },
+    #[error("secret {id}: the response holds neither SecretString nor SecretBinary")]
+    Empty { id: String },
+    #[error("secret {id}: holds no key yet ({{}}): run the first rotation (smssh rotate --bootstrap-key) or store a key in field {field}")]
+    NoKeyYet { id: String, field: String },
+    #[error("secret {id}: JSON has no field {field} (fields: {available}): pass --secret-field with the field that holds the private key")]
+    MissingField {
+        id: String,
+        field: String,
+        available: String,
+    },
+    #[error("secret {id}: field {field} is not a string: store the private key as a JSON string")]
+    FieldNotString { id: String, field: String },
+    #[error("secret {id}: the value is not valid JSON ({reason}) and not a private key: store a PEM/OpenSSH private key or a JSON object with PrivateKey")]
+    Malformed { id: String, reason: String },
+}
+
+impl SecretError {
+    /// True when the error may pass if the caller waits: the service or the network failed,
+    /// not the request.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, SecretError::Service { .. } | SecretError::Unreachable { .. })
+    }
+}
+
+/// The raw value of one secret version. `Debug` shows only which kind it is.
+pub enum SecretValue {
+    String(SecretString),
+    Binary(SecretBox<[u8]>),
+}
+
+impl fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SecretValue::String(_) => f.write_str("SecretValue::String([REDACTED])"),
+            SecretValue::Binary(_) => f.write_str("SecretValue::Binary([REDACTED])"),
+        }
+    }
+}
+
+/// One fetched version: its id (for messages and for knowing whether a re-fetch changed
+/// anything) and its value.
+#[derive(Debug)]
+pub struct FetchedSecret {
+    pub version_id: Option<String>,
+    pub value: SecretValue,
+}
+
+/// A Secrets Manager client built once per invocation from the default AWS chain.
+#[derive(Clone, Debug)]
+pub struct SecretsClient {
+    client: aws_sdk_secretsmanager::Client,
+}
+
+impl SecretsClient {
+    pub async fn new(settings: &AwsSettings) -> SecretsClient {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        if let Some(region) = &settings.region {
+            loader = loader.region(aws_config::Region::new(region.clone()));
+        }
+        if let Some(profile) = &settings.profile {
+            loader = loader.profile_name(profile);
+        }
+        let config = loader.load().await;
+        SecretsClient {
+            client: aws_sdk_secretsmanager::Client::new(&config),
+        }
+    }
+
+    /// Reads one version with `GetSecretValue`.
+    pub async fn fetch(
+        &self,
+        id: &str,
+        selector: &VersionSelector,
+    ) -> Result<FetchedSecret, SecretError> {
+        let request = self.client.get_secret_value().secret_id(id);
+        let request = match selector {
+            VersionSelector::Stage(stage) => request.version_stage(stage),
+            VersionSelector::Id(version) => request.version_id(version),
+        };
+        let output = request
+            .send()
+            .await
+            .map_err(|err| map_sdk_error(id, selector, err))?;
+        let version_id = output.version_id().map(str::to_owned);
+        // `into_parts`-style moves: the SDK's owned String/Blob go straight into wrappers.
+        let mut output = output;
+        let value = if let Some(text) = output.secret_string.take() {
+            SecretValue::String(SecretString::from(text))
+        } else if let Some(blob) = output.secret_binary.take() {
+            SecretValue::Binary(SecretBox::from(blob.into_inner().into_boxed_slice()))
+        } else {
+            return Err(SecretError::Empty { id: id.to_owned() });
+        };
+        Ok(FetchedSecret { version_id, value })
+    }
+}
+
+fn map_sdk_error(
+    id: &str,
+    selector: &VersionSelector,
+    err: SdkError<GetSecretValueError>,
+) -> SecretError {
+    let id = id.to_owned();
+    let reason = describe_chain(&err);
+    match err {
+        SdkError::ServiceError(service) => {
+            let err = service.into_err();
+            let code = err.code().unwrap_or("UnknownError").to_owned();
+            let message = err.message().unwrap_or("no message").to_owned();
+            match (&err, code.as_str()) {
+                (GetSecretValueError::ResourceNotFoundException(_), _)
+                | (_, "ResourceNotFoundException") => SecretError::NotFound {
+                    id,
+                    selector: selector.clone(),
+                    message,
+                },
+                (GetSecretValueError::DecryptionFailure(_), _) => {
+                    SecretError::Decryption { id, message }
+                }
+                (GetSecretValueError::InvalidParameterException(_), _)
+                | (GetSecretValueError::InvalidRequestException(_), _)
+                | (_, "ValidationException") => SecretError::InvalidRequest {
+                    id,
+                    selector: selector.clone(),
+                    code,
+                    message,
+                },
+                (_, "AccessDeniedException")
+                | (_, "UnrecognizedClientException")
+                | (_, "InvalidSignatureException")
+                | (_, "ExpiredTokenException") => SecretError::AccessDenied {
+                    id,
+                    message: format!("{code}: {message}"),
+                },
+                _ => SecretError::Service { id, code, message },
+            }
+        }
+        SdkError::ConstructionFailure(_) => SecretError::NoCredentials { id, reason },
+        SdkError::DispatchFailure(failure) if failure.is_user() || failure.as_other().is_some() => {
+            SecretError::NoCredentials { id, reason }
+        }
+        // Dispatch, timeout and response failures, and kinds this SDK version does not have
+        // yet (SdkError is non-exhaustive), are all a call that never got a service answer.
+        _ => SecretError::Unreachable { id, reason },
+    }
+}
+
+/// Joins an error and its sources on one line, because the SDK's top-level messages
+/// ("dispatch failure") say nothing an operator can act on.
+fn describe_chain(err: &dyn std::error::Error) -> String {
+    let mut parts = vec![err.to_string()];
+    let mut source = err.source();
+    while let Some(next) = source {
+        let text = next.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = next.source();
+    }
+    parts.join(": ")
+}
+
+/// The key material taken out of a secret: the private key text or bytes, and the optional
+/// companions the rotation writes next to it.
+pub struct KeyMaterial {
+    pub private_key: PrivateKeyBytes,
+    pub passphrase: Option<SecretString>,
+    /// Extra known_hosts lines recorded by the rotation (`KnownHosts` field). Public data.
+    pub known_hosts: Option<String>,
+}
+
+/// A private key as stored: PEM/OpenSSH text, or binary DER / openssh-key-v1 bytes.
+pub enum PrivateKeyBytes {
+    Text(SecretString),
+    Binary(SecretBox<[u8]>),
+}
+
+impl fmt::Debug for KeyMaterial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyMaterial")
+            .field("private_key", &"[REDACTED]")
+            .field("passphrase", &self.passphrase.as_ref().map(|_| "[REDACTED]"))
+            .field("known_hosts", &self.known_hosts.as_ref().map(|k| k.lines().count()))
+            .finish()
+    }
+}
+
+pub const DEFAULT_FIELD: &str = "PrivateKey";
+
+/// Takes the key material out of a secret value, following the layouts in the module doc.
+/// `field` is the JSON field holding the private key (`PrivateKey` when None).
+pub fn extract_key_material(
+    id: &str,
+    value: &SecretValue,
+    field: Option<&str>,
+) -> Result<KeyMaterial, SecretError> {
+    match value {
+        SecretValue::String(text) => extract_from_text(id, text.expose_secret(), field),
+        SecretValue::Binary(bytes) => match std::str::from_utf8(bytes.expose_secret()) {
+            Ok(text) if looks_textual(text) => extract_from_text(id, text, field),
+            _ => Ok(KeyMaterial {
+                private_key: PrivateKeyBytes::Binary(SecretBox::from(
+                    bytes.expose_secret().to_vec().into_boxed_slice(),
+                )),
+                passphrase: None,
+                known_hosts: None,
+            }),
+        },
+    }
+}
+
+fn looks_textual(text: &str) -> bool {
+    let trimmed = text.trim_start();
+    trimmed.starts_with('{') || trimmed.starts_with("-----BEGIN") || trimmed.starts_with("PuTTY")
+}
+
+fn extract_from_text(id: &str, text: &str, field: Option<&str>) -> Result<KeyMaterial, SecretError> {
+    let trimmed = text.trim_start();
+    if !trimmed.starts_with('{') {
+        if field.is_some_and(|f| f != DEFAULT_FIELD) {
+            return Err(SecretError::Malformed {
+                id: id.to_owned(),
+                reason: "--secret-field given but the secret is not JSON".to_owned(),
+            });
+        }
+        return Ok(KeyMaterial {
+            private_key: PrivateKeyBytes::Text(SecretString::from(text.to_owned())),
+            passphrase: None,
+            known_hosts: None,
+        });
+    }
+    let field = field.unwrap_or(DEFAULT_FIELD);
+    // The parsed tree holds key text; its strings are moved out below and the rest is freed
+    // through the zeroizing allocator.
+    let mut object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text)
+        .map_err(|err| SecretError::Malformed {
+            id: id.to_owned(),
+            // serde_json's message carries only line/column, never the input.
+            reason: err.to_string(),
+        })?;
+    if object.is_empty() {
+        return Err(SecretError::NoKeyYet {
+            id: id.to_owned(),
+            field: field.to_owned(),
+        });
+    }
+    let private_key = match object.remove(field) {
+        Some(serde_json::Value::String(key)) => SecretString::from(key),
+        Some(_) => {
+            return Err(SecretError::FieldNotString {
+                id: id.to_owned(),
+                field: field.to_owned(),
+            })
+        }
+        None => {
+            let mut names: Vec<&str> = object.keys().map(String::as_str).collect();
+            names.sort_unstable();
+            return Err(SecretError::MissingField {
+                id: id.to_owned(),
+                field: field.to_owned(),
+                available: names.join(", "),
+            });
+        }
+    };
+    let passphrase = match object.remove("Passphrase") {
+        Some(serde_json::Value::String(p)) if !p.is_empty() => Some(SecretString::from(p)),
+        _ => None,
+    };
+    let known_hosts = match object.remove("KnownHosts") {
+        Some(serde_json::Value::String(lines)) => Some(lines),
+        _ => None,
+    };
+    Ok(KeyMaterial {
+        private_key: PrivateKeyBytes::Text(private_key),
+        passphrase,
+        known_hosts,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(s: &str) -> SecretValue {
+        SecretValue::String(SecretString::from(s.to_owned()))
+    }
+
+    fn key_text(material: &KeyMaterial) -> String {
+        match &material.private_key {
+            PrivateKeyBytes::Text(t) => t.expose_secret().to_owned(),
+            PrivateKeyBytes::Binary(_) => panic!("expected text"),
+        }
+    }
+
+    #[test]
+    fn layouts() {
+        let pem = "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n";
+        let json = serde_json::json!({"PrivateKey": pem, "PublicKey": "ssh-ed25519 AAAA x"}).to_string();
+        let with_pass = serde_json::json!({"PrivateKey": pem, "Passphrase": "pw", "KnownHosts": "h ssh-ed25519 AAAA"}).to_string();
+        let custom = serde_json::json!({"Key": pem}).to_string();
+        // (value, field, expected key text, has passphrase, has known_hosts)
+        let cases: Vec<(String, Option<&str>, &str, bool, bool)> = vec![
+            (json.clone(), None, pem, false, false),
+            (with_pass, None, pem, true, true),
+            (custom, Some("Key"), pem, false, false),
+            (pem.to_owned(), None, pem, false, false),
+            (format!("  {pem}"), None, "", false, false),
+        ];
+        for (value, field, expected, pass, kh) in cases {
+            let material = extract_key_material("/dev/ssh", &text(&value), field).unwrap();
+            if expected.is_empty() {
+                assert!(key_text(&material).contains("BEGIN OPENSSH"));
+            } else {
+                assert_eq!(key_text(&material), expected, "{value}");
+            }
+            assert_eq!(material.passphrase.is_some(), pass, "{value}");
+            assert_eq!(material.known_hosts.is_some(), kh, "{value}");
+        }
+    }
+
+    #[test]
+    fn layout_errors() {
+        let cases: Vec<(&str, Option<&str>, &str)> = vec![
+            ("{}", None, "holds no key yet"),
+            (r#"{"PublicKey": "x", "Other": 1}"#, None, "no field PrivateKey (fields: Other, PublicKey)"),
+            (r#"{"PrivateKey": 5}"#, None, "is not a string"),
+            ("{not json", None, "not valid JSON"),
+            ("-----BEGIN X-----", Some("Key"), "not JSON"),
+        ];
+        for (value, field, expected) in cases {
+            let err = extract_key_material("/dev/ssh", &text(value), field).unwrap_err();
+            let message = err.to_string();
+            assert!(message.starts_with("secret /dev/ssh: "), "{message}");
+            assert!(message.contains(expected), "{value}: {message}");
+        }
+    }
+
+    #[test]
+    fn binary_pem_is_read_as_text_and_der_kept_binary() {
+        let pem = b"-----BEGIN RSA PRIVATE KEY-----\nAA\n-----END RSA PRIVATE KEY-----\n";
+        let material = extract_key_material(
+            "s",
+            &SecretValue::Binary(SecretBox::from(pem.to_vec().into_boxed_slice())),
+            None,
+        )
+        .unwrap();
+        assert!(matches!(material.private_key, PrivateKeyBytes::Text(_)));
+        let der = vec![0x30u8, 0x82, 0x01, 0x00];
+        let material = extract_key_material(
+            "s",
+            &SecretValue::Binary(SecretBox::from(der.into_boxed_slice())),
+            None,
+        )
+        .unwrap();
+        assert!(matches!(material.private_key, PrivateKeyBytes::Binary(_)));
+    }
+
+    #[test]
+    fn debug_never_shows_key_material() {
+        let value = text(r#"{"PrivateKey": "TOPSECRET", "Passphrase": "PASSWORD"}"#);
+        let material = extract_key_material("s", &value, None).unwrap();
+        let shown = format!("{value:?} {material:?}");
+        assert!(!shown.contains("TOPSECRET") && !shown.contains("PASSWORD"), "{shown}");
+    }
+}

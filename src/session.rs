@@ -1,0 +1,512 @@
+//! Opening an authenticated SSH connection to one host: TCP, key exchange, host-key
+//! verification against known_hosts, public-key authentication with the secret's key.
+//!
+//! Owns: russh's client configuration (algorithm order, TCP_NODELAY, window), the host-key
+//! policy (StrictHostKeyChecking), the auth order (key, re-fetched key, fallback stage), and
+//! [`ConnectError`]. Invariant: a connection is returned only after the server's host key was
+//! found Valid in known_hosts (or newly recorded under accept-new/no, or accepted by the user at
+//! a terminal) and authentication succeeded; a changed or revoked host key always refuses.
+//! Must not know: what the connection is used for (exec, SFTP) or how many hosts there are.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use russh::client::{self, Handle};
+use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKey};
+use russh::keys::PublicKeyOrCertificate;
+use russh::{cipher, compression, kex};
+
+use crate::keysource::{KeyLoadError, KeySource, LoadedKey};
+use crate::known_hosts::{self, HostKeyStatus, KnownHosts};
+use crate::plan::HostPlan;
+use crate::ssh_config::StrictHostKeyChecking;
+
+/// The fixed part of the client configuration, chosen for throughput and short logins.
+/// Measured choices (see README "Performance"): TCP_NODELAY saves two delayed-ACK waits per
+/// login; AES-GCM runs on AES-NI and beats chacha20-poly1305 on bulk copies; a 16 MiB window
+/// keeps a loopback or LAN link full; ML-KEM hybrid stays first so that a server that offers
+/// it gets a post-quantum exchange, and curve25519 is the cheap choice for older sshd.
+pub fn client_config(plan: &HostPlan, preferred_host_keys: &[String]) -> client::Config {
+    let mut preferred = russh::Preferred::DEFAULT.clone();
+    preferred.kex = std::borrow::Cow::Owned(vec![
+        kex::MLKEM768X25519_SHA256,
+        kex::CURVE25519,
+        kex::CURVE25519_PRE_RFC_8731,
+        kex::DH_GEX_SHA256,
+        kex::DH_G16_SHA512,
+        kex::DH_G14_SHA256,
+        kex::EXTENSION_SUPPORT_AS_CLIENT,
+        kex::EXTENSION_OPENSSH_STRICT_KEX_AS_CLIENT,
+    ]);
+    preferred.cipher = std::borrow::Cow::Owned(vec![
+        cipher::AES_128_GCM,
+        cipher::AES_256_GCM,
+        cipher::CHACHA20_POLY1305,
+        cipher::AES_256_CTR,
+        cipher::AES_128_CTR,
+    ]);
+    if plan.compression {
+        preferred.compression = std::borrow::Cow::Owned(vec![
+            compression::ZLIB_LEGACY,
+            compression::ZLIB,
+            compression::NONE,
+        ]);
+    } else {
+        preferred.compression = std::borrow::Cow::Owned(vec![compression::NONE]);
+    }
+    // Like OpenSSH, ask first for the host key types known_hosts already has for this host,
+    // so that a server with several keys presents the one we can verify.
+    if !preferred_host_keys.is_empty() {
+        let mut keys: Vec<russh::keys::Algorithm> = preferred.key.to_vec();
+        keys.sort_by_key(|alg| {
+            let name = host_key_type_name(alg);
+            !preferred_host_keys.iter().any(|k| *k == name)
+        });
+        preferred.key = std::borrow::Cow::Owned(keys);
+    }
+    client::Config {
+        nodelay: true,
+        window_size: 16 * 1024 * 1024,
+        maximum_packet_size: 65535,
+        preferred,
+        keepalive_interval: plan.server_alive_interval,
+        keepalive_max: plan.server_alive_count_max as usize,
+        inactivity_timeout: None,
+        ..Default::default()
+    }
+}
+
+/// The key type as known_hosts writes it: RSA host keys are `ssh-rsa` whatever the signature
+/// hash the session uses.
+fn host_key_type_name(alg: &russh::keys::Algorithm) -> String {
+    if alg.clone().is_rsa() {
+        "ssh-rsa".to_owned()
+    } else {
+        alg.as_str().to_owned()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("{host} port {port}: cannot resolve: {reason}: check the host name and ~/.ssh/config")]
+    Resolve {
+        host: String,
+        port: u16,
+        reason: String,
+    },
+    #[error("{host} port {port}: connection refused: check that sshd runs there and listens on that port")]
+    Refused { host: String, port: u16 },
+    #[error("{host} port {port}: cannot connect: {reason}: check the address and the network")]
+    Unreachable {
+        host: String,
+        port: u16,
+        reason: String,
+    },
+    #[error("{host} port {port}: no answer within {seconds}s: the host is down, paused or filtered; raise ConnectTimeout if it is slow")]
+    Timeout { host: String, port: u16, seconds: u64 },
+    #[error("{host} port {port}: HOST KEY CHANGED: the server presents {presented} but known_hosts has {known}: someone may be intercepting, or the host was reinstalled; after checking, remove the old entry with ssh-keygen -R '{host_pattern}'")]
+    HostKeyChanged {
+        host: String,
+        port: u16,
+        host_pattern: String,
+        presented: String,
+        known: String,
+    },
+    #[error("{host} port {port}: host key {fingerprint} is REVOKED in {source_line}: refusing to connect")]
+    HostKeyRevoked {
+        host: String,
+        port: u16,
+        fingerprint: String,
+        source_line: String,
+    },
+    #[error("{host} port {port}: host key verification failed: no known_hosts entry for this host ({algorithm} {fingerprint}){why}: add it to ~/.ssh/known_hosts (e.g. ssh-keyscan), or use -o StrictHostKeyChecking=accept-new")]
+    HostKeyUnknown {
+        host: String,
+        port: u16,
+        algorithm: String,
+        fingerprint: String,
+        why: &'static str,
+    },
+    #[error("{host} port {port}: the server presents a host certificate: smssh verifies plain host keys only; add the host's key to known_hosts")]
+    HostCertificate { host: String, port: u16 },
+    #[error("{host} port {port}: cannot record the new host key in {path}: {reason}")]
+    RecordHostKey {
+        host: String,
+        port: u16,
+        path: String,
+        reason: String,
+    },
+    #[error("{host} port {port}: SSH handshake failed: {reason}")]
+    Handshake {
+        host: String,
+        port: u16,
+        reason: String,
+    },
+    #[error("{user}@{host}: permission denied (publickey): the server refused {tried}: check that the public key of the secret's current version is in ~{user}/.ssh/authorized_keys there")]
+    AuthRefused {
+        user: String,
+        host: String,
+        tried: String,
+    },
+    #[error(transparent)]
+    Key(#[from] KeyLoadError),
+}
+
+impl ConnectError {
+    /// True for failures that may pass on another try (network and timeouts), as opposed to
+    /// verdicts (host key, authentication, secret) that a retry would only repeat.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            ConnectError::Refused { .. }
+                | ConnectError::Unreachable { .. }
+                | ConnectError::Timeout { .. }
+                | ConnectError::Handshake { .. }
+        )
+    }
+}
+
+/// What `check_server_key` concluded when it refused, so the caller can say why.
+#[derive(Debug)]
+enum Refusal {
+    Changed { presented: String, known: String },
+    Revoked { fingerprint: String, source_line: String },
+    Unknown { algorithm: String, fingerprint: String, why: &'static str },
+    Certificate,
+    Record { path: String, reason: String },
+}
+
+/// Host-key verification for one connection.
+pub struct Verifier {
+    host: String,
+    port: u16,
+    known_hosts: Arc<KnownHosts>,
+    policy: StrictHostKeyChecking,
+    batch_mode: bool,
+    record_to: Option<PathBuf>,
+    refusal: Arc<Mutex<Option<Refusal>>>,
+}
+
+impl Verifier {
+    fn refuse(&self, refusal: Refusal) -> Result<bool, russh::Error> {
+        if let Ok(mut slot) = self.refusal.lock() {
+            *slot = Some(refusal);
+        }
+        Ok(false)
+    }
+
+    async fn decide_unknown(&self, algorithm: &str, blob: &[u8]) -> Result<bool, russh::Error> {
+        let fingerprint = known_hosts::fingerprint_sha256(blob);
+        let record = match self.policy {
+            StrictHostKeyChecking::AcceptNew | StrictHostKeyChecking::No => true,
+            StrictHostKeyChecking::Yes => {
+                return self.refuse(Refusal::Unknown {
+                    algorithm: algorithm.to_owned(),
+                    fingerprint,
+                    why: " and StrictHostKeyChecking=yes",
+                })
+            }
+            StrictHostKeyChecking::Ask => {
+                if self.batch_mode || !crate::tty::stdin_and_stderr_are_terminals() {
+                    return self.refuse(Refusal::Unknown {
+                        algorithm: algorithm.to_owned(),
+                        fingerprint,
+                        why: if self.batch_mode {
+                            " and BatchMode is on"
+                        } else {
+                            " and no terminal to ask on"
+                        },
+                    });
+                }
+                let question = format!(
+                    "The authenticity of host '{}' can't be established.\n{algorithm} key fingerprint is {fingerprint}.\nAre you sure you want to continue connecting (yes/no)? ",
+                    host_pattern(&self.host, self.port)
+                );
+                let accepted = tokio::task::spawn_blocking(move || crate::tty::ask_yes_no(&question))
+                    .await
+                    .unwrap_or(false);
+                if !accepted {
+                    return self.refuse(Refusal::Unknown {
+                        algorithm: algorithm.to_owned(),
+                        fingerprint,
+                        why: " and the answer was not yes",
+                    });
+                }
+                true
+            }
+        };
+        if record {
+            if let Some(path) = &self.record_to {
+                if let Err(err) =
+                    known_hosts::append_entry(path, &self.host, self.port, algorithm, blob)
+                {
+                    return self.refuse(Refusal::Record {
+                        path: path.display().to_string(),
+                        reason: err.to_string(),
+                    });
+                }
+            }
+        }
+        Ok(true)
+    }
+}
+
+impl client::Handler for Verifier {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        server_key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        let key: &PublicKey = match server_key {
+            PublicKeyOrCertificate::PublicKey { key, .. } => key,
+            PublicKeyOrCertificate::Certificate(_) => return self.refuse(Refusal::Certificate),
+        };
+        let algorithm = host_key_type_name(&key.algorithm());
+        let blob = key.to_bytes().map_err(|e| russh::Error::from(russh::keys::Error::from(e)))?;
+        match self.known_hosts.check(&self.host, self.port, &algorithm, &blob) {
+            HostKeyStatus::Valid => Ok(true),
+            HostKeyStatus::Revoked { fingerprint, source } => self.refuse(Refusal::Revoked {
+                fingerprint,
+                source_line: source,
+            }),
+            HostKeyStatus::Mismatch(mismatch) => self.refuse(Refusal::Changed {
+                presented: format!("{algorithm} {}", mismatch.presented_fingerprint),
+                known: mismatch
+                    .known
+                    .iter()
+                    .map(|k| format!("{} ({})", k.fingerprint, k.location))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
+            HostKeyStatus::Unknown => self.decide_unknown(&algorithm, &blob).await,
+        }
+    }
+}
+
+/// Where host keys are checked and recorded, shared by every connection of an invocation.
+#[derive(Debug, Clone)]
+pub struct HostKeyDb {
+    pub known_hosts: Arc<KnownHosts>,
+}
+
+/// An authenticated connection.
+pub struct Connection {
+    pub handle: Handle<Verifier>,
+    pub label: String,
+    pub key_used: Arc<LoadedKey>,
+}
+
+/// Connects and authenticates, within the plan's ConnectTimeout for the whole login.
+pub async fn connect(
+    plan: &HostPlan,
+    keys: &KeySource,
+    db: &HostKeyDb,
+) -> Result<Connection, ConnectError> {
+    match plan.connect_timeout {
+        Some(limit) => tokio::time::timeout(limit, connect_inner(plan, keys, db))
+            .await
+            .unwrap_or_else(|_| {
+                Err(ConnectError::Timeout {
+                    host: plan.hostname.clone(),
+                    port: plan.port,
+                    seconds: limit.as_secs().max(1),
+                })
+            }),
+        None => connect_inner(plan, keys, db).await,
+    }
+}
+
+async fn connect_inner(
+    plan: &HostPlan,
+    keys: &KeySource,
+    db: &HostKeyDb,
+) -> Result<Connection, ConnectError> {
+    // The key fetch runs concurrently with TCP and the key exchange: both take a few ms and
+    // neither needs the other until authentication.
+    let key_fetch = keys.initial();
+    let login = open_transport(plan, db);
+    let (key, handle) = tokio::join!(key_fetch, login);
+    let key = key?;
+    let mut handle = handle?;
+    let mut tried = Vec::new();
+    if authenticate(&mut handle, plan, &key).await? {
+        return Ok(connection(handle, plan, key));
+    }
+    tried.push(describe_key(&key));
+    if let Some(newer) = keys.refetched(&key).await? {
+        if authenticate(&mut handle, plan, &newer).await? {
+            return Ok(connection(handle, plan, newer));
+        }
+        tried.push(describe_key(&newer));
+    }
+    if let Some(fallback) = keys.fallback().await? {
+        if authenticate(&mut handle, plan, &fallback).await? {
+            return Ok(connection(handle, plan, fallback));
+        }
+        tried.push(describe_key(&fallback));
+    }
+    Err(ConnectError::AuthRefused {
+        user: plan.user.clone(),
+        host: plan.hostname.clone(),
+        tried: tried.join(", then "),
+    })
+}
+
+fn connection(handle: Handle<Verifier>, plan: &HostPlan, key: Arc<LoadedKey>) -> Connection {
+    Connection {
+        handle,
+        label: plan.label.clone(),
+        key_used: key,
+    }
+}
+
+fn describe_key(key: &LoadedKey) -> String {
+    match &key.version_id {
+        Some(version) => format!("{} (version {version})", key.key),
+        None => key.key.to_string(),
+    }
+}
+
+async fn open_transport(plan: &HostPlan, db: &HostKeyDb) -> Result<Handle<Verifier>, ConnectError> {
+    let host = plan.hostname.clone();
+    let port = plan.port;
+    let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .map_err(|err| ConnectError::Resolve {
+            host: host.clone(),
+            port,
+            reason: err.to_string(),
+        })?
+        .collect();
+    let mut last_error = None;
+    let mut socket = None;
+    for addr in addrs {
+        match tokio::net::TcpStream::connect(addr).await {
+            Ok(stream) => {
+                socket = Some(stream);
+                break;
+            }
+            Err(err) => last_error = Some(err),
+        }
+    }
+    let socket = match (socket, last_error) {
+        (Some(socket), _) => socket,
+        (None, Some(err)) if err.kind() == std::io::ErrorKind::ConnectionRefused => {
+            return Err(ConnectError::Refused { host, port })
+        }
+        (None, err) => {
+            return Err(ConnectError::Unreachable {
+                host,
+                port,
+                reason: err.map_or_else(|| "no address".to_owned(), |e| e.to_string()),
+            })
+        }
+    };
+    // Nagle would hold back each small handshake packet for a delayed ACK (~40 ms each).
+    let _ = socket.set_nodelay(true);
+    let preferred = db.known_hosts.known_algorithms(&host, port);
+    let config = Arc::new(client_config(plan, &preferred));
+    let refusal = Arc::new(Mutex::new(None));
+    let verifier = Verifier {
+        host: host.clone(),
+        port,
+        known_hosts: Arc::clone(&db.known_hosts),
+        policy: plan.strict_host_key_checking,
+        batch_mode: plan.batch_mode,
+        record_to: plan.user_known_hosts.first().cloned(),
+        refusal: Arc::clone(&refusal),
+    };
+    match client::connect_stream(config, socket, verifier).await {
+        Ok(handle) => Ok(handle),
+        Err(err) => {
+            let refusal = refusal.lock().ok().and_then(|mut r| r.take());
+            Err(match refusal {
+                Some(Refusal::Changed { presented, known }) => ConnectError::HostKeyChanged {
+                    host_pattern: host_pattern(&host, port),
+                    host,
+                    port,
+                    presented,
+                    known,
+                },
+                Some(Refusal::Revoked {
+                    fingerprint,
+                    source_line,
+                }) => ConnectError::HostKeyRevoked {
+                    host,
+                    port,
+                    fingerprint,
+                    source_line,
+                },
+                Some(Refusal::Unknown {
+                    algorithm,
+                    fingerprint,
+                    why,
+                }) => ConnectError::HostKeyUnknown {
+                    host,
+                    port,
+                    algorithm,
+                    fingerprint,
+                    why,
+                },
+                Some(Refusal::Certificate) => ConnectError::HostCertificate { host, port },
+                Some(Refusal::Record { path, reason }) => ConnectError::RecordHostKey {
+                    host,
+                    port,
+                    path,
+                    reason,
+                },
+                None => ConnectError::Handshake {
+                    host,
+                    port,
+                    reason: err.to_string(),
+                },
+            })
+        }
+    }
+}
+
+/// One public-key attempt. Ok(false) means the server said no to this key.
+async fn authenticate(
+    handle: &mut Handle<Verifier>,
+    plan: &HostPlan,
+    key: &LoadedKey,
+) -> Result<bool, ConnectError> {
+    let handshake = |err: russh::Error| ConnectError::Handshake {
+        host: plan.hostname.clone(),
+        port: plan.port,
+        reason: err.to_string(),
+    };
+    let hash = if key.key.is_rsa() {
+        // Outer None: the server sent no server-sig-algs; every sshd of the last decade
+        // accepts rsa-sha2-256, and SHA-1 (None) is refused by modern ones.
+        match handle.best_supported_rsa_hash().await.map_err(handshake)? {
+            Some(hash) => hash,
+            None => Some(HashAlg::Sha256),
+        }
+    } else {
+        None
+    };
+    let result = handle
+        .authenticate_publickey(
+            plan.user.clone(),
+            PrivateKeyWithHashAlg::new(key.key.private(), hash),
+        )
+        .await
+        .map_err(handshake)?;
+    Ok(result.success())
+}
+
+/// The host as known_hosts and ssh-keygen -R name it: `host` on port 22, `[host]:port` else.
+pub fn host_pattern(host: &str, port: u16) -> String {
+    if port == 22 {
+        host.to_owned()
+    } else {
+        format!("[{host}]:{port}")
+    }
+}
+
+/// How long to wait for a host that accepts TCP but never speaks, when the user set no
+/// ConnectTimeout: OpenSSH would wait for the kernel; a cluster tool must not hang forever.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);

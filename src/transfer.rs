@@ -1,0 +1,571 @@
+//! Moving bytes over SFTP: pipelined uploads and downloads of one file, directory listing and
+//! creation, and the write-to-temporary-then-rename discipline on both ends.
+//!
+//! Owns: the SFTP session (russh-sftp's raw request API, not its slow high-level file API),
+//! request pipelining, the temporary-name scheme, bandwidth limiting and progress accounting.
+//! Invariants: a target file only ever appears complete (written under a temporary name in the
+//! same directory, then renamed over the target); a failed transfer removes its temporary file;
+//! at most `in_flight` requests are outstanding per file, which bounds memory.
+//! Must not know: scp's operand rules (which file goes where) or how connections are made.
+
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use russh_sftp::client::error::Error as SftpError;
+use russh_sftp::client::RawSftpSession;
+use russh_sftp::protocol::{FileAttributes, OpenFlags, StatusCode};
+
+use crate::session::Connection;
+
+/// Largest read/write request we send, when the server's limits@openssh.com allows it.
+/// OpenSSH's sftp-server accepts 255 KiB; fewer, larger requests cost less per byte.
+const MAX_REQUEST: u64 = 255 * 1024;
+/// Request size for servers that do not state limits (RFC minimum every server takes).
+const DEFAULT_REQUEST: u64 = 32 * 1024;
+/// Bytes outstanding per file: enough to fill a fast link's bandwidth-delay product while
+/// keeping a 128-host fan-out's memory bounded.
+const IN_FLIGHT_BYTES: u64 = 8 * 1024 * 1024;
+/// SFTP responses wait at most this long; a stalled server fails the file, not the program.
+const REQUEST_TIMEOUT_SECS: u64 = 60;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    #[error("{path}: {reason}")]
+    Remote { path: String, reason: String },
+    #[error("{path}: {reason}")]
+    Local { path: String, reason: String },
+    #[error("cannot start SFTP: {reason}: check that the server has the sftp subsystem enabled")]
+    Subsystem { reason: String },
+    #[error("{path}: interrupted")]
+    Interrupted { path: String },
+}
+
+fn remote_error(path: &str, err: SftpError) -> TransferError {
+    let reason = match &err {
+        SftpError::Status(status) => match status.status_code {
+            StatusCode::NoSuchFile => "No such file or directory".to_owned(),
+            StatusCode::PermissionDenied => "Permission denied".to_owned(),
+            _ if !status.error_message.is_empty() => status.error_message.clone(),
+            code => code.to_string(),
+        },
+        SftpError::Timeout => format!("no answer from the server within {REQUEST_TIMEOUT_SECS}s"),
+        other => other.to_string(),
+    };
+    TransferError::Remote {
+        path: path.to_owned(),
+        reason,
+    }
+}
+
+fn local_error(path: &Path, err: std::io::Error) -> TransferError {
+    TransferError::Local {
+        path: path.display().to_string(),
+        reason: match err.kind() {
+            std::io::ErrorKind::NotFound => "No such file or directory".to_owned(),
+            std::io::ErrorKind::PermissionDenied => "Permission denied".to_owned(),
+            _ => err.to_string(),
+        },
+    }
+}
+
+fn is_no_such_file(err: &SftpError) -> bool {
+    matches!(err, SftpError::Status(s) if s.status_code == StatusCode::NoSuchFile)
+}
+
+/// What a remote path is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteStat {
+    pub is_dir: bool,
+    pub size: u64,
+    pub mode: u32,
+    pub atime: u32,
+    pub mtime: u32,
+}
+
+impl RemoteStat {
+    fn from_attrs(attrs: &FileAttributes) -> RemoteStat {
+        RemoteStat {
+            is_dir: attrs.is_dir(),
+            size: attrs.size.unwrap_or(0),
+            mode: attrs.permissions.unwrap_or(0o644),
+            atime: attrs.atime.unwrap_or(0),
+            mtime: attrs.mtime.unwrap_or(0),
+        }
+    }
+}
+
+/// Shared accounting for one invocation: progress and the optional bandwidth cap.
+pub struct Meter {
+    bar: Option<indicatif::ProgressBar>,
+    limit_bytes_per_sec: Option<u64>,
+    started: Instant,
+    sent: std::sync::atomic::AtomicU64,
+}
+
+impl Meter {
+    pub fn new(bar: Option<indicatif::ProgressBar>, limit_kbits: Option<u64>) -> Meter {
+        Meter {
+            bar,
+            limit_bytes_per_sec: limit_kbits.map(|k| (k * 1000 / 8).max(1)),
+            started: Instant::now(),
+            sent: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    pub fn bar(&self) -> Option<&indicatif::ProgressBar> {
+        self.bar.as_ref()
+    }
+
+    /// Accounts `bytes` and, under `-l`, sleeps until the average rate is back under the cap.
+    async fn account(&self, bytes: u64) {
+        let total = self.sent.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed) + bytes;
+        if let Some(bar) = &self.bar {
+            bar.inc(bytes);
+        }
+        if let Some(rate) = self.limit_bytes_per_sec {
+            let due = Duration::from_secs_f64(total as f64 / rate as f64);
+            let elapsed = self.started.elapsed();
+            if due > elapsed {
+                tokio::time::sleep(due - elapsed).await;
+            }
+        }
+    }
+}
+
+/// An SFTP session on a connection.
+pub struct Sftp {
+    raw: RawSftpSession,
+    request_len: u64,
+    posix_rename: bool,
+}
+
+impl Sftp {
+    pub async fn open(conn: &Connection) -> Result<Sftp, TransferError> {
+        let subsystem = |reason: String| TransferError::Subsystem { reason };
+        let channel = conn
+            .handle
+            .channel_open_session()
+            .await
+            .map_err(|e| subsystem(e.to_string()))?;
+        channel
+            .request_subsystem(true, "sftp")
+            .await
+            .map_err(|e| subsystem(e.to_string()))?;
+        let raw = RawSftpSession::new(channel.into_stream());
+        raw.set_timeout(REQUEST_TIMEOUT_SECS);
+        let version = raw.init().await.map_err(|e| subsystem(e.to_string()))?;
+        let posix_rename = version.extensions.contains_key("posix-rename@openssh.com");
+        let request_len = if version.extensions.contains_key("limits@openssh.com") {
+            match raw.limits().await {
+                Ok(limits) => limits
+                    .max_write_len
+                    .min(limits.max_read_len)
+                    .clamp(DEFAULT_REQUEST, MAX_REQUEST),
+                Err(_) => DEFAULT_REQUEST,
+            }
+        } else {
+            DEFAULT_REQUEST
+        };
+        crate::diag::debug(format_args!(
+            "{}: SFTP v{}, {} KiB requests, posix-rename {}",
+            conn.label,
+            version.version,
+            request_len / 1024,
+            posix_rename
+        ));
+        Ok(Sftp {
+            raw,
+            request_len,
+            posix_rename,
+        })
+    }
+
+    /// `stat` that follows symlinks; None when the path does not exist.
+    pub async fn stat(&self, path: &str) -> Result<Option<RemoteStat>, TransferError> {
+        match self.raw.stat(sftp_path(path)).await {
+            Ok(attrs) => Ok(Some(RemoteStat::from_attrs(&attrs.attrs))),
+            Err(err) if is_no_such_file(&err) => Ok(None),
+            Err(err) => Err(remote_error(path, err)),
+        }
+    }
+
+    /// The entries of a directory, without `.` and `..`.
+    pub async fn read_dir(&self, path: &str) -> Result<Vec<(String, RemoteStat)>, TransferError> {
+        let handle = self
+            .raw
+            .opendir(sftp_path(path))
+            .await
+            .map_err(|e| remote_error(path, e))?
+            .handle;
+        let mut entries = Vec::new();
+        let result = loop {
+            match self.raw.readdir(handle.as_str()).await {
+                Ok(name) => {
+                    for file in name.files {
+                        if file.filename != "." && file.filename != ".." {
+                            entries.push((file.filename, RemoteStat::from_attrs(&file.attrs)));
+                        }
+                    }
+                }
+                Err(SftpError::Status(s)) if s.status_code == StatusCode::Eof => break Ok(()),
+                Err(err) => break Err(remote_error(path, err)),
+            }
+        };
+        let _ = self.raw.close(handle).await;
+        result.map(|()| entries)
+    }
+
+    /// Creates a directory; an existing directory is fine (as with scp -r into an existing tree).
+    pub async fn mkdir(&self, path: &str, mode: u32) -> Result<(), TransferError> {
+        let attrs = FileAttributes {
+            permissions: Some(mode & 0o7777),
+            ..FileAttributes::empty()
+        };
+        match self.raw.mkdir(sftp_path(path), attrs).await {
+            Ok(_) => Ok(()),
+            Err(err) => match self.stat(path).await {
+                Ok(Some(stat)) if stat.is_dir => Ok(()),
+                _ => Err(remote_error(path, err)),
+            },
+        }
+    }
+
+    pub async fn set_times_and_mode(
+        &self,
+        path: &str,
+        mode: Option<u32>,
+        times: Option<(u32, u32)>,
+    ) -> Result<(), TransferError> {
+        let attrs = FileAttributes {
+            permissions: mode.map(|m| m & 0o7777),
+            atime: times.map(|t| t.0),
+            mtime: times.map(|t| t.1),
+            ..FileAttributes::empty()
+        };
+        self.raw
+            .setstat(sftp_path(path), attrs)
+            .await
+            .map(|_| ())
+            .map_err(|e| remote_error(path, e))
+    }
+
+    /// Uploads `local` to `remote`: written to a temporary name beside it, then renamed.
+    /// `mode` is the final permission bits; `times` (atime, mtime) under `-p`.
+    pub async fn upload(
+        &self,
+        local: &Path,
+        remote: &str,
+        mode: u32,
+        times: Option<(u32, u32)>,
+        meter: &Meter,
+    ) -> Result<u64, TransferError> {
+        let file = std::fs::File::open(local).map_err(|e| local_error(local, e))?;
+        let size = file.metadata().map_err(|e| local_error(local, e))?.len();
+        let temporary = temporary_name_remote(remote);
+        let attrs = FileAttributes {
+            permissions: Some(mode & 0o7777),
+            ..FileAttributes::empty()
+        };
+        let handle = self
+            .raw
+            .open(
+                temporary.as_str(),
+                OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::EXCLUDE,
+                attrs,
+            )
+            .await
+            .map_err(|e| remote_error(remote, e))?
+            .handle;
+        let written = self.write_all(&file, local, &handle, size, meter).await;
+        let closed = self.raw.close(handle).await;
+        let finished = match (written, closed) {
+            (Ok(bytes), Ok(_)) => Ok(bytes),
+            (Err(err), _) => Err(err),
+            (Ok(_), Err(err)) => Err(remote_error(remote, err)),
+        };
+        let finished = match finished {
+            Ok(bytes) => {
+                let settled = match times {
+                    Some(_) => self.set_times_and_mode(&temporary, Some(mode), times).await,
+                    None => Ok(()),
+                };
+                match settled {
+                    Ok(()) => self.rename_over(&temporary, remote).await.map(|()| bytes),
+                    Err(err) => Err(err),
+                }
+            }
+            Err(err) => Err(err),
+        };
+        if finished.is_err() {
+            let _ = self.raw.remove(temporary.as_str()).await;
+        }
+        finished
+    }
+
+    async fn write_all(
+        &self,
+        file: &std::fs::File,
+        local: &Path,
+        handle: &str,
+        size: u64,
+        meter: &Meter,
+    ) -> Result<u64, TransferError> {
+        let max_in_flight = (IN_FLIGHT_BYTES / self.request_len).max(1) as usize;
+        let mut pending = FuturesUnordered::new();
+        let mut offset = 0u64;
+        let mut done = 0u64;
+        loop {
+            if crate::cancel::requested() {
+                return Err(TransferError::Interrupted {
+                    path: local.display().to_string(),
+                });
+            }
+            while offset < size && pending.len() < max_in_flight {
+                let len = self.request_len.min(size - offset) as usize;
+                let mut chunk = vec![0u8; len];
+                file.read_exact_at(&mut chunk, offset)
+                    .map_err(|e| local_error(local, e))?;
+                let at = offset;
+                pending.push(async move {
+                    self.raw
+                        .write(handle, at, chunk)
+                        .await
+                        .map(|_| len as u64)
+                });
+                offset += len as u64;
+            }
+            match pending.next().await {
+                Some(Ok(bytes)) => {
+                    done += bytes;
+                    meter.account(bytes).await;
+                }
+                Some(Err(err)) => return Err(remote_error(handle, err)),
+                None => break,
+            }
+        }
+        Ok(done)
+    }
+
+    /// Downloads `remote` (of known `size`) to `local`: written to a temporary name beside it,
+    /// then renamed.
+    pub async fn download(
+        &self,
+        remote: &str,
+        stat: &RemoteStat,
+        local: &Path,
+        mode: u32,
+        preserve_times: bool,
+        meter: &Meter,
+    ) -> Result<u64, TransferError> {
+        let handle = self
+            .raw
+            .open(remote, OpenFlags::READ, FileAttributes::empty())
+            .await
+            .map_err(|e| remote_error(remote, e))?
+            .handle;
+        let temporary = temporary_name_local(local);
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temporary)
+            .map_err(|e| local_error(local, e));
+        let result = match file {
+            Ok(file) => {
+                let copied = self.read_all(&handle, remote, stat.size, &file, local, meter).await;
+                copied.and_then(|bytes| {
+                    finish_local(&file, &temporary, local, mode, preserve_times.then_some(stat))
+                        .map(|()| bytes)
+                })
+            }
+            Err(err) => Err(err),
+        };
+        let _ = self.raw.close(handle).await;
+        if result.is_err() {
+            let _ = std::fs::remove_file(&temporary);
+        }
+        result
+    }
+
+    async fn read_all(
+        &self,
+        handle: &str,
+        remote: &str,
+        size: u64,
+        file: &std::fs::File,
+        local: &Path,
+        meter: &Meter,
+    ) -> Result<u64, TransferError> {
+        let max_in_flight = (IN_FLIGHT_BYTES / self.request_len).max(1) as usize;
+        let mut pending = FuturesUnordered::new();
+        // Ranges still to request; a short read puts its remainder back.
+        let mut queue: std::collections::VecDeque<(u64, u64)> = std::collections::VecDeque::new();
+        let mut offset = 0;
+        while offset < size {
+            let len = self.request_len.min(size - offset);
+            queue.push_back((offset, len));
+            offset += len;
+        }
+        let mut done = 0u64;
+        loop {
+            if crate::cancel::requested() {
+                return Err(TransferError::Interrupted {
+                    path: remote.to_owned(),
+                });
+            }
+            while pending.len() < max_in_flight {
+                let Some((at, len)) = queue.pop_front() else { break };
+                pending.push(async move {
+                    (at, len, self.raw.read(handle, at, len as u32).await)
+                });
+            }
+            let Some((at, len, result)) = pending.next().await else { break };
+            match result {
+                Ok(data) => {
+                    let got = data.data.len() as u64;
+                    if got == 0 {
+                        return Err(TransferError::Remote {
+                            path: remote.to_owned(),
+                            reason: "the file shrank while being copied".to_owned(),
+                        });
+                    }
+                    file.write_all_at(&data.data, at)
+                        .map_err(|e| local_error(local, e))?;
+                    if got < len {
+                        queue.push_back((at + got, len - got));
+                    }
+                    done += got;
+                    meter.account(got).await;
+                }
+                Err(SftpError::Status(s)) if s.status_code == StatusCode::Eof => {
+                    return Err(TransferError::Remote {
+                        path: remote.to_owned(),
+                        reason: "the file shrank while being copied".to_owned(),
+                    });
+                }
+                Err(err) => return Err(remote_error(remote, err)),
+            }
+        }
+        Ok(done)
+    }
+
+    /// Renames `from` over `to`, atomically where the server has posix-rename.
+    async fn rename_over(&self, from: &str, to: &str) -> Result<(), TransferError> {
+        if self.posix_rename {
+            let mut data = Vec::with_capacity(8 + from.len() + to.len());
+            for part in [from, to] {
+                data.extend_from_slice(&(part.len() as u32).to_be_bytes());
+                data.extend_from_slice(part.as_bytes());
+            }
+            return match self.raw.extended("posix-rename@openssh.com", data).await {
+                Ok(russh_sftp::protocol::Packet::Status(s)) if s.status_code == StatusCode::Ok => Ok(()),
+                Ok(russh_sftp::protocol::Packet::Status(s)) => Err(remote_error(to, SftpError::Status(s))),
+                Ok(_) => Err(remote_error(to, SftpError::UnexpectedPacket)),
+                Err(err) => Err(remote_error(to, err)),
+            };
+        }
+        // Plain SFTP rename refuses to replace a file: remove the old one first. The window in
+        // which the target is missing is the price of a server without posix-rename.
+        let _ = self.raw.remove(to).await;
+        self.raw
+            .rename(from, to)
+            .await
+            .map(|_| ())
+            .map_err(|e| remote_error(to, e))
+    }
+}
+
+/// SFTP resolves relative paths against the login directory; an empty path means that
+/// directory itself, as in `host:`.
+pub fn sftp_path(path: &str) -> &str {
+    if path.is_empty() {
+        "."
+    } else {
+        path
+    }
+}
+
+/// Joins a remote directory and a name with exactly one `/`.
+pub fn remote_join(dir: &str, name: &str) -> String {
+    match dir {
+        "" | "." => name.to_owned(),
+        d if d.ends_with('/') => format!("{d}{name}"),
+        d => format!("{d}/{name}"),
+    }
+}
+
+fn unique_suffix() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("smscp-{}-{nanos:08x}", std::process::id())
+}
+
+fn temporary_name_remote(target: &str) -> String {
+    let (dir, name) = match target.rfind('/') {
+        Some(i) => (&target[..=i], &target[i + 1..]),
+        None => ("", target),
+    };
+    format!("{dir}.{name}.{}", unique_suffix())
+}
+
+fn temporary_name_local(target: &Path) -> PathBuf {
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    target.with_file_name(format!(".{name}.{}", unique_suffix()))
+}
+
+fn finish_local(
+    file: &std::fs::File,
+    temporary: &Path,
+    target: &Path,
+    mode: u32,
+    times: Option<&RemoteStat>,
+) -> Result<(), TransferError> {
+    let fail = |e| local_error(target, e);
+    file.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))
+        .map_err(fail)?;
+    if let Some(stat) = times {
+        let times = std::fs::FileTimes::new()
+            .set_accessed(UNIX_EPOCH + Duration::from_secs(u64::from(stat.atime)))
+            .set_modified(UNIX_EPOCH + Duration::from_secs(u64::from(stat.mtime)));
+        file.set_times(times).map_err(fail)?;
+    }
+    std::fs::rename(temporary, target).map_err(fail)
+}
+
+/// Permission bits and (atime, mtime) of a local file, for uploads.
+pub fn local_mode_and_times(meta: &std::fs::Metadata) -> (u32, (u32, u32)) {
+    let clamp = |secs: i64| u32::try_from(secs.max(0)).unwrap_or(u32::MAX);
+    (meta.mode() & 0o7777, (clamp(meta.atime()), clamp(meta.mtime())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_paths() {
+        let cases = [
+            ("", "f", "f"),
+            (".", "f", "f"),
+            ("/opt", "f", "/opt/f"),
+            ("/opt/", "f", "/opt/f"),
+            ("dir", "f", "dir/f"),
+        ];
+        for (dir, name, joined) in cases {
+            assert_eq!(remote_join(dir, name), joined);
+        }
+        assert_eq!(sftp_path(""), ".");
+        let temporary = temporary_name_remote("/opt/app.tar");
+        assert!(temporary.starts_with("/opt/.app.tar.smscp-"), "{temporary}");
+        assert!(temporary_name_remote("app.tar").starts_with(".app.tar.smscp-"));
+        let local = temporary_name_local(Path::new("/tmp/x/file"));
+        assert!(local.starts_with("/tmp/x") && local.file_name().unwrap().to_string_lossy().starts_with(".file.smscp-"));
+    }
+}

@@ -1,0 +1,1190 @@
+//! Integration-test harness: real moto and real OpenSSH sshd processes.
+//!
+//! Every test binary under `tests/` declares `mod common;` and builds what it
+//! needs from here. Nothing is faked: a missing dependency panics with the
+//! name of what to install (`./scripts/test-deps.sh` installs all of it), so
+//! a machine without it fails instead of quietly skipping tests.
+//!
+//! Everything a test starts belongs to a value whose `Drop` kills it, and
+//! every temporary file lives in a `tempfile::TempDir` under the system temp
+//! dir. As a second line of defence, a small reaper process (see [`reaper`])
+//! kills the long-running servers if the test binary itself is killed.
+
+// Each test binary compiles this module on its own and uses only a subset of
+// it, so unused items are expected here and nowhere else.
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::sync::{mpsc, Mutex, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_secretsmanager::primitives::Blob;
+use tempfile::TempDir;
+
+/// The secret that holds a cluster's key pair, as the binaries see it through
+/// `SMSSH_SECRET_ID`.
+pub const SECRET_ID: &str = "/dev/ssh";
+/// How long [`run`] lets a command take before killing it.
+pub const RUN_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long moto may take to answer HTTP after being started.
+const MOTO_DEADLINE: Duration = Duration::from_secs(20);
+/// How long sshd may take to accept connections after being started.
+const SSHD_DEADLINE: Duration = Duration::from_secs(10);
+const SSHD: &str = "/usr/sbin/sshd";
+const SFTP_SERVER: &str = "/usr/lib/openssh/sftp-server";
+const INSTALL_HINT: &str = "run ./scripts/test-deps.sh to install the test dependencies";
+
+// ---------------------------------------------------------------------------
+// Ports
+// ---------------------------------------------------------------------------
+
+/// Lowest and highest port the harness hands out. The range stays below
+/// Linux's ephemeral range (32768 and up) so that the source ports of
+/// outgoing connections never collide with a server the harness starts.
+const PORT_MIN: u16 = 20_000;
+const PORT_MAX: u16 = 32_000;
+static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
+
+/// Returns a port that is free on every one of `addrs`.
+///
+/// Ports come from a per-process counter, so parallel tests in one binary
+/// never get the same port; the counter starts at an offset derived from the
+/// process id so that two test binaries running at once rarely overlap, and
+/// each candidate is checked by binding it on every address.
+pub fn free_port(addrs: &[&str]) -> u16 {
+    let span = PORT_MAX - PORT_MIN;
+    let _ = NEXT_PORT.compare_exchange(
+        0,
+        ((std::process::id() % 400) * 30) as u16,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..span {
+        let offset = NEXT_PORT.fetch_add(1, Ordering::SeqCst) % span;
+        let port = PORT_MIN + offset;
+        let all_free = addrs.iter().all(|addr| {
+            let ip: Ipv4Addr = addr.parse().expect("free_port takes IPv4 addresses");
+            TcpListener::bind(SocketAddrV4::new(ip, port)).is_ok()
+        });
+        if all_free {
+            return port;
+        }
+    }
+    panic!("no free port between {PORT_MIN} and {PORT_MAX} on {addrs:?}");
+}
+
+// ---------------------------------------------------------------------------
+// Processes
+// ---------------------------------------------------------------------------
+
+/// The reaper is one `sh` process per test binary whose stdin is a pipe from
+/// this process. Each long-running server's PID is written to it when the
+/// server starts, and `-PID` when the harness has stopped it. When this
+/// process exits for any reason, even SIGKILL from a CI timeout, the pipe
+/// closes, `read` sees end of file, and the reaper kills whatever is still
+/// registered, so no sshd or moto outlives the test binary.
+fn reaper() -> &'static Mutex<Option<ChildStdin>> {
+    static REAPER: OnceLock<Mutex<Option<ChildStdin>>> = OnceLock::new();
+    REAPER.get_or_init(|| {
+        let script = r#"
+            pids=""
+            while read -r line; do
+                case "$line" in
+                    -*) gone="${line#-}"; kept=""
+                        for p in $pids; do [ "$p" = "$gone" ] || kept="$kept $p"; done
+                        pids="$kept" ;;
+                    *) pids="$pids $line" ;;
+                esac
+            done
+            for p in $pids; do pkill -KILL -P "$p"; kill -KILL "$p"; done 2>/dev/null
+        "#;
+        // A reaper that cannot start only loses the safety net, so the
+        // tests go on without it rather than fail.
+        let stdin = Command::new("sh")
+            .args(["-c", script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()
+            .and_then(|mut child| child.stdin.take());
+        Mutex::new(stdin)
+    })
+}
+
+fn reaper_send(line: &str) {
+    let mut guard = reaper().lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(stdin) = guard.as_mut() {
+        let _ = writeln!(stdin, "{line}");
+    }
+}
+
+/// The PIDs of every process below `pid`, read from `/proc`. The tree has to
+/// be read before `pid` dies, because its children are then re-parented.
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut parent_of: Vec<(u32, u32)> = Vec::new();
+    if let Ok(entries) = fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let Some(child) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            // The command name in field 2 may contain spaces and
+            // parentheses, so the parent PID is read after the last ')'.
+            let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+                continue;
+            };
+            if let Some(ppid) = rest.split_whitespace().nth(1).and_then(|s| s.parse().ok()) {
+                parent_of.push((child, ppid));
+            }
+        }
+    }
+    let mut found = Vec::new();
+    let mut frontier = vec![pid];
+    while let Some(parent) = frontier.pop() {
+        for &(child, ppid) in &parent_of {
+            if ppid == parent && !found.contains(&child) {
+                found.push(child);
+                frontier.push(child);
+            }
+        }
+    }
+    found
+}
+
+/// Sends `signal` (a name such as `STOP`) to `pids` with the `kill` command.
+fn signal(signal: &str, pids: &[u32]) {
+    if pids.is_empty() {
+        return;
+    }
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .args(pids.iter().map(u32::to_string))
+        .stderr(Stdio::null())
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run `kill` (package procps; {INSTALL_HINT}): {e}"));
+    // A process of the tree may exit between listing and signalling it;
+    // that is harmless, so the status is only informative.
+    let _ = status;
+}
+
+/// Kills `child` and everything it started, then reaps it.
+fn kill_tree(child: &mut Child) {
+    let pid = child.id();
+    if child.try_wait().ok().flatten().is_none() {
+        let mut pids = descendants(pid);
+        pids.push(pid);
+        signal("KILL", &pids);
+    }
+    let _ = child.wait();
+}
+
+/// Like [`kill_tree`] for a server registered with the reaper, which is told
+/// to forget the PID once it has been reaped and may be reused.
+fn kill_server(child: &mut Child) {
+    kill_tree(child);
+    reaper_send(&format!("-{}", child.id()));
+}
+
+fn read_log(path: &Path) -> String {
+    fs::read_to_string(path).unwrap_or_else(|e| format!("(cannot read {}: {e})", path.display()))
+}
+
+/// Finds an executable named `name` on PATH.
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+/// Runs a helper tool such as `ssh-keygen` and panics with its output if it
+/// cannot be started or fails.
+fn run_tool(cmd: &mut Command, what: &str) -> Output {
+    let output = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {what} ({:?}): {e}; {INSTALL_HINT}", cmd.get_program()));
+    assert!(output.status.success(), "{what} failed\n{}", describe(&output));
+    output
+}
+
+// ---------------------------------------------------------------------------
+// Running commands under test
+// ---------------------------------------------------------------------------
+
+/// Runs `cmd` to completion with [`RUN_TIMEOUT`], panicking with whatever it
+/// printed if it does not finish in time.
+pub fn run(cmd: &mut Command) -> Output {
+    run_with_timeout(cmd, RUN_TIMEOUT).unwrap_or_else(|partial| {
+        panic!(
+            "{:?} did not finish within {RUN_TIMEOUT:?} and was killed\n{}",
+            cmd.get_program(),
+            describe(&partial)
+        )
+    })
+}
+
+/// Runs `cmd` with captured stdout and stderr. Returns `Ok` with the output
+/// if it exits within `timeout`; otherwise kills it (and its children) and
+/// returns `Err` with what it had printed, which is what hang tests expect.
+/// The command's stdin is left as configured (the harness's commands set it
+/// to null).
+pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<Output, Output> {
+    let deadline = Instant::now() + timeout;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {:?}: {e}", cmd.get_program()));
+    // Both pipes are drained on their own threads, so a child that fills one
+    // pipe while the harness waits on the other cannot deadlock.
+    let stdout = drain(child.stdout.take().expect("stdout is piped"));
+    let stderr = drain(child.stderr.take().expect("stderr is piped"));
+    let (status, timed_out) = loop {
+        match child.try_wait().expect("cannot wait for the child") {
+            Some(status) => break (status, false),
+            None if Instant::now() >= deadline => {
+                kill_tree(&mut child);
+                let status = child.wait().expect("cannot wait for the killed child");
+                break (status, true);
+            }
+            None => thread::sleep(Duration::from_millis(10)),
+        }
+    };
+    // A grandchild that inherited the pipes may keep them open after the
+    // child exits, so the reads get a bounded grace period rather than an
+    // unbounded join.
+    let grace = deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(2);
+    let output = Output {
+        status,
+        stdout: stdout.recv_timeout(grace).unwrap_or_default(),
+        stderr: stderr.recv_timeout(Duration::from_secs(2)).unwrap_or_default(),
+    };
+    if timed_out {
+        Err(output)
+    } else {
+        Ok(output)
+    }
+}
+
+fn drain(mut pipe: impl Read + Send + 'static) -> mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = pipe.read_to_end(&mut buf);
+        let _ = tx.send(buf);
+    });
+    rx
+}
+
+/// A readable dump of an output, for assertion messages.
+pub fn describe(output: &Output) -> String {
+    format!(
+        "status: {}\n--- stdout ---\n{}\n--- stderr ---\n{}\n--------------",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Stdout as text.
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Stderr as text.
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Panics with the full output unless the command succeeded.
+#[track_caller]
+pub fn assert_success(output: &Output) {
+    assert!(output.status.success(), "command failed\n{}", describe(output));
+}
+
+/// Panics with the full output unless the command failed with a non-zero exit
+/// code (being killed by a signal does not count as failing cleanly).
+#[track_caller]
+pub fn assert_failure(output: &Output) {
+    assert!(
+        !output.status.success() && output.status.code().is_some(),
+        "command should have exited with an error\n{}",
+        describe(output)
+    );
+}
+
+/// Panics with the full output unless the command exited with `code`.
+#[track_caller]
+pub fn assert_exit_code(output: &Output, code: i32) {
+    assert_eq!(output.status.code(), Some(code), "unexpected exit status\n{}", describe(output));
+}
+
+/// Panics with the full output unless stderr contains `needle`.
+#[track_caller]
+pub fn assert_stderr_contains(output: &Output, needle: &str) {
+    assert!(stderr(output).contains(needle), "stderr lacks {needle:?}\n{}", describe(output));
+}
+
+/// Panics with the full output unless stdout equals `expected`.
+#[track_caller]
+pub fn assert_stdout_eq(output: &Output, expected: &str) {
+    assert_eq!(stdout(output), expected, "unexpected stdout\n{}", describe(output));
+}
+
+/// Whether a process was ended by a signal rather than exiting.
+pub fn killed_by_signal(status: &ExitStatus) -> bool {
+    status.code().is_none()
+}
+
+// ---------------------------------------------------------------------------
+// Moto
+// ---------------------------------------------------------------------------
+
+/// A moto server on 127.0.0.1 with a Secrets Manager client pointed at it.
+pub struct Moto {
+    child: Child,
+    port: u16,
+    dir: TempDir,
+    client: aws_sdk_secretsmanager::Client,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Moto {
+    /// Starts moto and waits until it answers HTTP.
+    pub fn start() -> Moto {
+        let mut moto = Moto::spawn();
+        moto.wait_ready();
+        moto
+    }
+
+    /// Starts moto without waiting for it, so a cluster can start its
+    /// workers during the seconds moto's Python takes to come up.
+    fn spawn() -> Moto {
+        let bin = moto_binary();
+        let python = moto_python(&bin);
+        let port = free_port(&["127.0.0.1"]);
+        let dir = tempfile::Builder::new()
+            .prefix("smssh-moto-")
+            .tempdir()
+            .expect("cannot create a temp dir for moto");
+        let log = fs::File::create(dir.path().join("moto.log")).expect("cannot create moto.log");
+        let child = Command::new(&python)
+            .args(["-c", MOTO_LAUNCHER, "-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("cannot share moto.log"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start {} for {} ({e}); {INSTALL_HINT}", python.display(), bin.display())
+            });
+        reaper_send(&child.id().to_string());
+
+        let config = aws_sdk_secretsmanager::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(format!("http://127.0.0.1:{port}"))
+            .credentials_provider(Credentials::new("testing", "testing", None, None, "smssh-test"))
+            .build();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("cannot build a tokio runtime for the Secrets Manager client");
+        Moto { child, port, dir, client: aws_sdk_secretsmanager::Client::from_conf(config), runtime }
+    }
+
+    /// Polls with a TCP connect and a plain HTTP request until moto answers,
+    /// and panics with moto's log if it exits or misses [`MOTO_DEADLINE`].
+    fn wait_ready(&mut self) {
+        let started = Instant::now();
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        loop {
+            if http_answers(addr) {
+                return;
+            }
+            if let Some(status) = self.child.try_wait().expect("cannot wait for moto_server") {
+                panic!("moto_server exited during startup with {status}; its log:\n{}", self.log());
+            }
+            assert!(
+                started.elapsed() < MOTO_DEADLINE,
+                "moto_server did not answer on {addr} within {MOTO_DEADLINE:?}; its log:\n{}",
+                self.log()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`, the value for `AWS_ENDPOINT_URL`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// What moto printed so far.
+    pub fn log(&self) -> String {
+        read_log(&self.dir.path().join("moto.log"))
+    }
+
+    /// The SDK client the harness uses, for calls the helpers do not cover;
+    /// run its futures with [`Moto::block_on`].
+    pub fn client(&self) -> &aws_sdk_secretsmanager::Client {
+        &self.client
+    }
+
+    /// Runs a future on the harness's own runtime.
+    pub fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        self.runtime.block_on(future)
+    }
+
+    /// Creates secret `name` holding `value` as SecretString, or adds a new
+    /// version if it exists. Returns the new version id.
+    pub fn put_secret_string(&self, name: &str, value: &str) -> String {
+        let created = self.block_on(
+            self.client.create_secret().name(name).secret_string(value).send(),
+        );
+        match created {
+            Ok(out) => out.version_id.expect("CreateSecret returned no version id"),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_resource_exists_exception()) => {
+                self.put_secret_value(name, value)
+            }
+            Err(e) => panic!("CreateSecret {name} failed: {}", error_text(&e)),
+        }
+    }
+
+    /// Creates secret `name` holding `value` as SecretBinary, or adds a new
+    /// version if it exists. Returns the new version id.
+    pub fn put_secret_binary(&self, name: &str, value: &[u8]) -> String {
+        let created = self.block_on(
+            self.client.create_secret().name(name).secret_binary(Blob::new(value)).send(),
+        );
+        match created {
+            Ok(out) => out.version_id.expect("CreateSecret returned no version id"),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_resource_exists_exception()) => {
+                let out = self
+                    .block_on(
+                        self.client
+                            .put_secret_value()
+                            .secret_id(name)
+                            .secret_binary(Blob::new(value))
+                            .send(),
+                    )
+                    .unwrap_or_else(|e| panic!("PutSecretValue {name} failed: {}", error_text(&e)));
+                out.version_id.expect("PutSecretValue returned no version id")
+            }
+            Err(e) => panic!("CreateSecret {name} failed: {}", error_text(&e)),
+        }
+    }
+
+    /// Adds a new version of an existing secret; it becomes AWSCURRENT and
+    /// the previous one AWSPREVIOUS. Returns the new version id.
+    pub fn put_secret_value(&self, name: &str, value: &str) -> String {
+        let out = self
+            .block_on(self.client.put_secret_value().secret_id(name).secret_string(value).send())
+            .unwrap_or_else(|e| panic!("PutSecretValue {name} failed: {}", error_text(&e)));
+        out.version_id.expect("PutSecretValue returned no version id")
+    }
+
+    /// Moves staging label `stage` to `move_to_version`, taking it from
+    /// `remove_from_version` (required by AWS when the label is attached).
+    pub fn update_stage(
+        &self,
+        name: &str,
+        stage: &str,
+        move_to_version: &str,
+        remove_from_version: Option<&str>,
+    ) {
+        self.block_on(
+            self.client
+                .update_secret_version_stage()
+                .secret_id(name)
+                .version_stage(stage)
+                .move_to_version_id(move_to_version)
+                .set_remove_from_version_id(remove_from_version.map(str::to_owned))
+                .send(),
+        )
+        .unwrap_or_else(|e| panic!("UpdateSecretVersionStage {name} {stage} failed: {}", error_text(&e)));
+    }
+
+    /// Deletes a secret at once, without a recovery window.
+    pub fn delete_secret(&self, name: &str) {
+        self.block_on(
+            self.client.delete_secret().secret_id(name).force_delete_without_recovery(true).send(),
+        )
+        .unwrap_or_else(|e| panic!("DeleteSecret {name} failed: {}", error_text(&e)));
+    }
+
+    /// The SecretString that GetSecretValue returns without a stage or
+    /// version, which AWS defines as the AWSCURRENT version.
+    pub fn get_secret_string(&self, name: &str) -> String {
+        let out = self
+            .block_on(self.client.get_secret_value().secret_id(name).send())
+            .unwrap_or_else(|e| panic!("GetSecretValue {name} failed: {}", error_text(&e)));
+        out.secret_string.unwrap_or_else(|| panic!("secret {name} has no SecretString"))
+    }
+
+    /// The SecretString of the version labelled `stage`.
+    pub fn get_secret_string_at_stage(&self, name: &str, stage: &str) -> String {
+        let out = self
+            .block_on(self.client.get_secret_value().secret_id(name).version_stage(stage).send())
+            .unwrap_or_else(|e| panic!("GetSecretValue {name} {stage} failed: {}", error_text(&e)));
+        out.secret_string.unwrap_or_else(|| panic!("secret {name} {stage} has no SecretString"))
+    }
+
+    /// The SecretBinary of the AWSCURRENT version.
+    pub fn get_secret_binary(&self, name: &str) -> Vec<u8> {
+        let out = self
+            .block_on(self.client.get_secret_value().secret_id(name).send())
+            .unwrap_or_else(|e| panic!("GetSecretValue {name} failed: {}", error_text(&e)));
+        out.secret_binary
+            .unwrap_or_else(|| panic!("secret {name} has no SecretBinary"))
+            .into_inner()
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        kill_server(&mut self.child);
+    }
+}
+
+/// Where moto_server comes from: `SMSSH_TEST_MOTO`, then PATH, then the
+/// `.venv` that scripts/test-deps.sh creates.
+fn moto_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("SMSSH_TEST_MOTO") {
+        let path = PathBuf::from(path);
+        assert!(
+            path.is_file(),
+            "SMSSH_TEST_MOTO={} does not exist; {INSTALL_HINT}",
+            path.display()
+        );
+        return path;
+    }
+    if let Some(path) = find_on_path("moto_server") {
+        return path;
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/moto_server");
+    assert!(
+        venv.is_file(),
+        "moto_server not found (not in SMSSH_TEST_MOTO, PATH or {}); {INSTALL_HINT} \
+         (it pip-installs moto[server] into .venv)",
+        venv.display()
+    );
+    venv
+}
+
+/// Starts moto's server like the `moto_server` script does, after fixing one
+/// divergence from AWS: moto's UpdateSecretVersionStage moves the AWSCURRENT
+/// label but not the version that GetSecretValue without a stage returns
+/// (nor the one PutSecretValue demotes to AWSPREVIOUS), so a test that
+/// rolls AWSCURRENT back would see the old value. The fix fails loudly, with
+/// the error in moto's log, if a moto release renames what it patches.
+const MOTO_LAUNCHER: &str = r#"
+import inspect, sys
+from moto.secretsmanager.models import SecretsManagerBackend
+from moto.server import main
+
+_update_stage = SecretsManagerBackend.update_secret_version_stage
+_signature = inspect.signature(_update_stage)
+
+def update_secret_version_stage(self, *args, **kwargs):
+    result = _update_stage(self, *args, **kwargs)
+    call = _signature.bind(self, *args, **kwargs).arguments
+    if call["version_stage"] == "AWSCURRENT" and call["move_to_version_id"]:
+        self.secrets[call["secret_id"]].set_default_version_id(call["move_to_version_id"])
+    return result
+
+SecretsManagerBackend.update_secret_version_stage = update_secret_version_stage
+sys.exit(main())
+"#;
+
+/// The Python that runs `moto_server`: the interpreter on its `#!` line when
+/// that is a Python (as pip writes it), else the `python3` beside it (as in a
+/// pyenv shims directory, where `moto_server` is a bash shim).
+fn moto_python(moto_server: &Path) -> PathBuf {
+    let script = fs::read(moto_server)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}; {INSTALL_HINT}", moto_server.display()));
+    let first_line = String::from_utf8_lossy(script.split(|&b| b == b'\n').next().unwrap_or_default());
+    let mut words = first_line.strip_prefix("#!").unwrap_or_default().split_whitespace();
+    let interpreter = match (words.next(), words.next()) {
+        (Some(env), Some(name)) if env.ends_with("/env") && name.starts_with("python") => {
+            find_on_path(name)
+        }
+        (Some(path), _) if Path::new(path).file_name().is_some_and(|n| {
+            n.to_string_lossy().starts_with("python")
+        }) =>
+        {
+            Some(PathBuf::from(path))
+        }
+        _ => moto_server
+            .parent()
+            .map(|dir| dir.join("python3"))
+            .filter(|p| p.is_file()),
+    };
+    interpreter.unwrap_or_else(|| {
+        panic!("cannot tell which Python runs {}; {INSTALL_HINT}", moto_server.display())
+    })
+}
+
+/// Whether an HTTP server answers a plain request on `addr`.
+fn http_answers(addr: SocketAddr) -> bool {
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let request = "GET / HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut head = [0u8; 8];
+    stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.")
+}
+
+/// The SDK's error with its whole source chain, which `Display` leaves out.
+fn error_text(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+// ---------------------------------------------------------------------------
+// Worker
+// ---------------------------------------------------------------------------
+
+/// One real OpenSSH sshd listening on `addr:port`, with its own directory
+/// holding its config, host key, authorized_keys, PID file and log.
+pub struct Worker {
+    addr: String,
+    port: u16,
+    dir: TempDir,
+    child: Option<Child>,
+}
+
+impl Worker {
+    /// Writes the config, generates a host key and starts sshd.
+    pub fn new(addr: &str, port: u16) -> Worker {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("smssh-worker-{addr}-{port}-"))
+            .tempdir()
+            .expect("cannot create a temp dir for a worker");
+        let mut worker = Worker { addr: addr.to_owned(), port, dir, child: None };
+        fs::write(worker.authorized_keys_path(), "").expect("cannot create authorized_keys");
+        worker.generate_host_key();
+        fs::write(worker.config_path(), worker.config()).expect("cannot write sshd_config");
+        worker.start();
+        worker
+    }
+
+    fn config(&self) -> String {
+        let dir = self.dir.path();
+        let mut config = format!(
+            "ListenAddress {addr}:{port}\n\
+             HostKey {hostkey}\n\
+             PidFile {pidfile}\n\
+             AuthorizedKeysFile {authorized}\n\
+             StrictModes no\n\
+             PermitRootLogin yes\n\
+             PubkeyAuthentication yes\n\
+             PasswordAuthentication no\n\
+             KbdInteractiveAuthentication no\n\
+             UsePAM no\n\
+             Subsystem sftp {SFTP_SERVER}\n\
+             MaxStartups 1000:30:1000\n\
+             MaxSessions 100\n\
+             PrintMotd no\n\
+             PrintLastLog no\n\
+             LogLevel ERROR\n",
+            addr = self.addr,
+            port = self.port,
+            hostkey = self.host_key_path().display(),
+            pidfile = dir.join("sshd.pid").display(),
+            authorized = self.authorized_keys_path().display(),
+        );
+        // With SHLVL already 1, bash run by sshd does not source root's
+        // ~/.bashrc, which on these machines runs a slow `pyenv init`. No
+        // AcceptEnv line is written, so the client's environment never
+        // reaches the session.
+        config.push_str("SetEnv SHLVL=1\n");
+        // OpenSSH 9.8 and later penalise addresses with many failed
+        // logins, which would turn the failures that tests provoke into
+        // refused connections; older versions reject the keyword.
+        if sshd_knows("PerSourcePenalties no") {
+            config.push_str("PerSourcePenalties no\n");
+        }
+        config
+    }
+
+    /// Starts sshd with the existing config and waits until it accepts
+    /// connections. Does nothing if it is already running.
+    pub fn start(&mut self) {
+        if self.child.is_some() {
+            return;
+        }
+        assert!(Path::new(SSHD).is_file(), "{SSHD} not found (package openssh-server); {INSTALL_HINT}");
+        ensure_privsep_dir();
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("cannot open the sshd log");
+        let mut child = Command::new(SSHD)
+            .args(["-D", "-e", "-f"])
+            .arg(self.config_path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("cannot share the sshd log"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {SSHD}: {e}; {INSTALL_HINT}"));
+        reaper_send(&child.id().to_string());
+
+        let started = Instant::now();
+        let addr = self.socket_addr();
+        loop {
+            if let Some(status) = child.try_wait().expect("cannot wait for sshd") {
+                reaper_send(&format!("-{}", child.id()));
+                panic!(
+                    "sshd for {addr} exited during startup with {status}; its log:\n{}",
+                    self.log()
+                );
+            }
+            if ssh_banner(addr) {
+                break;
+            }
+            if started.elapsed() > SSHD_DEADLINE {
+                kill_server(&mut child);
+                panic!("sshd for {addr} did not accept connections within {SSHD_DEADLINE:?}; its log:\n{}", self.log());
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        self.child = Some(child);
+    }
+
+    /// Kills sshd and every session it serves, as if the machine died.
+    /// Idempotent.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill_server(&mut child);
+        }
+    }
+
+    /// Whether sshd is running (it may be paused).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Freezes sshd and all its sessions with SIGSTOP: new connections are
+    /// accepted by the kernel but never answered, and open ones hang.
+    pub fn pause(&self) {
+        let pid = self.pid();
+        let mut pids = vec![pid];
+        pids.extend(descendants(pid));
+        signal("STOP", &pids);
+    }
+
+    /// Undoes [`Worker::pause`].
+    pub fn resume(&self) {
+        let pid = self.pid();
+        let mut pids = vec![pid];
+        pids.extend(descendants(pid));
+        signal("CONT", &pids);
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the worker is stopped").id()
+    }
+
+    /// Replaces the host key and restarts sshd, so clients see a changed
+    /// host key.
+    pub fn regenerate_host_key(&mut self) {
+        self.stop();
+        self.generate_host_key();
+        self.start();
+    }
+
+    fn generate_host_key(&self) {
+        let key = self.host_key_path();
+        // ssh-keygen asks before overwriting, so the old pair goes first.
+        let _ = fs::remove_file(&key);
+        let _ = fs::remove_file(key.with_extension("pub"));
+        run_tool(
+            Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&key),
+            "ssh-keygen (host key)",
+        );
+    }
+
+    /// The known_hosts line for this worker: `[ADDR]:PORT ssh-ed25519 AAAA...`.
+    pub fn host_key_line(&self) -> String {
+        let public = fs::read_to_string(self.host_key_path().with_extension("pub"))
+            .expect("cannot read the worker's public host key");
+        let mut fields = public.split_whitespace();
+        let kind = fields.next().expect("empty public host key");
+        let blob = fields.next().expect("public host key without key data");
+        format!("[{}]:{} {kind} {blob}", self.addr, self.port)
+    }
+
+    /// Appends a public key line to authorized_keys.
+    pub fn authorize(&self, pubkey_line: &str) {
+        let mut file = fs::OpenOptions::new()
+            .append(true)
+            .open(self.authorized_keys_path())
+            .expect("cannot open authorized_keys");
+        writeln!(file, "{}", pubkey_line.trim_end()).expect("cannot append to authorized_keys");
+    }
+
+    /// Replaces authorized_keys, e.g. to revoke a key.
+    pub fn set_authorized_keys(&self, content: &str) {
+        fs::write(self.authorized_keys_path(), content).expect("cannot write authorized_keys");
+    }
+
+    pub fn authorized_keys(&self) -> String {
+        fs::read_to_string(self.authorized_keys_path()).expect("cannot read authorized_keys")
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `ADDR:PORT`.
+    pub fn socket_addr(&self) -> SocketAddr {
+        let ip: Ipv4Addr = self.addr.parse().expect("worker addresses are IPv4");
+        SocketAddr::from((ip, self.port))
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("sshd_config")
+    }
+
+    pub fn host_key_path(&self) -> PathBuf {
+        self.dir.path().join("ssh_host_ed25519_key")
+    }
+
+    pub fn authorized_keys_path(&self) -> PathBuf {
+        self.dir.path().join("authorized_keys")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("sshd.log")
+    }
+
+    /// What sshd logged so far (errors only, per `LogLevel ERROR`).
+    pub fn log(&self) -> String {
+        read_log(&self.log_path())
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        // SIGKILL ends stopped processes too, so this works whether or not
+        // a test resumed a paused worker.
+        self.stop();
+    }
+}
+
+/// Whether an SSH server sends its banner on `addr`. sshd accepts from the
+/// moment it listens, so the banner also proves it is serving.
+fn ssh_banner(addr: SocketAddr) -> bool {
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut head = [0u8; 4];
+    stream.read_exact(&mut head).is_ok() && &head == b"SSH-"
+}
+
+/// sshd refuses to start without its privilege-separation directory.
+fn ensure_privsep_dir() {
+    let dir = Path::new("/run/sshd");
+    if !dir.is_dir() {
+        fs::create_dir_all(dir).unwrap_or_else(|e| {
+            panic!("cannot create /run/sshd ({e}); run the tests as root or {INSTALL_HINT}")
+        });
+    }
+}
+
+/// Whether this sshd accepts a config line, checked once per test binary
+/// with `sshd -t` against a minimal throwaway config.
+fn sshd_knows(line: &str) -> bool {
+    static CACHE: Mutex<Vec<(String, bool)>> = Mutex::new(Vec::new());
+    let mut cache = CACHE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some((_, known)) = cache.iter().find(|(l, _)| l == line) {
+        return *known;
+    }
+    let dir = tempfile::tempdir().expect("cannot create a temp dir to probe sshd");
+    let key = dir.path().join("key");
+    run_tool(
+        Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&key),
+        "ssh-keygen (probe key)",
+    );
+    let config = dir.path().join("sshd_config");
+    fs::write(&config, format!("HostKey {}\n{line}\n", key.display()))
+        .expect("cannot write the probe config");
+    ensure_privsep_dir();
+    let known = Command::new(SSHD)
+        .arg("-t")
+        .arg("-f")
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {SSHD} (package openssh-server): {e}; {INSTALL_HINT}"))
+        .success();
+    cache.push((line.to_owned(), known));
+    known
+}
+
+// ---------------------------------------------------------------------------
+// Cluster
+// ---------------------------------------------------------------------------
+
+/// A moto server plus `n` workers at 127.0.0.2 .. 127.0.0.(n+1), all on one
+/// port, sharing one client key pair that is authorized everywhere and
+/// stored in moto as [`SECRET_ID`].
+pub struct Cluster {
+    pub moto: Moto,
+    pub workers: Vec<Worker>,
+    /// The fake HOME: `.ssh/config` and `.ssh/known_hosts` live here.
+    pub home: TempDir,
+    /// The port every worker listens on.
+    pub port: u16,
+    /// The client key pair's private key file (OpenSSH format).
+    pub key_path: PathBuf,
+    /// The client key pair's private key text.
+    pub private_key: String,
+    /// The client key pair's public key line (`TYPE BASE64 smssh-test`).
+    pub public_key: String,
+    /// Scratch space: generated keys and any files a test wants to copy.
+    pub scratch: TempDir,
+    key_counter: AtomicUsize,
+}
+
+impl Cluster {
+    /// A cluster whose client key is ed25519.
+    pub fn new(n_workers: usize) -> Cluster {
+        Cluster::with_key_type(n_workers, "ed25519")
+    }
+
+    /// A cluster whose client key is of `kind` ("rsa", "ecdsa" or
+    /// "ed25519", optionally with bits as in "ecdsa-384").
+    pub fn with_key_type(n_workers: usize, kind: &str) -> Cluster {
+        assert!(
+            (1..=250).contains(&n_workers),
+            "a cluster has 1 to 250 workers, not {n_workers}"
+        );
+        // Moto's Python takes seconds to start, so it comes up while the
+        // workers are being set up.
+        let moto = Moto::spawn();
+        let addrs: Vec<String> = (0..n_workers).map(|i| format!("127.0.0.{}", i + 2)).collect();
+        let addr_refs: Vec<&str> = addrs.iter().map(String::as_str).collect();
+        let port = free_port(&addr_refs);
+        let scratch = tempfile::Builder::new()
+            .prefix("smssh-cluster-")
+            .tempdir()
+            .expect("cannot create the cluster's temp dir");
+        let home = tempfile::Builder::new()
+            .prefix("smssh-home-")
+            .tempdir()
+            .expect("cannot create the cluster's HOME");
+
+        let mut cluster = Cluster {
+            moto,
+            workers: Vec::new(),
+            home,
+            port,
+            key_path: PathBuf::new(),
+            private_key: String::new(),
+            public_key: String::new(),
+            scratch,
+            key_counter: AtomicUsize::new(0),
+        };
+        let (private_key, public_key, key_path) = cluster.generate_key_file(kind, "openssh", None);
+        cluster.private_key = private_key;
+        cluster.public_key = public_key;
+        cluster.key_path = key_path;
+
+        cluster.workers = addrs.iter().map(|addr| Worker::new(addr, port)).collect();
+        for worker in &cluster.workers {
+            worker.authorize(&cluster.public_key);
+        }
+
+        let ssh_dir = cluster.home.path().join(".ssh");
+        fs::create_dir_all(&ssh_dir).expect("cannot create HOME/.ssh");
+        fs::write(cluster.ssh_config_path(), format!("Host 127.0.0.*\n    Port {port}\n"))
+            .expect("cannot write HOME/.ssh/config");
+        cluster.refresh_known_hosts();
+
+        cluster.moto.wait_ready();
+        let json = key_secret_json(&cluster.private_key, &cluster.public_key);
+        cluster.moto.put_secret_string(SECRET_ID, &json);
+        cluster
+    }
+
+    /// The workers' addresses, in order.
+    pub fn addrs(&self) -> Vec<String> {
+        self.workers.iter().map(|w| w.addr().to_owned()).collect()
+    }
+
+    pub fn ssh_config_path(&self) -> PathBuf {
+        self.home.path().join(".ssh/config")
+    }
+
+    pub fn known_hosts_path(&self) -> PathBuf {
+        self.home.path().join(".ssh/known_hosts")
+    }
+
+    /// Rewrites known_hosts from the workers' current host keys (after a
+    /// test has regenerated one and wants it trusted again).
+    pub fn refresh_known_hosts(&self) {
+        let lines: String = self.workers.iter().map(|w| w.host_key_line() + "\n").collect();
+        fs::write(self.known_hosts_path(), lines).expect("cannot write HOME/.ssh/known_hosts");
+    }
+
+    /// Stores a key pair as a secret in the JSON layout the binaries read.
+    /// Returns the version id.
+    pub fn store_key_secret(&self, name: &str, private_key: &str, public_key: &str) -> String {
+        self.moto.put_secret_string(name, &key_secret_json(private_key, public_key))
+    }
+
+    /// Generates a key pair with ssh-keygen and returns (private key text,
+    /// public key line). `kind` is "rsa", "ecdsa" or "ed25519", optionally
+    /// with bits ("rsa-4096", "ecdsa-384"); `format` is "openssh", "pem"
+    /// (`BEGIN RSA PRIVATE KEY` / `BEGIN EC PRIVATE KEY`) or "pkcs8"
+    /// (`BEGIN PRIVATE KEY`, or `BEGIN ENCRYPTED PRIVATE KEY` with a
+    /// passphrase). ssh-keygen wants passphrases of at least five characters
+    /// and cannot write ed25519 as pem or pkcs8; both panic here.
+    pub fn generate_key(&self, kind: &str, format: &str, passphrase: Option<&str>) -> (String, String) {
+        let (private, public, _) = self.generate_key_file(kind, format, passphrase);
+        (private, public)
+    }
+
+    /// Like [`Cluster::generate_key`], and also returns the private key's
+    /// path (mode 0600, usable with `ssh -i`).
+    pub fn generate_key_file(
+        &self,
+        kind: &str,
+        format: &str,
+        passphrase: Option<&str>,
+    ) -> (String, String, PathBuf) {
+        let (kind_name, bits) = match kind.split_once('-') {
+            Some((name, bits)) => (name, Some(bits)),
+            None => (kind, None),
+        };
+        assert!(
+            matches!(kind_name, "rsa" | "ecdsa" | "ed25519"),
+            "unknown key kind {kind:?}: use rsa, ecdsa or ed25519"
+        );
+        let mode = match format {
+            "openssh" => "RFC4716",
+            "pem" => "PEM",
+            "pkcs8" => "PKCS8",
+            other => panic!("unknown key format {other:?}: use openssh, pem or pkcs8"),
+        };
+        assert!(
+            !(kind_name == "ed25519" && format != "openssh"),
+            "ssh-keygen cannot write ed25519 keys as {format}; use openssh"
+        );
+        let n = self.key_counter.fetch_add(1, Ordering::SeqCst);
+        let path = self.scratch.path().join(format!("id_{kind}_{format}_{n}"));
+        let mut cmd = Command::new("ssh-keygen");
+        cmd.args(["-q", "-t", kind_name, "-N", passphrase.unwrap_or(""), "-C", "smssh-test"]);
+        cmd.args(["-m", mode]);
+        if let Some(bits) = bits {
+            cmd.args(["-b", bits]);
+        }
+        run_tool(cmd.arg("-f").arg(&path), &format!("ssh-keygen ({kind}, {format})"));
+        let private = fs::read_to_string(&path).expect("cannot read the generated private key");
+        let public = fs::read_to_string(format!("{}.pub", path.display()))
+            .expect("cannot read the generated public key");
+        (private, public.trim_end().to_owned(), path)
+    }
+
+    /// A command for one of this package's binaries ("smscp" or "smssh")
+    /// with a cleared environment holding only HOME, PATH, the AWS settings
+    /// pointing at moto and `SMSSH_SECRET_ID`; stdin is null.
+    pub fn command(&self, bin: &str) -> Command {
+        let path = match bin {
+            "smscp" => env!("CARGO_BIN_EXE_smscp"),
+            "smssh" => env!("CARGO_BIN_EXE_smssh"),
+            other => panic!("unknown binary {other:?}: use smscp or smssh"),
+        };
+        let mut cmd = Command::new(path);
+        cmd.env_clear()
+            .env("HOME", self.home.path())
+            .env("AWS_ENDPOINT_URL", self.moto.endpoint())
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", "us-east-1")
+            .env("SMSSH_SECRET_ID", SECRET_ID)
+            .stdin(Stdio::null());
+        if let Some(path) = std::env::var_os("PATH") {
+            cmd.env("PATH", path);
+        }
+        cmd
+    }
+
+    /// The real OpenSSH `ssh` or `scp`, configured like the binaries: the
+    /// cluster's config, known_hosts and key, never prompting. OpenSSH finds
+    /// `~` through passwd rather than HOME, hence the explicit paths.
+    pub fn openssh(&self, bin: &str) -> Command {
+        assert!(matches!(bin, "ssh" | "scp"), "openssh() runs ssh or scp, not {bin:?}");
+        let mut cmd = Command::new(bin);
+        cmd.env_clear()
+            .env("HOME", self.home.path())
+            .arg("-F")
+            .arg(self.ssh_config_path())
+            .arg("-o")
+            .arg(format!("UserKnownHostsFile={}", self.known_hosts_path().display()))
+            .args(["-o", "GlobalKnownHostsFile=/dev/null"])
+            .args(["-o", "StrictHostKeyChecking=yes"])
+            .args(["-o", "BatchMode=yes"])
+            .args(["-o", "IdentitiesOnly=yes"])
+            .arg("-i")
+            .arg(&self.key_path)
+            .stdin(Stdio::null());
+        if let Some(path) = std::env::var_os("PATH") {
+            cmd.env("PATH", path);
+        }
+        cmd
+    }
+
+    /// Writes a file into the scratch dir and returns its path.
+    pub fn scratch_file(&self, name: &str, content: &[u8]) -> PathBuf {
+        let path = self.scratch.path().join(name);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).expect("cannot create a scratch dir");
+        }
+        fs::write(&path, content).expect("cannot write a scratch file");
+        path
+    }
+}
+
+/// The secret layout the binaries read: `{"PrivateKey": ..., "PublicKey": ...}`.
+pub fn key_secret_json(private_key: &str, public_key: &str) -> String {
+    serde_json::json!({ "PrivateKey": private_key, "PublicKey": public_key }).to_string()
+}
