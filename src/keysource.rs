@@ -81,6 +81,10 @@ impl KeySource {
     /// Called when a server refused `tried`: fetches the secret once more, because it may have
     /// rotated since the first fetch. Returns the new key only if it differs from `tried`.
     pub async fn refetched(&self, tried: &LoadedKey) -> Result<Option<Arc<LoadedKey>>, KeyLoadError> {
+        crate::diag::debug(format_args!(
+            "the server refused {}: fetching secret {} again in case it was rotated",
+            tried.key, self.spec.id
+        ));
         let again = self
             .refetched
             .get_or_try_init(|| self.load(&self.spec.selector))

@@ -118,18 +118,23 @@ impl Meter {
         self.bar.as_ref()
     }
 
-    /// Accounts `bytes` and, under `-l`, sleeps until the average rate is back under the cap.
-    async fn account(&self, bytes: u64) {
+    /// Under `-l`, waits until sending `bytes` more keeps the average rate under the cap.
+    /// Called before a request goes out, so the link itself is paced, not just the bar.
+    async fn pace(&self, bytes: u64) {
         let total = self.sent.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed) + bytes;
-        if let Some(bar) = &self.bar {
-            bar.inc(bytes);
-        }
         if let Some(rate) = self.limit_bytes_per_sec {
             let due = Duration::from_secs_f64(total as f64 / rate as f64);
             let elapsed = self.started.elapsed();
             if due > elapsed {
                 tokio::time::sleep(due - elapsed).await;
             }
+        }
+    }
+
+    /// Counts bytes the server has acknowledged (uploads) or delivered (downloads).
+    fn progress(&self, bytes: u64) {
+        if let Some(bar) = &self.bar {
+            bar.inc(bytes);
         }
     }
 }
@@ -324,6 +329,7 @@ impl Sftp {
             }
             while offset < size && pending.len() < max_in_flight {
                 let len = self.request_len.min(size - offset) as usize;
+                meter.pace(len as u64).await;
                 let mut chunk = vec![0u8; len];
                 file.read_exact_at(&mut chunk, offset)
                     .map_err(|e| local_error(local, e))?;
@@ -339,7 +345,7 @@ impl Sftp {
             match pending.next().await {
                 Some(Ok(bytes)) => {
                     done += bytes;
-                    meter.account(bytes).await;
+                    meter.progress(bytes);
                 }
                 Some(Err(err)) => return Err(remote_error(handle, err)),
                 None => break,
@@ -417,6 +423,7 @@ impl Sftp {
             }
             while pending.len() < max_in_flight {
                 let Some((at, len)) = queue.pop_front() else { break };
+                meter.pace(len).await;
                 pending.push(async move {
                     (at, len, self.raw.read(handle, at, len as u32).await)
                 });
@@ -437,7 +444,7 @@ impl Sftp {
                         queue.push_back((at + got, len - got));
                     }
                     done += got;
-                    meter.account(got).await;
+                    meter.progress(got);
                 }
                 Err(SftpError::Status(s)) if s.status_code == StatusCode::Eof => {
                     return Err(TransferError::Remote {

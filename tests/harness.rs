@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     assert_failure, assert_stderr_contains, assert_stdout_eq, assert_success, run,
-    run_with_timeout, Cluster, Moto, SECRET_ID,
+    run_with_stdin, run_with_timeout, spawn, Cluster, Moto, SECRET_ID,
 };
 
 #[test]
@@ -20,7 +20,11 @@ fn ssh_runs_a_command_on_every_worker() {
     eprintln!("3-worker cluster ready in {:?}", started.elapsed());
     assert_eq!(cluster.addrs(), ["127.0.0.2", "127.0.0.3", "127.0.0.4"]);
     for worker in &cluster.workers {
-        assert_eq!(worker.port(), cluster.port, "all workers share the cluster's port");
+        assert_eq!(
+            worker.port(),
+            cluster.port,
+            "all workers share the cluster's port"
+        );
         let output = run(cluster.openssh("ssh").args([worker.addr(), "echo", "ok"]));
         assert_success(&output);
         assert_stdout_eq(&output, "ok\n");
@@ -47,14 +51,18 @@ fn a_stopped_worker_refuses_connections_and_can_restart() {
     cluster.workers[0].stop();
     let error = TcpStream::connect(addr).expect_err("a stopped worker must not accept");
     assert_eq!(error.kind(), std::io::ErrorKind::ConnectionRefused);
-    let output = run(cluster.openssh("ssh").args([cluster.workers[0].addr(), "true"]));
+    let output = run(cluster
+        .openssh("ssh")
+        .args([cluster.workers[0].addr(), "true"]));
     assert_failure(&output);
     assert_stderr_contains(&output, "Connection refused");
 
     let started = Instant::now();
     cluster.workers[0].start();
     eprintln!("worker restarted in {:?}", started.elapsed());
-    let output = run(cluster.openssh("ssh").args([cluster.workers[0].addr(), "echo", "back"]));
+    let output = run(cluster
+        .openssh("ssh")
+        .args([cluster.workers[0].addr(), "echo", "back"]));
     assert_success(&output);
     assert_stdout_eq(&output, "back\n");
 }
@@ -67,12 +75,16 @@ fn a_regenerated_host_key_fails_strict_checking() {
     cluster.workers[0].regenerate_host_key();
     assert_ne!(cluster.workers[0].host_key_line(), old_line);
 
-    let output = run(cluster.openssh("ssh").args([cluster.workers[0].addr(), "true"]));
+    let output = run(cluster
+        .openssh("ssh")
+        .args([cluster.workers[0].addr(), "true"]));
     assert_failure(&output);
     assert_stderr_contains(&output, "REMOTE HOST IDENTIFICATION HAS CHANGED");
 
     cluster.refresh_known_hosts();
-    let output = run(cluster.openssh("ssh").args([cluster.workers[0].addr(), "true"]));
+    let output = run(cluster
+        .openssh("ssh")
+        .args([cluster.workers[0].addr(), "true"]));
     assert_success(&output);
 }
 
@@ -86,7 +98,10 @@ fn a_paused_worker_hangs_until_resumed() {
         Duration::from_secs(2),
     );
     let partial = hung.expect_err("ssh to a paused worker must hang");
-    assert!(common::killed_by_signal(&partial.status), "the hung ssh was killed");
+    assert!(
+        common::killed_by_signal(&partial.status),
+        "the hung ssh was killed"
+    );
     worker.resume();
     let output = run(cluster.openssh("ssh").args([worker.addr(), "echo", "late"]));
     assert_success(&output);
@@ -105,8 +120,12 @@ fn the_key_secret_matches_the_key_file() {
     assert_eq!(secret["PublicKey"].as_str(), Some(public.trim_end()));
     assert!(public.starts_with("ecdsa-sha2-nistp256 "));
     assert!(public.trim_end().ends_with(" smssh-test"));
-    assert!(cluster.workers[0].authorized_keys().contains(public.trim_end()));
-    let output = run(cluster.openssh("ssh").args([cluster.workers[0].addr(), "echo", "ok"]));
+    assert!(cluster.workers[0]
+        .authorized_keys()
+        .contains(public.trim_end()));
+    let output = run(cluster
+        .openssh("ssh")
+        .args([cluster.workers[0].addr(), "echo", "ok"]));
     assert_success(&output);
 }
 
@@ -140,17 +159,56 @@ fn secret_versions_and_stages() {
 fn generated_keys_have_the_requested_format() {
     let cluster = Cluster::new(1);
     let cases = [
-        ("ed25519", "openssh", None, "-----BEGIN OPENSSH PRIVATE KEY-----", "ssh-ed25519 "),
-        ("rsa", "pem", None, "-----BEGIN RSA PRIVATE KEY-----", "ssh-rsa "),
-        ("ecdsa", "pem", None, "-----BEGIN EC PRIVATE KEY-----", "ecdsa-sha2-nistp256 "),
-        ("ecdsa-384", "pkcs8", None, "-----BEGIN PRIVATE KEY-----", "ecdsa-sha2-nistp384 "),
-        ("ecdsa", "pkcs8", Some("secret1"), "-----BEGIN ENCRYPTED PRIVATE KEY-----", "ecdsa-"),
-        ("ed25519", "openssh", Some("secret1"), "-----BEGIN OPENSSH PRIVATE KEY-----", "ssh-"),
+        (
+            "ed25519",
+            "openssh",
+            None,
+            "-----BEGIN OPENSSH PRIVATE KEY-----",
+            "ssh-ed25519 ",
+        ),
+        (
+            "rsa",
+            "pem",
+            None,
+            "-----BEGIN RSA PRIVATE KEY-----",
+            "ssh-rsa ",
+        ),
+        (
+            "ecdsa",
+            "pem",
+            None,
+            "-----BEGIN EC PRIVATE KEY-----",
+            "ecdsa-sha2-nistp256 ",
+        ),
+        (
+            "ecdsa-384",
+            "pkcs8",
+            None,
+            "-----BEGIN PRIVATE KEY-----",
+            "ecdsa-sha2-nistp384 ",
+        ),
+        (
+            "ecdsa",
+            "pkcs8",
+            Some("secret1"),
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----",
+            "ecdsa-",
+        ),
+        (
+            "ed25519",
+            "openssh",
+            Some("secret1"),
+            "-----BEGIN OPENSSH PRIVATE KEY-----",
+            "ssh-",
+        ),
     ];
     for (kind, format, passphrase, header, public_prefix) in cases {
         let (private, public) = cluster.generate_key(kind, format, passphrase);
         assert!(private.starts_with(header), "{kind} {format}: {private}");
-        assert!(public.starts_with(public_prefix), "{kind} {format}: {public}");
+        assert!(
+            public.starts_with(public_prefix),
+            "{kind} {format}: {public}"
+        );
     }
     let (_, public, path) = cluster.generate_key_file("ed25519", "openssh", None);
     cluster.workers[0].authorize(&public);
@@ -167,14 +225,20 @@ fn binary_commands_get_a_clean_environment() {
     let cluster = Cluster::new(1);
     for bin in ["smscp", "smssh"] {
         let cmd = cluster.command(bin);
-        assert!(std::path::Path::new(cmd.get_program()).is_file(), "{bin} was built");
+        assert!(
+            std::path::Path::new(cmd.get_program()).is_file(),
+            "{bin} was built"
+        );
         let envs: Vec<(String, String)> = cmd
             .get_envs()
             .filter_map(|(k, v)| Some((k.to_str()?.to_owned(), v?.to_str()?.to_owned())))
             .collect();
         let get = |key: &str| envs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
         assert_eq!(get("HOME"), cluster.home.path().to_str());
-        assert_eq!(get("AWS_ENDPOINT_URL"), Some(cluster.moto.endpoint().as_str()));
+        assert_eq!(
+            get("AWS_ENDPOINT_URL"),
+            Some(cluster.moto.endpoint().as_str())
+        );
         assert_eq!(get("SMSSH_SECRET_ID"), Some(SECRET_ID));
         assert_eq!(get("AWS_REGION"), Some("us-east-1"));
     }
@@ -182,4 +246,33 @@ fn binary_commands_get_a_clean_environment() {
     assert!(config.contains(&format!("Port {}", cluster.port)));
     let known = fs::read_to_string(cluster.known_hosts_path()).expect("known_hosts written");
     assert_eq!(known, cluster.workers[0].host_key_line() + "\n");
+}
+
+#[test]
+fn stdin_reaches_the_remote_command() {
+    let cluster = Cluster::new(1);
+    let output = run_with_stdin(
+        cluster.openssh("ssh").args([cluster.workers[0].addr(), "cat"]),
+        b"through stdin\n",
+    );
+    assert_success(&output);
+    assert_stdout_eq(&output, "through stdin\n");
+}
+
+#[test]
+fn stopping_a_worker_ends_its_open_sessions() {
+    let mut cluster = Cluster::new(1);
+    let marker = cluster.workers[0].dir().join("started");
+    let remote = format!("touch {} && sleep 60", marker.display());
+    let session = spawn(cluster.openssh("ssh").args([cluster.workers[0].addr(), &remote]));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !marker.exists() {
+        assert!(Instant::now() < deadline, "the remote command never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cluster.workers[0].stop();
+    let output = session
+        .wait_timeout(Duration::from_secs(10))
+        .expect("ssh must notice that the worker died");
+    assert_failure(&output);
 }

@@ -120,7 +120,9 @@ fn reaper() -> &'static Mutex<Option<ChildStdin>> {
 }
 
 fn reaper_send(line: &str) {
-    let mut guard = reaper().lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut guard = reaper()
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some(stdin) = guard.as_mut() {
         let _ = writeln!(stdin, "{line}");
     }
@@ -132,7 +134,10 @@ fn descendants(pid: u32) -> Vec<u32> {
     let mut parent_of: Vec<(u32, u32)> = Vec::new();
     if let Ok(entries) = fs::read_dir("/proc") {
         for entry in entries.flatten() {
-            let Some(child) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok())
+            let Some(child) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
             else {
                 continue;
             };
@@ -167,15 +172,17 @@ fn signal(signal: &str, pids: &[u32]) {
     if pids.is_empty() {
         return;
     }
-    let status = Command::new("kill")
+    // A process of the tree may exit between being listed and being
+    // signalled, which makes `kill` fail harmlessly, so only a `kill` that
+    // cannot run at all is an error.
+    if let Err(e) = Command::new("kill")
         .arg(format!("-{signal}"))
         .args(pids.iter().map(u32::to_string))
         .stderr(Stdio::null())
         .status()
-        .unwrap_or_else(|e| panic!("cannot run `kill` (package procps; {INSTALL_HINT}): {e}"));
-    // A process of the tree may exit between listing and signalling it;
-    // that is harmless, so the status is only informative.
-    let _ = status;
+    {
+        panic!("cannot run `kill` (package procps; {INSTALL_HINT}): {e}");
+    }
 }
 
 /// Kills `child` and everything it started, then reaps it.
@@ -211,11 +218,17 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
 /// Runs a helper tool such as `ssh-keygen` and panics with its output if it
 /// cannot be started or fails.
 fn run_tool(cmd: &mut Command, what: &str) -> Output {
-    let output = cmd
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {what} ({:?}): {e}; {INSTALL_HINT}", cmd.get_program()));
-    assert!(output.status.success(), "{what} failed\n{}", describe(&output));
+    let output = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| {
+        panic!(
+            "cannot run {what} ({:?}): {e}; {INSTALL_HINT}",
+            cmd.get_program()
+        )
+    });
+    assert!(
+        output.status.success(),
+        "{what} failed\n{}",
+        describe(&output)
+    );
     output
 }
 
@@ -241,7 +254,25 @@ pub fn run(cmd: &mut Command) -> Output {
 /// The command's stdin is left as configured (the harness's commands set it
 /// to null).
 pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<Output, Output> {
-    let deadline = Instant::now() + timeout;
+    spawn(cmd).wait_timeout(timeout)
+}
+
+/// Runs `cmd` like [`run`] with `input` fed to its stdin.
+pub fn run_with_stdin(cmd: &mut Command, input: &[u8]) -> Output {
+    spawn_with_stdin(cmd, input)
+        .wait_timeout(RUN_TIMEOUT)
+        .unwrap_or_else(|partial| {
+            panic!(
+                "{:?} did not finish within {RUN_TIMEOUT:?} and was killed\n{}",
+                cmd.get_program(),
+                describe(&partial)
+            )
+        })
+}
+
+/// Starts `cmd` in the background with captured stdout and stderr, for
+/// tests that act while it runs (stop or pause a worker mid-transfer).
+pub fn spawn(cmd: &mut Command) -> Running {
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -251,30 +282,99 @@ pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<Output, 
     // pipe while the harness waits on the other cannot deadlock.
     let stdout = drain(child.stdout.take().expect("stdout is piped"));
     let stderr = drain(child.stderr.take().expect("stderr is piped"));
-    let (status, timed_out) = loop {
-        match child.try_wait().expect("cannot wait for the child") {
-            Some(status) => break (status, false),
-            None if Instant::now() >= deadline => {
-                kill_tree(&mut child);
-                let status = child.wait().expect("cannot wait for the killed child");
-                break (status, true);
+    Running {
+        child: Some(child),
+        stdout,
+        stderr,
+    }
+}
+
+/// Like [`spawn`], with `input` written to the command's stdin, which is
+/// then closed.
+pub fn spawn_with_stdin(cmd: &mut Command, input: &[u8]) -> Running {
+    let mut running = spawn(cmd.stdin(Stdio::piped()));
+    let mut stdin = running
+        .child
+        .as_mut()
+        .and_then(|child| child.stdin.take())
+        .expect("stdin is piped");
+    let input = input.to_vec();
+    // A writer thread keeps a command that reads slowly, or not at all, from
+    // blocking the test; a command that exits early just breaks the pipe.
+    thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    running
+}
+
+/// A command started by [`spawn`]; dropping it kills the command and its
+/// children.
+pub struct Running {
+    child: Option<Child>,
+    stdout: mpsc::Receiver<Vec<u8>>,
+    stderr: mpsc::Receiver<Vec<u8>>,
+}
+
+impl Running {
+    pub fn id(&self) -> u32 {
+        self.child.as_ref().expect("the command is running").id()
+    }
+
+    /// Whether the command has exited.
+    pub fn has_exited(&mut self) -> bool {
+        let child = self.child.as_mut().expect("the command is running");
+        child.try_wait().expect("cannot poll the command").is_some()
+    }
+
+    /// Waits for the command. Returns `Ok` with its output if it exits
+    /// within `timeout`; otherwise kills it and its children and returns
+    /// `Err` with what it had printed.
+    pub fn wait_timeout(mut self, timeout: Duration) -> Result<Output, Output> {
+        let deadline = Instant::now() + timeout;
+        let mut child = self.child.take().expect("the command is running");
+        let (status, timed_out) = loop {
+            match child.try_wait().expect("cannot wait for the command") {
+                Some(status) => break (status, false),
+                None if Instant::now() >= deadline => {
+                    kill_tree(&mut child);
+                    let status = child.wait().expect("cannot wait for the killed command");
+                    break (status, true);
+                }
+                None => thread::sleep(Duration::from_millis(10)),
             }
-            None => thread::sleep(Duration::from_millis(10)),
+        };
+        // A grandchild that inherited the pipes may keep them open after
+        // the command exits, so the reads get a bounded grace period rather
+        // than an unbounded join.
+        let grace = deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(2);
+        let output = Output {
+            status,
+            stdout: self.stdout.recv_timeout(grace).unwrap_or_default(),
+            stderr: self
+                .stderr
+                .recv_timeout(Duration::from_secs(2))
+                .unwrap_or_default(),
+        };
+        if timed_out {
+            Err(output)
+        } else {
+            Ok(output)
         }
-    };
-    // A grandchild that inherited the pipes may keep them open after the
-    // child exits, so the reads get a bounded grace period rather than an
-    // unbounded join.
-    let grace = deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(2);
-    let output = Output {
-        status,
-        stdout: stdout.recv_timeout(grace).unwrap_or_default(),
-        stderr: stderr.recv_timeout(Duration::from_secs(2)).unwrap_or_default(),
-    };
-    if timed_out {
-        Err(output)
-    } else {
-        Ok(output)
+    }
+
+    /// Kills the command and its children and returns what it printed.
+    pub fn kill(self) -> Output {
+        match self.wait_timeout(Duration::ZERO) {
+            Ok(output) | Err(output) => output,
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            kill_tree(child);
+        }
     }
 }
 
@@ -311,7 +411,11 @@ pub fn stderr(output: &Output) -> String {
 /// Panics with the full output unless the command succeeded.
 #[track_caller]
 pub fn assert_success(output: &Output) {
-    assert!(output.status.success(), "command failed\n{}", describe(output));
+    assert!(
+        output.status.success(),
+        "command failed\n{}",
+        describe(output)
+    );
 }
 
 /// Panics with the full output unless the command failed with a non-zero exit
@@ -328,19 +432,33 @@ pub fn assert_failure(output: &Output) {
 /// Panics with the full output unless the command exited with `code`.
 #[track_caller]
 pub fn assert_exit_code(output: &Output, code: i32) {
-    assert_eq!(output.status.code(), Some(code), "unexpected exit status\n{}", describe(output));
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "unexpected exit status\n{}",
+        describe(output)
+    );
 }
 
 /// Panics with the full output unless stderr contains `needle`.
 #[track_caller]
 pub fn assert_stderr_contains(output: &Output, needle: &str) {
-    assert!(stderr(output).contains(needle), "stderr lacks {needle:?}\n{}", describe(output));
+    assert!(
+        stderr(output).contains(needle),
+        "stderr lacks {needle:?}\n{}",
+        describe(output)
+    );
 }
 
 /// Panics with the full output unless stdout equals `expected`.
 #[track_caller]
 pub fn assert_stdout_eq(output: &Output, expected: &str) {
-    assert_eq!(stdout(output), expected, "unexpected stdout\n{}", describe(output));
+    assert_eq!(
+        stdout(output),
+        expected,
+        "unexpected stdout\n{}",
+        describe(output)
+    );
 }
 
 /// Whether a process was ended by a signal rather than exiting.
@@ -381,13 +499,24 @@ impl Moto {
             .expect("cannot create a temp dir for moto");
         let log = fs::File::create(dir.path().join("moto.log")).expect("cannot create moto.log");
         let child = Command::new(&python)
-            .args(["-c", MOTO_LAUNCHER, "-H", "127.0.0.1", "-p", &port.to_string()])
+            .args([
+                "-c",
+                MOTO_LAUNCHER,
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("cannot share moto.log"))
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| {
-                panic!("cannot start {} for {} ({e}); {INSTALL_HINT}", python.display(), bin.display())
+                panic!(
+                    "cannot start {} for {} ({e}); {INSTALL_HINT}",
+                    python.display(),
+                    bin.display()
+                )
             });
         reaper_send(&child.id().to_string());
 
@@ -395,13 +524,25 @@ impl Moto {
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new("us-east-1"))
             .endpoint_url(format!("http://127.0.0.1:{port}"))
-            .credentials_provider(Credentials::new("testing", "testing", None, None, "smssh-test"))
+            .credentials_provider(Credentials::new(
+                "testing",
+                "testing",
+                None,
+                None,
+                "smssh-test",
+            ))
             .build();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("cannot build a tokio runtime for the Secrets Manager client");
-        Moto { child, port, dir, client: aws_sdk_secretsmanager::Client::from_conf(config), runtime }
+        Moto {
+            child,
+            port,
+            dir,
+            client: aws_sdk_secretsmanager::Client::from_conf(config),
+            runtime,
+        }
     }
 
     /// Polls with a TCP connect and a plain HTTP request until moto answers,
@@ -414,7 +555,10 @@ impl Moto {
                 return;
             }
             if let Some(status) = self.child.try_wait().expect("cannot wait for moto_server") {
-                panic!("moto_server exited during startup with {status}; its log:\n{}", self.log());
+                panic!(
+                    "moto_server exited during startup with {status}; its log:\n{}",
+                    self.log()
+                );
             }
             assert!(
                 started.elapsed() < MOTO_DEADLINE,
@@ -454,11 +598,18 @@ impl Moto {
     /// version if it exists. Returns the new version id.
     pub fn put_secret_string(&self, name: &str, value: &str) -> String {
         let created = self.block_on(
-            self.client.create_secret().name(name).secret_string(value).send(),
+            self.client
+                .create_secret()
+                .name(name)
+                .secret_string(value)
+                .send(),
         );
         match created {
             Ok(out) => out.version_id.expect("CreateSecret returned no version id"),
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_resource_exists_exception()) => {
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_resource_exists_exception()) =>
+            {
                 self.put_secret_value(name, value)
             }
             Err(e) => panic!("CreateSecret {name} failed: {}", error_text(&e)),
@@ -469,11 +620,18 @@ impl Moto {
     /// version if it exists. Returns the new version id.
     pub fn put_secret_binary(&self, name: &str, value: &[u8]) -> String {
         let created = self.block_on(
-            self.client.create_secret().name(name).secret_binary(Blob::new(value)).send(),
+            self.client
+                .create_secret()
+                .name(name)
+                .secret_binary(Blob::new(value))
+                .send(),
         );
         match created {
             Ok(out) => out.version_id.expect("CreateSecret returned no version id"),
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_resource_exists_exception()) => {
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_resource_exists_exception()) =>
+            {
                 let out = self
                     .block_on(
                         self.client
@@ -483,7 +641,8 @@ impl Moto {
                             .send(),
                     )
                     .unwrap_or_else(|e| panic!("PutSecretValue {name} failed: {}", error_text(&e)));
-                out.version_id.expect("PutSecretValue returned no version id")
+                out.version_id
+                    .expect("PutSecretValue returned no version id")
             }
             Err(e) => panic!("CreateSecret {name} failed: {}", error_text(&e)),
         }
@@ -493,9 +652,16 @@ impl Moto {
     /// the previous one AWSPREVIOUS. Returns the new version id.
     pub fn put_secret_value(&self, name: &str, value: &str) -> String {
         let out = self
-            .block_on(self.client.put_secret_value().secret_id(name).secret_string(value).send())
+            .block_on(
+                self.client
+                    .put_secret_value()
+                    .secret_id(name)
+                    .secret_string(value)
+                    .send(),
+            )
             .unwrap_or_else(|e| panic!("PutSecretValue {name} failed: {}", error_text(&e)));
-        out.version_id.expect("PutSecretValue returned no version id")
+        out.version_id
+            .expect("PutSecretValue returned no version id")
     }
 
     /// Moves staging label `stage` to `move_to_version`, taking it from
@@ -516,13 +682,22 @@ impl Moto {
                 .set_remove_from_version_id(remove_from_version.map(str::to_owned))
                 .send(),
         )
-        .unwrap_or_else(|e| panic!("UpdateSecretVersionStage {name} {stage} failed: {}", error_text(&e)));
+        .unwrap_or_else(|e| {
+            panic!(
+                "UpdateSecretVersionStage {name} {stage} failed: {}",
+                error_text(&e)
+            )
+        });
     }
 
     /// Deletes a secret at once, without a recovery window.
     pub fn delete_secret(&self, name: &str) {
         self.block_on(
-            self.client.delete_secret().secret_id(name).force_delete_without_recovery(true).send(),
+            self.client
+                .delete_secret()
+                .secret_id(name)
+                .force_delete_without_recovery(true)
+                .send(),
         )
         .unwrap_or_else(|e| panic!("DeleteSecret {name} failed: {}", error_text(&e)));
     }
@@ -533,15 +708,23 @@ impl Moto {
         let out = self
             .block_on(self.client.get_secret_value().secret_id(name).send())
             .unwrap_or_else(|e| panic!("GetSecretValue {name} failed: {}", error_text(&e)));
-        out.secret_string.unwrap_or_else(|| panic!("secret {name} has no SecretString"))
+        out.secret_string
+            .unwrap_or_else(|| panic!("secret {name} has no SecretString"))
     }
 
     /// The SecretString of the version labelled `stage`.
     pub fn get_secret_string_at_stage(&self, name: &str, stage: &str) -> String {
         let out = self
-            .block_on(self.client.get_secret_value().secret_id(name).version_stage(stage).send())
+            .block_on(
+                self.client
+                    .get_secret_value()
+                    .secret_id(name)
+                    .version_stage(stage)
+                    .send(),
+            )
             .unwrap_or_else(|e| panic!("GetSecretValue {name} {stage} failed: {}", error_text(&e)));
-        out.secret_string.unwrap_or_else(|| panic!("secret {name} {stage} has no SecretString"))
+        out.secret_string
+            .unwrap_or_else(|| panic!("secret {name} {stage} has no SecretString"))
     }
 
     /// The SecretBinary of the AWSCURRENT version.
@@ -617,15 +800,20 @@ sys.exit(main())
 fn moto_python(moto_server: &Path) -> PathBuf {
     let script = fs::read(moto_server)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}; {INSTALL_HINT}", moto_server.display()));
-    let first_line = String::from_utf8_lossy(script.split(|&b| b == b'\n').next().unwrap_or_default());
-    let mut words = first_line.strip_prefix("#!").unwrap_or_default().split_whitespace();
+    let first_line =
+        String::from_utf8_lossy(script.split(|&b| b == b'\n').next().unwrap_or_default());
+    let mut words = first_line
+        .strip_prefix("#!")
+        .unwrap_or_default()
+        .split_whitespace();
     let interpreter = match (words.next(), words.next()) {
         (Some(env), Some(name)) if env.ends_with("/env") && name.starts_with("python") => {
             find_on_path(name)
         }
-        (Some(path), _) if Path::new(path).file_name().is_some_and(|n| {
-            n.to_string_lossy().starts_with("python")
-        }) =>
+        (Some(path), _)
+            if Path::new(path)
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("python")) =>
         {
             Some(PathBuf::from(path))
         }
@@ -635,7 +823,10 @@ fn moto_python(moto_server: &Path) -> PathBuf {
             .filter(|p| p.is_file()),
     };
     interpreter.unwrap_or_else(|| {
-        panic!("cannot tell which Python runs {}; {INSTALL_HINT}", moto_server.display())
+        panic!(
+            "cannot tell which Python runs {}; {INSTALL_HINT}",
+            moto_server.display()
+        )
     })
 }
 
@@ -685,7 +876,12 @@ impl Worker {
             .prefix(&format!("smssh-worker-{addr}-{port}-"))
             .tempdir()
             .expect("cannot create a temp dir for a worker");
-        let mut worker = Worker { addr: addr.to_owned(), port, dir, child: None };
+        let mut worker = Worker {
+            addr: addr.to_owned(),
+            port,
+            dir,
+            child: None,
+        };
         fs::write(worker.authorized_keys_path(), "").expect("cannot create authorized_keys");
         worker.generate_host_key();
         fs::write(worker.config_path(), worker.config()).expect("cannot write sshd_config");
@@ -738,7 +934,10 @@ impl Worker {
         if self.child.is_some() {
             return;
         }
-        assert!(Path::new(SSHD).is_file(), "{SSHD} not found (package openssh-server); {INSTALL_HINT}");
+        assert!(
+            Path::new(SSHD).is_file(),
+            "{SSHD} not found (package openssh-server); {INSTALL_HINT}"
+        );
         ensure_privsep_dir();
         let log = fs::OpenOptions::new()
             .create(true)
@@ -825,7 +1024,9 @@ impl Worker {
         let _ = fs::remove_file(&key);
         let _ = fs::remove_file(key.with_extension("pub"));
         run_tool(
-            Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&key),
+            Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                .arg(&key),
             "ssh-keygen (host key)",
         );
     }
@@ -931,14 +1132,18 @@ fn ensure_privsep_dir() {
 /// with `sshd -t` against a minimal throwaway config.
 fn sshd_knows(line: &str) -> bool {
     static CACHE: Mutex<Vec<(String, bool)>> = Mutex::new(Vec::new());
-    let mut cache = CACHE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut cache = CACHE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some((_, known)) = cache.iter().find(|(l, _)| l == line) {
         return *known;
     }
     let dir = tempfile::tempdir().expect("cannot create a temp dir to probe sshd");
     let key = dir.path().join("key");
     run_tool(
-        Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&key),
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key),
         "ssh-keygen (probe key)",
     );
     let config = dir.path().join("sshd_config");
@@ -953,7 +1158,9 @@ fn sshd_knows(line: &str) -> bool {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
-        .unwrap_or_else(|e| panic!("cannot run {SSHD} (package openssh-server): {e}; {INSTALL_HINT}"))
+        .unwrap_or_else(|e| {
+            panic!("cannot run {SSHD} (package openssh-server): {e}; {INSTALL_HINT}")
+        })
         .success();
     cache.push((line.to_owned(), known));
     known
@@ -1000,7 +1207,9 @@ impl Cluster {
         // Moto's Python takes seconds to start, so it comes up while the
         // workers are being set up.
         let moto = Moto::spawn();
-        let addrs: Vec<String> = (0..n_workers).map(|i| format!("127.0.0.{}", i + 2)).collect();
+        let addrs: Vec<String> = (0..n_workers)
+            .map(|i| format!("127.0.0.{}", i + 2))
+            .collect();
         let addr_refs: Vec<&str> = addrs.iter().map(String::as_str).collect();
         let port = free_port(&addr_refs);
         let scratch = tempfile::Builder::new()
@@ -1035,8 +1244,11 @@ impl Cluster {
 
         let ssh_dir = cluster.home.path().join(".ssh");
         fs::create_dir_all(&ssh_dir).expect("cannot create HOME/.ssh");
-        fs::write(cluster.ssh_config_path(), format!("Host 127.0.0.*\n    Port {port}\n"))
-            .expect("cannot write HOME/.ssh/config");
+        fs::write(
+            cluster.ssh_config_path(),
+            format!("Host 127.0.0.*\n    Port {port}\n"),
+        )
+        .expect("cannot write HOME/.ssh/config");
         cluster.refresh_known_hosts();
 
         cluster.moto.wait_ready();
@@ -1061,14 +1273,19 @@ impl Cluster {
     /// Rewrites known_hosts from the workers' current host keys (after a
     /// test has regenerated one and wants it trusted again).
     pub fn refresh_known_hosts(&self) {
-        let lines: String = self.workers.iter().map(|w| w.host_key_line() + "\n").collect();
+        let lines: String = self
+            .workers
+            .iter()
+            .map(|w| w.host_key_line() + "\n")
+            .collect();
         fs::write(self.known_hosts_path(), lines).expect("cannot write HOME/.ssh/known_hosts");
     }
 
     /// Stores a key pair as a secret in the JSON layout the binaries read.
     /// Returns the version id.
     pub fn store_key_secret(&self, name: &str, private_key: &str, public_key: &str) -> String {
-        self.moto.put_secret_string(name, &key_secret_json(private_key, public_key))
+        self.moto
+            .put_secret_string(name, &key_secret_json(private_key, public_key))
     }
 
     /// Generates a key pair with ssh-keygen and returns (private key text,
@@ -1078,7 +1295,12 @@ impl Cluster {
     /// (`BEGIN PRIVATE KEY`, or `BEGIN ENCRYPTED PRIVATE KEY` with a
     /// passphrase). ssh-keygen wants passphrases of at least five characters
     /// and cannot write ed25519 as pem or pkcs8; both panic here.
-    pub fn generate_key(&self, kind: &str, format: &str, passphrase: Option<&str>) -> (String, String) {
+    pub fn generate_key(
+        &self,
+        kind: &str,
+        format: &str,
+        passphrase: Option<&str>,
+    ) -> (String, String) {
         let (private, public, _) = self.generate_key_file(kind, format, passphrase);
         (private, public)
     }
@@ -1112,12 +1334,23 @@ impl Cluster {
         let n = self.key_counter.fetch_add(1, Ordering::SeqCst);
         let path = self.scratch.path().join(format!("id_{kind}_{format}_{n}"));
         let mut cmd = Command::new("ssh-keygen");
-        cmd.args(["-q", "-t", kind_name, "-N", passphrase.unwrap_or(""), "-C", "smssh-test"]);
+        cmd.args([
+            "-q",
+            "-t",
+            kind_name,
+            "-N",
+            passphrase.unwrap_or(""),
+            "-C",
+            "smssh-test",
+        ]);
         cmd.args(["-m", mode]);
         if let Some(bits) = bits {
             cmd.args(["-b", bits]);
         }
-        run_tool(cmd.arg("-f").arg(&path), &format!("ssh-keygen ({kind}, {format})"));
+        run_tool(
+            cmd.arg("-f").arg(&path),
+            &format!("ssh-keygen ({kind}, {format})"),
+        );
         let private = fs::read_to_string(&path).expect("cannot read the generated private key");
         let public = fs::read_to_string(format!("{}.pub", path.display()))
             .expect("cannot read the generated public key");
@@ -1152,14 +1385,20 @@ impl Cluster {
     /// cluster's config, known_hosts and key, never prompting. OpenSSH finds
     /// `~` through passwd rather than HOME, hence the explicit paths.
     pub fn openssh(&self, bin: &str) -> Command {
-        assert!(matches!(bin, "ssh" | "scp"), "openssh() runs ssh or scp, not {bin:?}");
+        assert!(
+            matches!(bin, "ssh" | "scp"),
+            "openssh() runs ssh or scp, not {bin:?}"
+        );
         let mut cmd = Command::new(bin);
         cmd.env_clear()
             .env("HOME", self.home.path())
             .arg("-F")
             .arg(self.ssh_config_path())
             .arg("-o")
-            .arg(format!("UserKnownHostsFile={}", self.known_hosts_path().display()))
+            .arg(format!(
+                "UserKnownHostsFile={}",
+                self.known_hosts_path().display()
+            ))
             .args(["-o", "GlobalKnownHostsFile=/dev/null"])
             .args(["-o", "StrictHostKeyChecking=yes"])
             .args(["-o", "BatchMode=yes"])

@@ -1,0 +1,238 @@
+//! smscp against real sshd workers and moto: copies both ways, scp's rules, and failures that
+//! leave nothing half-written. The workers are local processes, so a "remote" path is also a
+//! local path the test can inspect directly.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+
+fn smscp(cluster: &Cluster, args: &[&str]) -> std::process::Output {
+    run(cluster.command("smscp").args(args))
+}
+
+fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+fn leftovers(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .expect("read dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("smscp-"))
+        .collect()
+}
+
+#[test]
+fn upload_and_download_round_trip_byte_for_byte() {
+    let cluster = Cluster::new(1);
+    let data = random_bytes(5 * 1024 * 1024 + 12345, 1);
+    let source = cluster.scratch_file("payload.bin", &data);
+    let remote_dir = tempfile::tempdir().expect("remote dir");
+    let target = format!("127.0.0.2:{}/", remote_dir.path().display());
+    let out = smscp(&cluster, &[source.to_str().expect("utf-8"), &target]);
+    assert_success(&out);
+    let uploaded = remote_dir.path().join("payload.bin");
+    assert_eq!(std::fs::read(&uploaded).expect("uploaded file"), data);
+
+    let local_dir = tempfile::tempdir().expect("local dir");
+    let back = local_dir.path().join("back.bin");
+    let remote = format!("127.0.0.2:{}", uploaded.display());
+    let out = smscp(&cluster, &[&remote, back.to_str().expect("utf-8")]);
+    assert_success(&out);
+    assert_eq!(std::fs::read(&back).expect("downloaded file"), data);
+    assert!(leftovers(remote_dir.path()).is_empty() && leftovers(local_dir.path()).is_empty());
+}
+
+#[test]
+fn empty_file_and_scp_uri_target_with_explicit_port() {
+    let cluster = Cluster::new(1);
+    let source = cluster.scratch_file("empty", b"");
+    let remote_dir = tempfile::tempdir().expect("remote dir");
+    let uri = format!("scp://root@127.0.0.2:{}/{}/copy", cluster.port, remote_dir.path().display());
+    let out = run(cluster.command("smscp").args(["-F", "none", source.to_str().expect("utf-8"), &uri]));
+    assert_success(&out);
+    assert_eq!(std::fs::read(remote_dir.path().join("copy")).expect("copy").len(), 0);
+}
+
+#[test]
+fn recursive_copy_with_p_preserves_modes_and_times() {
+    let cluster = Cluster::new(1);
+    let tree = tempfile::tempdir().expect("tree");
+    let root = tree.path().join("dist");
+    std::fs::create_dir_all(root.join("bin/deep")).expect("mkdir");
+    std::fs::write(root.join("bin/tool"), b"#!/bin/sh\necho hi\n").expect("write");
+    std::fs::set_permissions(root.join("bin/tool"), std::fs::Permissions::from_mode(0o750)).expect("chmod");
+    std::fs::write(root.join("bin/deep/data"), random_bytes(70_000, 2)).expect("write");
+    std::fs::write(root.join("README"), b"readme").expect("write");
+    let old = std::time::UNIX_EPOCH + Duration::from_secs(1_500_000_000);
+    std::fs::File::options().write(true).open(root.join("README")).expect("open")
+        .set_times(std::fs::FileTimes::new().set_modified(old).set_accessed(old)).expect("touch");
+
+    let remote_dir = tempfile::tempdir().expect("remote dir");
+    let target = format!("127.0.0.2:{}", remote_dir.path().display());
+    let out = smscp(&cluster, &["-rp", root.to_str().expect("utf-8"), &target]);
+    assert_success(&out);
+    let copied = remote_dir.path().join("dist");
+    assert_eq!(std::fs::read(copied.join("bin/deep/data")).expect("data"), random_bytes(70_000, 2));
+    let mode = std::fs::metadata(copied.join("bin/tool")).expect("tool").permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o750);
+    let mtime = std::fs::metadata(copied.join("README")).expect("readme").modified().expect("mtime");
+    assert_eq!(mtime, old);
+
+    // And back again into an existing local directory.
+    let local = tempfile::tempdir().expect("local");
+    let source = format!("127.0.0.2:{}", copied.display());
+    let out = smscp(&cluster, &["-r", &source, local.path().to_str().expect("utf-8")]);
+    assert_success(&out);
+    assert_eq!(std::fs::read(local.path().join("dist/README")).expect("readme"), b"readme");
+    assert_eq!(std::fs::read(local.path().join("dist/bin/deep/data")).expect("data"), random_bytes(70_000, 2));
+
+    // Without -r a directory is refused.
+    let out = smscp(&cluster, &[root.to_str().expect("utf-8"), &target]);
+    assert_exit_code(&out, 1);
+    assert_stderr_contains(&out, "not a regular file");
+}
+
+#[test]
+fn a_failing_source_is_reported_and_the_others_still_copy() {
+    let cluster = Cluster::new(1);
+    let a = cluster.scratch_file("a.txt", b"A");
+    let b = cluster.scratch_file("b.txt", b"B");
+    let missing = cluster.scratch.path().join("missing.txt");
+    let remote_dir = tempfile::tempdir().expect("remote dir");
+    let target = format!("127.0.0.2:{}", remote_dir.path().display());
+    let out = smscp(&cluster, &[a.to_str().unwrap(), missing.to_str().unwrap(), b.to_str().unwrap(), &target]);
+    assert_exit_code(&out, 1);
+    assert_eq!(
+        stderr(&out).trim(),
+        format!("smscp: {}: No such file or directory", missing.display())
+    );
+    assert_eq!(std::fs::read(remote_dir.path().join("a.txt")).expect("a"), b"A");
+    assert_eq!(std::fs::read(remote_dir.path().join("b.txt")).expect("b"), b"B");
+}
+
+#[test]
+fn a_local_source_that_is_not_a_readable_file_is_refused() {
+    let cluster = Cluster::new(1);
+    let socket_path = cluster.scratch.path().join("socket");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket_path).expect("bind socket");
+    let remote_dir = tempfile::tempdir().expect("remote dir");
+    let target = format!("127.0.0.2:{}/", remote_dir.path().display());
+    let out = smscp(&cluster, &[socket_path.to_str().unwrap(), &target]);
+    assert_exit_code(&out, 1);
+    assert_stderr_contains(&out, "not a regular file");
+    assert_eq!(std::fs::read_dir(remote_dir.path()).expect("dir").count(), 0);
+}
+
+#[test]
+fn missing_remote_path_and_missing_target_directories() {
+    let cluster = Cluster::new(1);
+    let local = tempfile::tempdir().expect("local");
+    let out = smscp(&cluster, &["127.0.0.2:/nonexistent/file", local.path().to_str().unwrap()]);
+    assert_exit_code(&out, 1);
+    assert_stderr_contains(&out, "127.0.0.2:/nonexistent/file: No such file or directory");
+    assert_eq!(std::fs::read_dir(local.path()).expect("dir").count(), 0);
+
+    let source = cluster.scratch_file("f", b"data");
+    let out = smscp(&cluster, &[source.to_str().unwrap(), "127.0.0.2:/nonexistent-dir/f"]);
+    assert_exit_code(&out, 1);
+    assert_stderr_contains(&out, "No such file or directory");
+
+    let remote = cluster.scratch_file("remote-f", b"data");
+    let missing_local = local.path().join("no/such/dir/f");
+    let out = smscp(&cluster, &[&format!("127.0.0.2:{}", remote.display()), missing_local.to_str().unwrap()]);
+    assert_exit_code(&out, 1);
+    assert_stderr_contains(&out, "the target directory is missing");
+
+    let out = smscp(&cluster, &[source.to_str().unwrap(), remote.to_str().unwrap(), "127.0.0.2:/nonexistent-dir"]);
+    assert_exit_code(&out, 1);
+    assert_stderr_contains(&out, "Not a directory");
+}
+
+#[test]
+fn remote_path_not_permitted() {
+    let cluster = Cluster::new(1);
+    let source = cluster.scratch_file("f", b"data");
+    // Even root may not create files in sysfs.
+    let out = smscp(&cluster, &[source.to_str().unwrap(), "127.0.0.2:/sys/smscp-test"]);
+    assert_exit_code(&out, 1);
+    assert_stderr_contains(&out, "127.0.0.2:/sys/smscp-test: Permission denied");
+}
+
+#[test]
+fn connection_and_host_key_failures_exit_1_with_one_line() {
+    let mut cluster = Cluster::new(2);
+    let source = cluster.scratch_file("f", b"data");
+    cluster.workers[0].stop();
+    let out = smscp(&cluster, &[source.to_str().unwrap(), "127.0.0.2:/tmp/"]);
+    assert_exit_code(&out, 1);
+    assert_stderr_contains(&out, "connection refused");
+    cluster.workers[1].regenerate_host_key();
+    let out = smscp(&cluster, &[source.to_str().unwrap(), "127.0.0.3:/tmp/"]);
+    assert_exit_code(&out, 1);
+    assert_stderr_contains(&out, "HOST KEY CHANGED");
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", describe(&out));
+}
+
+#[test]
+fn an_interrupted_copy_leaves_no_target_and_no_temporary_file() {
+    let cluster = Cluster::new(1);
+    let data = random_bytes(8 * 1024 * 1024, 3);
+    let source = cluster.scratch_file("big", &data);
+    let remote_dir = tempfile::tempdir().expect("remote dir");
+    let target = format!("127.0.0.2:{}/big", remote_dir.path().display());
+    // -l keeps the copy running long enough to interrupt it half-way.
+    let mut child = cluster
+        .command("smscp")
+        .args(["-l", "8000", source.to_str().unwrap(), &target])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start smscp");
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(child.try_wait().expect("poll").is_none(), "the copy finished too early to be interrupted");
+    let partial: Vec<String> = leftovers(remote_dir.path());
+    assert_eq!(partial.len(), 1, "a temporary file should be in progress");
+    let status = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("kill");
+    assert!(status.success());
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(130), "{}", describe(&out));
+    assert!(!remote_dir.path().join("big").exists(), "no truncated target");
+    assert!(leftovers(remote_dir.path()).is_empty(), "temporary file removed");
+}
+
+#[test]
+fn bandwidth_limit_slows_the_copy() {
+    let cluster = Cluster::new(1);
+    let source = cluster.scratch_file("one-mb", &random_bytes(1024 * 1024, 4));
+    let remote_dir = tempfile::tempdir().expect("remote dir");
+    let target = format!("127.0.0.2:{}/", remote_dir.path().display());
+    let started = std::time::Instant::now();
+    // 4096 Kbit/s = 512 KB/s: one MiB needs about two seconds.
+    let out = smscp(&cluster, &["-l", "4096", source.to_str().unwrap(), &target]);
+    assert_success(&out);
+    assert!(started.elapsed() >= Duration::from_millis(1500), "took only {:?}", started.elapsed());
+}
+
+#[test]
+fn remote_to_remote_and_local_to_local_are_refused_up_front() {
+    let cluster = Cluster::new(1);
+    let out = smscp(&cluster, &["127.0.0.2:/etc/hostname", "127.0.0.3:/tmp/"]);
+    assert_exit_code(&out, 1);
+    assert_stderr_contains(&out, "remote hosts are not supported");
+    let out = smscp(&cluster, &["a", "b"]);
+    assert_exit_code(&out, 1);
+    assert_stderr_contains(&out, "use cp");
+}

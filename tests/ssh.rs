@@ -1,0 +1,301 @@
+//! smssh against real sshd workers and moto: commands, streams, exit codes, and every way a
+//! login can fail.
+
+mod common;
+
+use std::io::Write;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn smssh(cluster: &Cluster, args: &[&str]) -> std::process::Output {
+    run(cluster.command("smssh").args(args))
+}
+
+/// The SHA256 fingerprint of a public key file, as ssh-keygen prints it.
+fn fingerprint_of(path: &std::path::Path) -> String {
+    let out = run(std::process::Command::new("ssh-keygen").arg("-lf").arg(path));
+    assert_success(&out);
+    stdout(&out).split_whitespace().nth(1).expect("fingerprint field").to_owned()
+}
+
+#[test]
+fn command_output_streams_and_exit_status_is_the_remote_one() {
+    let cluster = Cluster::new(1);
+    let out = smssh(&cluster, &["127.0.0.2", "echo out; echo err >&2; exit 7"]);
+    assert_exit_code(&out, 7);
+    assert_stdout_eq(&out, "out\n");
+    assert_stderr_contains(&out, "err");
+}
+
+#[test]
+fn arguments_after_the_destination_are_the_command_even_with_dashes() {
+    let cluster = Cluster::new(1);
+    let out = smssh(&cluster, &["127.0.0.2", "printf", "'%s-%s\\n'", "-a", "b"]);
+    assert_success(&out);
+    assert_stdout_eq(&out, "-a-b\n");
+}
+
+#[test]
+fn stdin_is_forwarded_and_n_gives_end_of_file() {
+    let cluster = Cluster::new(1);
+    let mut child = cluster
+        .command("smssh")
+        .args(["127.0.0.2", "wc -c"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start smssh");
+    let payload = vec![b'x'; 300_000];
+    child.stdin.take().expect("stdin").write_all(&payload).expect("write stdin");
+    let out = child.wait_with_output().expect("wait smssh");
+    assert_success(&out);
+    assert_eq!(stdout(&out).trim(), "300000");
+
+    let out = run(cluster.command("smssh").args(["-n", "127.0.0.2", "cat; echo done"]));
+    assert_success(&out);
+    assert_stdout_eq(&out, "done\n");
+}
+
+#[test]
+fn a_remote_signal_gives_128_plus_its_number() {
+    let cluster = Cluster::new(1);
+    let out = smssh(&cluster, &["127.0.0.2", "kill -TERM $$"]);
+    assert_exit_code(&out, 143);
+}
+
+#[test]
+fn login_as_user_at_host_and_with_l_and_p() {
+    let cluster = Cluster::new(1);
+    let port = cluster.port.to_string();
+    let out = smssh(&cluster, &["-F", "none", "-p", &port, "-l", "root", "127.0.0.2", "id -un"]);
+    assert_success(&out);
+    assert_stdout_eq(&out, "root\n");
+    let uri = format!("ssh://root@127.0.0.2:{port}");
+    let out = smssh(&cluster, &["-F", "none", &uri, "id -un"]);
+    assert_success(&out);
+    assert_stdout_eq(&out, "root\n");
+}
+
+#[test]
+fn ssh_config_aliases_and_o_options_apply() {
+    let cluster = Cluster::new(1);
+    let config = cluster.scratch_file(
+        "config",
+        format!("Host worker1\n  HostName 127.0.0.2\n  Port {}\n  User root\n", cluster.port).as_bytes(),
+    );
+    let config = config.display().to_string();
+    let out = smssh(&cluster, &["-F", &config, "worker1", "echo via-alias"]);
+    assert_success(&out);
+    assert_stdout_eq(&out, "via-alias\n");
+    // -o beats the file: the wrong port must make it fail.
+    let out = smssh(&cluster, &["-F", &config, "-o", "Port=1", "worker1", "true"]);
+    assert_exit_code(&out, 255);
+    assert_stderr_contains(&out, "port 1: connection refused");
+    let out = smssh(&cluster, &["-o", "NoSuchOption=yes", "127.0.0.2", "true"]);
+    assert_exit_code(&out, 255);
+    assert_stderr_contains(&out, "NoSuchOption");
+}
+
+#[test]
+fn every_key_format_in_every_secret_layout_logs_in() {
+    let cluster = Cluster::new(1);
+    let worker = &cluster.workers[0];
+    let cases = [
+        ("rsa", "pem", None),
+        ("rsa", "pkcs8", None),
+        ("rsa", "openssh", None),
+        ("ecdsa", "openssh", None),
+        ("ecdsa-384", "pem", None),
+        ("ed25519", "openssh", Some("correct horse")),
+        ("rsa", "pkcs8", Some("correct horse")),
+    ];
+    for (i, (kind, format, passphrase)) in cases.iter().enumerate() {
+        let (private, public) = cluster.generate_key(kind, format, *passphrase);
+        worker.authorize(&public);
+        let name = format!("/test/key{i}");
+        let mut value = serde_json::json!({ "PrivateKey": private, "PublicKey": public });
+        if let Some(p) = passphrase {
+            value["Passphrase"] = serde_json::Value::String((*p).to_owned());
+        }
+        cluster.moto.put_secret_string(&name, &value.to_string());
+        let out = smssh(&cluster, &["--secret-id", &name, "127.0.0.2", "echo ok"]);
+        assert_success(&out);
+        assert_stdout_eq(&out, "ok\n");
+        // The bare key as SecretString, and as SecretBinary, for unencrypted keys.
+        if passphrase.is_none() {
+            let bare = format!("{name}-bare");
+            cluster.moto.put_secret_string(&bare, &private);
+            assert_success(&smssh(&cluster, &["--secret-id", &bare, "127.0.0.2", "true"]));
+            let binary = format!("{name}-binary");
+            cluster.moto.put_secret_binary(&binary, private.as_bytes());
+            assert_success(&smssh(&cluster, &["--secret-id", &binary, "127.0.0.2", "true"]));
+        }
+    }
+    // A custom field through --secret-field.
+    let custom = serde_json::json!({ "ClusterKey": cluster.private_key }).to_string();
+    cluster.moto.put_secret_string("/test/custom", &custom);
+    let out = smssh(&cluster, &["--secret-id", "/test/custom", "--secret-field", "ClusterKey", "127.0.0.2", "true"]);
+    assert_success(&out);
+}
+
+#[test]
+fn secret_problems_each_give_one_clear_line_and_255() {
+    let cluster = Cluster::new(1);
+    let (encrypted, _) = cluster.generate_key("ed25519", "openssh", Some("secret words"));
+    cluster.moto.put_secret_string("/bad/encrypted", &encrypted);
+    cluster.moto.put_secret_string("/bad/notakey", "hello world");
+    cluster.moto.put_secret_string("/bad/empty", "{}");
+    cluster.moto.put_secret_string("/bad/nofield", r#"{"PublicKey": "ssh-ed25519 AAAA"}"#);
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--secret-id", "/no/such"], "ResourceNotFoundException"),
+        (vec!["--version-stage", "NOSUCHSTAGE"], "ResourceNotFoundException"),
+        (vec!["--version-id", "00000000-0000-0000-0000-000000000000"], "ResourceNotFoundException"),
+        (vec!["--secret-field", "Nope"], "no field Nope"),
+        (vec!["--secret-id", "/bad/nofield"], "no field PrivateKey (fields: PublicKey)"),
+        (vec!["--secret-id", "/bad/notakey"], "is not a private key"),
+        (vec!["--secret-id", "/bad/empty"], "holds no key yet"),
+        (vec!["--secret-id", "/bad/encrypted"], "encrypted and the secret has no Passphrase"),
+    ];
+    for (flags, expected) in cases {
+        let mut args = flags.clone();
+        args.extend(["127.0.0.2", "true"]);
+        let out = smssh(&cluster, &args);
+        assert_exit_code(&out, 255);
+        let err = stderr(&out);
+        assert!(err.contains(expected), "{flags:?}: expected {expected:?}\n{}", describe(&out));
+        assert_eq!(err.lines().count(), 1, "{flags:?}: one line only\n{}", describe(&out));
+        assert!(err.starts_with("smssh: secret "), "{flags:?}\n{}", describe(&out));
+    }
+    // No secret configured at all.
+    let out = run(cluster.command("smssh").env_remove("SMSSH_SECRET_ID").args(["127.0.0.2", "true"]));
+    assert_exit_code(&out, 255);
+    assert_stderr_contains(&out, "no secret given");
+}
+
+#[test]
+fn unreachable_endpoint_and_missing_credentials_are_explained() {
+    let cluster = Cluster::new(1);
+    let dead = format!("http://127.0.0.1:{}", free_port(&["127.0.0.1"]));
+    let out = run(cluster.command("smssh").env("AWS_ENDPOINT_URL", &dead).args(["127.0.0.2", "true"]));
+    assert_exit_code(&out, 255);
+    assert_stderr_contains(&out, "cannot reach Secrets Manager");
+}
+
+#[test]
+fn connection_refused_and_silent_host_time_out_with_255() {
+    let mut cluster = Cluster::new(2);
+    cluster.workers[0].stop();
+    let out = smssh(&cluster, &["127.0.0.2", "true"]);
+    assert_exit_code(&out, 255);
+    assert_stderr_contains(&out, "connection refused");
+
+    cluster.workers[1].pause();
+    let started = Instant::now();
+    let out = smssh(&cluster, &["-o", "ConnectTimeout=2", "127.0.0.3", "true"]);
+    cluster.workers[1].resume();
+    assert_exit_code(&out, 255);
+    assert_stderr_contains(&out, "no answer within 2s");
+    assert!(started.elapsed() < Duration::from_secs(15), "took {:?}", started.elapsed());
+}
+
+#[test]
+fn changed_host_key_refuses_and_names_both_fingerprints() {
+    let mut cluster = Cluster::new(1);
+    let old = fingerprint_of(&cluster.workers[0].host_key_path().with_extension("pub"));
+    cluster.workers[0].regenerate_host_key();
+    let new = fingerprint_of(&cluster.workers[0].host_key_path().with_extension("pub"));
+    assert_ne!(old, new);
+    for policy in ["yes", "accept-new", "no"] {
+        let option = format!("StrictHostKeyChecking={policy}");
+        let out = smssh(&cluster, &["-o", &option, "127.0.0.2", "echo must-not-run"]);
+        assert_exit_code(&out, 255);
+        assert_stderr_contains(&out, "HOST KEY CHANGED");
+        assert_stderr_contains(&out, &old);
+        assert_stderr_contains(&out, &new);
+        assert!(stdout(&out).is_empty());
+    }
+}
+
+#[test]
+fn unknown_host_fails_in_batch_mode_and_accept_new_records_it() {
+    let cluster = Cluster::new(1);
+    std::fs::write(cluster.known_hosts_path(), "").expect("empty known_hosts");
+    for extra in [vec!["-o", "BatchMode=yes"], vec![], vec!["-o", "StrictHostKeyChecking=yes"]] {
+        let mut args = extra.clone();
+        args.extend(["127.0.0.2", "true"]);
+        let out = smssh(&cluster, &args);
+        assert_exit_code(&out, 255);
+        assert_stderr_contains(&out, "host key verification failed");
+    }
+    let out = smssh(&cluster, &["-o", "StrictHostKeyChecking=accept-new", "127.0.0.2", "echo first"]);
+    assert_success(&out);
+    let recorded = std::fs::read_to_string(cluster.known_hosts_path()).expect("known_hosts");
+    let expected = cluster.workers[0].host_key_line();
+    let expected_prefix: Vec<&str> = expected.split_whitespace().take(3).collect();
+    assert!(
+        recorded.lines().any(|l| l.split_whitespace().take(3).collect::<Vec<_>>() == expected_prefix),
+        "known_hosts should hold {expected}, has:\n{recorded}"
+    );
+    let out = smssh(&cluster, &["-o", "StrictHostKeyChecking=yes", "127.0.0.2", "echo known"]);
+    assert_success(&out);
+}
+
+#[test]
+fn revoked_host_key_is_refused() {
+    let cluster = Cluster::new(1);
+    let line = cluster.workers[0].host_key_line();
+    let key: Vec<&str> = line.split_whitespace().skip(1).take(2).collect();
+    let text = format!("{line}\n@revoked * {} {}\n", key[0], key[1]);
+    std::fs::write(cluster.known_hosts_path(), text).expect("write known_hosts");
+    let out = smssh(&cluster, &["127.0.0.2", "true"]);
+    assert_exit_code(&out, 255);
+    assert_stderr_contains(&out, "REVOKED");
+}
+
+#[test]
+fn host_keys_in_the_secret_verify_hosts_with_nothing_on_disk() {
+    let cluster = Cluster::new(1);
+    std::fs::write(cluster.known_hosts_path(), "").expect("empty known_hosts");
+    let value = serde_json::json!({
+        "PrivateKey": cluster.private_key,
+        "KnownHosts": cluster.workers[0].host_key_line(),
+    });
+    cluster.moto.put_secret_string("/test/with-hosts", &value.to_string());
+    let out = smssh(&cluster, &["--secret-id", "/test/with-hosts", "-o", "StrictHostKeyChecking=yes", "127.0.0.2", "echo ok"]);
+    assert_success(&out);
+}
+
+#[test]
+fn refused_key_is_fetched_again_then_fallback_stage_is_tried() {
+    let cluster = Cluster::new(1);
+    let old_version = cluster.moto.put_secret_string("/test/rotating", &key_secret_json(&cluster.private_key, &cluster.public_key));
+    // A new version becomes AWSCURRENT whose key no worker trusts yet; the old one is AWSPREVIOUS.
+    let (new_private, new_public) = cluster.generate_key("ed25519", "openssh", None);
+    let new_version = cluster.moto.put_secret_value("/test/rotating", &key_secret_json(&new_private, &new_public));
+    assert_ne!(old_version, new_version);
+
+    let out = smssh(&cluster, &["-v", "--secret-id", "/test/rotating", "127.0.0.2", "true"]);
+    assert_exit_code(&out, 255);
+    assert_stderr_contains(&out, "permission denied (publickey)");
+    assert_stderr_contains(&out, "fetching secret /test/rotating again");
+    assert_stderr_contains(&out, &new_version);
+
+    let out = smssh(&cluster, &["--secret-id", "/test/rotating", "--fallback-stage", "AWSPREVIOUS", "127.0.0.2", "echo previous"]);
+    assert_success(&out);
+    assert_stdout_eq(&out, "previous\n");
+}
+
+#[test]
+fn verbose_output_never_contains_key_material() {
+    let cluster = Cluster::new(1);
+    let out = smssh(&cluster, &["-vvv", "127.0.0.2", "true"]);
+    assert_success(&out);
+    let err = stderr(&out);
+    assert!(err.contains("debug:"), "-v should print something\n{err}");
+    for line in cluster.private_key.lines().filter(|l| !l.starts_with("-----")) {
+        assert!(!err.contains(line), "stderr leaks key material: {line}");
+    }
+}
