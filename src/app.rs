@@ -121,7 +121,9 @@ pub fn smscp(args: ScpArgs) -> u8 {
             .iter()
             .chain(std::iter::once(&request.target))
             .filter_map(|op| match op {
-                Operand::Remote(r) => Some(ssh.plan(&r.host, r.user.as_deref(), r.port.or(request.port))),
+                Operand::Remote(r) => {
+                    Some(ssh.plan(&r.host, r.user.as_deref(), r.port.or(request.port)))
+                }
                 Operand::Local(_) => None,
             })
             .collect();

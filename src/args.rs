@@ -108,7 +108,11 @@ pub struct SshArgs {
     #[arg(value_name = "DESTINATION")]
     pub destination: String,
     /// Command to run; without one, an interactive shell.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
     pub command: Vec<String>,
 }
 
@@ -118,7 +122,8 @@ mod tests {
 
     #[test]
     fn ssh_command_keeps_its_own_flags() {
-        let args = SshArgs::try_parse_from(["smssh", "-p", "2222", "host", "ls", "-la", "/tmp"]).unwrap();
+        let args =
+            SshArgs::try_parse_from(["smssh", "-p", "2222", "host", "ls", "-la", "/tmp"]).unwrap();
         assert_eq!(args.port, Some(2222));
         assert_eq!(args.destination, "host");
         assert_eq!(args.command, ["ls", "-la", "/tmp"]);
@@ -127,7 +132,17 @@ mod tests {
     #[test]
     fn scp_grammar() {
         let args = ScpArgs::try_parse_from([
-            "smscp", "-rpq", "-P", "2200", "-o", "BatchMode=yes", "-o", "Port=1", "a", "b", "h:",
+            "smscp",
+            "-rpq",
+            "-P",
+            "2200",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "Port=1",
+            "a",
+            "b",
+            "h:",
         ])
         .unwrap();
         assert!(args.recursive && args.preserve && args.ssh.quiet);
@@ -135,6 +150,15 @@ mod tests {
         assert_eq!(args.ssh.options, ["BatchMode=yes", "Port=1"]);
         assert_eq!(args.operands, ["a", "b", "h:"]);
         assert!(ScpArgs::try_parse_from(["smscp", "onlyone"]).is_err());
-        assert!(ScpArgs::try_parse_from(["smscp", "--version-stage", "X", "--version-id", "Y", "a", "b"]).is_err());
+        assert!(ScpArgs::try_parse_from([
+            "smscp",
+            "--version-stage",
+            "X",
+            "--version-id",
+            "Y",
+            "a",
+            "b"
+        ])
+        .is_err());
     }
 }

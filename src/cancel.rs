@@ -22,7 +22,9 @@ pub fn watch_ctrl_c() {
     tokio::spawn(async {
         if tokio::signal::ctrl_c().await.is_ok() {
             request();
-            crate::diag::error("interrupted: stopping after cleaning up (Ctrl-C again to quit now)");
+            crate::diag::error(
+                "interrupted: stopping after cleaning up (Ctrl-C again to quit now)",
+            );
             if tokio::signal::ctrl_c().await.is_ok() {
                 std::process::exit(130);
             }

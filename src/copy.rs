@@ -30,7 +30,9 @@ pub struct CopyRequest {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CopyPlanError {
-    #[error("copies between two remote hosts are not supported: copy to the master first, then out")]
+    #[error(
+        "copies between two remote hosts are not supported: copy to the master first, then out"
+    )]
     RemoteToRemote,
     #[error("both {0} and the target are local: use cp")]
     LocalToLocal(String),
@@ -86,8 +88,12 @@ pub async fn run(
 ) -> u8 {
     let mut outcome = Outcome::default();
     match &request.target {
-        Operand::Remote(target) => upload(request, target, ssh, keys, db, meter, &mut outcome).await,
-        Operand::Local(target) => download(request, target, ssh, keys, db, meter, &mut outcome).await,
+        Operand::Remote(target) => {
+            upload(request, target, ssh, keys, db, meter, &mut outcome).await
+        }
+        Operand::Local(target) => {
+            download(request, target, ssh, keys, db, meter, &mut outcome).await
+        }
     }
     if let Some(bar) = meter.bar() {
         bar.finish_and_clear();
@@ -106,7 +112,11 @@ async fn open(
     keys: &KeySource,
     db: &HostKeyDb,
 ) -> Result<(Connection, Sftp), String> {
-    let plan = ssh.plan(&remote.host, remote.user.as_deref(), remote.port.or(request.port));
+    let plan = ssh.plan(
+        &remote.host,
+        remote.user.as_deref(),
+        remote.port.or(request.port),
+    );
     let conn = session::connect(&plan, keys, db)
         .await
         .map_err(|e| e.to_string())?;
@@ -147,7 +157,9 @@ async fn upload(
         if crate::cancel::requested() {
             break;
         }
-        let Operand::Local(path) = source else { continue };
+        let Operand::Local(path) = source else {
+            continue;
+        };
         let meta = match std::fs::metadata(path) {
             Ok(meta) => meta,
             Err(err) => {
@@ -162,12 +174,25 @@ async fn upload(
         };
         if meta.is_dir() {
             if !request.recursive {
-                outcome.fail(format!("{}: not a regular file (use -r)", path.display()), meter);
+                outcome.fail(
+                    format!("{}: not a regular file (use -r)", path.display()),
+                    meter,
+                );
                 continue;
             }
             upload_tree(&sftp, host, path, &dest, request.preserve, meter, outcome).await;
         } else {
-            upload_one(&sftp, host, path, &meta, &dest, request.preserve, meter, outcome).await;
+            upload_one(
+                &sftp,
+                host,
+                path,
+                &meta,
+                &dest,
+                request.preserve,
+                meter,
+                outcome,
+            )
+            .await;
         }
     }
 }
@@ -247,7 +272,9 @@ async fn upload_tree(
             let child = transfer::remote_join(&remote_dir, &local_name(&path));
             match std::fs::metadata(&path) {
                 Ok(meta) if meta.is_dir() => stack.push((path, child)),
-                Ok(meta) => upload_one(sftp, host, &path, &meta, &child, preserve, meter, outcome).await,
+                Ok(meta) => {
+                    upload_one(sftp, host, &path, &meta, &child, preserve, meter, outcome).await
+                }
                 Err(err) => outcome.fail(describe(host, &transfer_local(&path, err)), meter),
             }
         }
@@ -257,7 +284,8 @@ async fn upload_tree(
     // and a read-only mode would refuse them.
     for (remote_dir, mode, times) in finished_dirs.into_iter().rev() {
         let result = if preserve {
-            sftp.set_times_and_mode(&remote_dir, Some(mode), Some(times)).await
+            sftp.set_times_and_mode(&remote_dir, Some(mode), Some(times))
+                .await
         } else {
             Ok(())
         };
@@ -297,6 +325,9 @@ fn current_umask() -> u32 {
     old.bits()
 }
 
+/// One SFTP session per distinct (user, host, port) among the sources.
+type SessionKey = (Option<String>, String, Option<u16>);
+
 async fn download(
     request: &CopyRequest,
     target: &Path,
@@ -311,13 +342,14 @@ async fn download(
         return outcome.fail(format!("{}: Not a directory", target.display()), meter);
     }
     let umask = current_umask();
-    let mut sessions: HashMap<(Option<String>, String, Option<u16>), (Connection, Sftp)> =
-        HashMap::new();
+    let mut sessions: HashMap<SessionKey, (Connection, Sftp)> = HashMap::new();
     for source in &request.sources {
         if crate::cancel::requested() {
             break;
         }
-        let Operand::Remote(remote) = source else { continue };
+        let Operand::Remote(remote) = source else {
+            continue;
+        };
         let key = (remote.user.clone(), remote.host.clone(), remote.port);
         if !sessions.contains_key(&key) {
             match open(remote, request, ssh, keys, db).await {
@@ -330,12 +362,17 @@ async fn download(
                 }
             }
         }
-        let Some((_, sftp)) = sessions.get(&key) else { continue };
+        let Some((_, sftp)) = sessions.get(&key) else {
+            continue;
+        };
         let host = &remote.host;
         let stat = match sftp.stat(&remote.path).await {
             Ok(Some(stat)) => stat,
             Ok(None) => {
-                outcome.fail(format!("{host}:{}: No such file or directory", remote.path), meter);
+                outcome.fail(
+                    format!("{host}:{}: No such file or directory", remote.path),
+                    meter,
+                );
                 continue;
             }
             Err(err) => {
@@ -348,7 +385,10 @@ async fn download(
                 Some(name) => target.join(name),
                 None => {
                     outcome.fail(
-                        format!("{host}:{}: cannot name the local copy: give a target file name", remote.path),
+                        format!(
+                            "{host}:{}: cannot name the local copy: give a target file name",
+                            remote.path
+                        ),
                         meter,
                     );
                     continue;
@@ -360,7 +400,10 @@ async fn download(
         if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
             if !parent.is_dir() {
                 outcome.fail(
-                    format!("{}: No such file or directory (the target directory is missing)", parent.display()),
+                    format!(
+                        "{}: No such file or directory (the target directory is missing)",
+                        parent.display()
+                    ),
                     meter,
                 );
                 continue;
@@ -368,12 +411,36 @@ async fn download(
         }
         if stat.is_dir {
             if !request.recursive {
-                outcome.fail(format!("{host}:{}: not a regular file (use -r)", remote.path), meter);
+                outcome.fail(
+                    format!("{host}:{}: not a regular file (use -r)", remote.path),
+                    meter,
+                );
                 continue;
             }
-            download_tree(sftp, host, &remote.path, &dest, request.preserve, umask, meter, outcome).await;
+            download_tree(
+                sftp,
+                host,
+                &remote.path,
+                &dest,
+                request.preserve,
+                umask,
+                meter,
+                outcome,
+            )
+            .await;
         } else {
-            download_one(sftp, host, &remote.path, &stat, &dest, request.preserve, umask, meter, outcome).await;
+            download_one(
+                sftp,
+                host,
+                &remote.path,
+                &stat,
+                &dest,
+                request.preserve,
+                umask,
+                meter,
+                outcome,
+            )
+            .await;
         }
     }
 }
@@ -443,7 +510,18 @@ async fn download_tree(
             if stat.is_dir {
                 stack.push((child_remote, child_local));
             } else {
-                download_one(sftp, host, &child_remote, &stat, &child_local, preserve, umask, meter, outcome).await;
+                download_one(
+                    sftp,
+                    host,
+                    &child_remote,
+                    &stat,
+                    &child_local,
+                    preserve,
+                    umask,
+                    meter,
+                    outcome,
+                )
+                .await;
             }
         }
         finished_dirs.push((local_dir, dir_stat));
@@ -456,8 +534,14 @@ async fn download_tree(
             )
             .and_then(|()| {
                 let times = std::fs::FileTimes::new()
-                    .set_accessed(std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::from(stat.atime)))
-                    .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::from(stat.mtime)));
+                    .set_accessed(
+                        std::time::UNIX_EPOCH
+                            + std::time::Duration::from_secs(u64::from(stat.atime)),
+                    )
+                    .set_modified(
+                        std::time::UNIX_EPOCH
+                            + std::time::Duration::from_secs(u64::from(stat.mtime)),
+                    );
                 std::fs::File::open(&local_dir)?.set_times(times)
             });
             if let Err(err) = applied {
@@ -517,8 +601,14 @@ mod tests {
             preserve: false,
             port: None,
         };
-        assert_eq!(check_shape(&request(vec![local.clone()], remote.clone())), Ok(()));
-        assert_eq!(check_shape(&request(vec![remote.clone()], local.clone())), Ok(()));
+        assert_eq!(
+            check_shape(&request(vec![local.clone()], remote.clone())),
+            Ok(())
+        );
+        assert_eq!(
+            check_shape(&request(vec![remote.clone()], local.clone())),
+            Ok(())
+        );
         assert_eq!(
             check_shape(&request(vec![remote.clone()], remote.clone())),
             Err(CopyPlanError::RemoteToRemote)

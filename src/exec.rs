@@ -27,7 +27,10 @@ pub struct ExecRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RemoteExit {
     Status(u32),
-    Signal { name: String, core_dumped: bool },
+    Signal {
+        name: String,
+        core_dumped: bool,
+    },
     /// The channel closed without an exit status (e.g. sshd killed).
     NoStatus,
 }
@@ -134,7 +137,10 @@ pub async fn run(conn: &Connection, request: &ExecRequest) -> Result<RemoteExit,
             .exec(true, command.as_bytes())
             .await
             .map_err(refused("command"))?,
-        None => channel.request_shell(true).await.map_err(refused("shell"))?,
+        None => channel
+            .request_shell(true)
+            .await
+            .map_err(refused("shell"))?,
     }
     let (mut reader, writer) = channel.split();
 
@@ -149,7 +155,10 @@ pub async fn run(conn: &Connection, request: &ExecRequest) -> Result<RemoteExit,
                 match stdin.read(&mut buf).await {
                     Ok(0) | Err(_) => break,
                     Ok(n) => {
-                        if tokio::io::AsyncWriteExt::write_all(&mut remote, &buf[..n]).await.is_err() {
+                        if tokio::io::AsyncWriteExt::write_all(&mut remote, &buf[..n])
+                            .await
+                            .is_err()
+                        {
                             return;
                         }
                     }
@@ -223,9 +232,27 @@ mod tests {
             (RemoteExit::Status(0), 0),
             (RemoteExit::Status(3), 3),
             (RemoteExit::Status(300), 255),
-            (RemoteExit::Signal { name: "TERM".into(), core_dumped: false }, 143),
-            (RemoteExit::Signal { name: "KILL".into(), core_dumped: false }, 137),
-            (RemoteExit::Signal { name: "WINCH".into(), core_dumped: false }, 255),
+            (
+                RemoteExit::Signal {
+                    name: "TERM".into(),
+                    core_dumped: false,
+                },
+                143,
+            ),
+            (
+                RemoteExit::Signal {
+                    name: "KILL".into(),
+                    core_dumped: false,
+                },
+                137,
+            ),
+            (
+                RemoteExit::Signal {
+                    name: "WINCH".into(),
+                    core_dumped: false,
+                },
+                255,
+            ),
             (RemoteExit::NoStatus, 255),
         ];
         for (exit, code) in cases {

@@ -42,8 +42,7 @@ fn lock_memory() -> Result<(), String> {
             "RLIMIT_MEMLOCK is {hard} bytes; raise it to unlimited to lock key pages"
         ));
     }
-    setrlimit(Resource::RLIMIT_MEMLOCK, RLIM_INFINITY, RLIM_INFINITY)
-        .map_err(|e| e.to_string())?;
+    setrlimit(Resource::RLIMIT_MEMLOCK, RLIM_INFINITY, RLIM_INFINITY).map_err(|e| e.to_string())?;
     let flags = MlockAllFlags::MCL_CURRENT
         | MlockAllFlags::MCL_FUTURE
         | MlockAllFlags::from_bits_retain(nix::libc::MCL_ONFAULT);

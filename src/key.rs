@@ -144,11 +144,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("k");
         let mut cmd = std::process::Command::new("ssh-keygen");
-        cmd.args(["-q", "-t", kind, "-N", passphrase, "-C", "t", "-f"]).arg(&path);
+        cmd.args(["-q", "-t", kind, "-N", passphrase, "-C", "t", "-f"])
+            .arg(&path);
         if let Some(format) = format {
             cmd.args(["-m", format]);
         }
-        assert!(cmd.status().expect("ssh-keygen (openssh-client) must be installed").success());
+        assert!(cmd
+            .status()
+            .expect("ssh-keygen (openssh-client) must be installed")
+            .success());
         let private = std::fs::read_to_string(&path).unwrap();
         let fingerprint = std::process::Command::new("ssh-keygen")
             .arg("-lf")
@@ -156,7 +160,10 @@ mod tests {
             .output()
             .unwrap();
         let fingerprint = String::from_utf8(fingerprint.stdout).unwrap();
-        (private, fingerprint.split_whitespace().nth(1).unwrap().to_owned())
+        (
+            private,
+            fingerprint.split_whitespace().nth(1).unwrap().to_owned(),
+        )
     }
 
     #[test]

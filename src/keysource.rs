@@ -80,7 +80,10 @@ impl KeySource {
 
     /// Called when a server refused `tried`: fetches the secret once more, because it may have
     /// rotated since the first fetch. Returns the new key only if it differs from `tried`.
-    pub async fn refetched(&self, tried: &LoadedKey) -> Result<Option<Arc<LoadedKey>>, KeyLoadError> {
+    pub async fn refetched(
+        &self,
+        tried: &LoadedKey,
+    ) -> Result<Option<Arc<LoadedKey>>, KeyLoadError> {
         crate::diag::debug(format_args!(
             "the server refused {}: fetching secret {} again in case it was rotated",
             tried.key, self.spec.id
@@ -99,7 +102,9 @@ impl KeySource {
         };
         self.fallback
             .get_or_try_init(|| async {
-                self.load(&VersionSelector::Stage(stage.clone())).await.map(Some)
+                self.load(&VersionSelector::Stage(stage.clone()))
+                    .await
+                    .map(Some)
             })
             .await
             .cloned()

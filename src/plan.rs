@@ -20,7 +20,9 @@ use crate::ssh_config::{HostSettings, SshConfig, SshConfigError, StrictHostKeyCh
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
-    #[error("no secret given: pass --secret-id ID, set SMSSH_SECRET_ID, or put secret_id in {config}")]
+    #[error(
+        "no secret given: pass --secret-id ID, set SMSSH_SECRET_ID, or put secret_id in {config}"
+    )]
     NoSecretId { config: String },
     #[error("{path}: {reason}: fix the file or remove it")]
     ToolConfig { path: String, reason: String },
@@ -50,7 +52,9 @@ pub struct Local {
 impl Local {
     /// `$HOME` and `$USER` as a shell user expects, falling back to the password database.
     pub fn detect() -> Local {
-        let entry = nix::unistd::User::from_uid(nix::unistd::getuid()).ok().flatten();
+        let entry = nix::unistd::User::from_uid(nix::unistd::getuid())
+            .ok()
+            .flatten();
         let home = std::env::var_os("HOME")
             .filter(|h| !h.is_empty())
             .map(PathBuf::from)
@@ -109,14 +113,20 @@ pub fn resolve_secret(args: &SecretArgs, local: &Local) -> Result<SecretSpec, Pl
                 .unwrap_or_else(|| "AWSCURRENT".to_owned()),
         ),
     };
-    let env_set = |names: &[&str]| names.iter().any(|n| std::env::var_os(n).is_some_and(|v| !v.is_empty()));
+    let env_set = |names: &[&str]| {
+        names
+            .iter()
+            .any(|n| std::env::var_os(n).is_some_and(|v| !v.is_empty()))
+    };
     let region = args.region.clone().or_else(|| {
         (!env_set(&["AWS_REGION", "AWS_DEFAULT_REGION"]))
             .then_some(file.region)
             .flatten()
     });
     let profile = args.profile.clone().or_else(|| {
-        (!env_set(&["AWS_PROFILE"])).then_some(file.profile).flatten()
+        (!env_set(&["AWS_PROFILE"]))
+            .then_some(file.profile)
+            .flatten()
     });
     Ok(SecretSpec {
         id,
@@ -155,9 +165,17 @@ pub struct SshOptions {
 
 impl SshOptions {
     /// `extra` holds settings implied by tool flags (scp's -B, -C), applied like `-o`.
-    pub fn load(args: &SshOptionArgs, extra: &[&str], local: &Local) -> Result<SshOptions, PlanError> {
+    pub fn load(
+        args: &SshOptionArgs,
+        extra: &[&str],
+        local: &Local,
+    ) -> Result<SshOptions, PlanError> {
         let mut command_line = HostSettings::default();
-        for option in extra.iter().copied().chain(args.options.iter().map(String::as_str)) {
+        for option in extra
+            .iter()
+            .copied()
+            .chain(args.options.iter().map(String::as_str))
+        {
             command_line.apply_option(option, &local.home)?;
         }
         let files = match args.config_file.as_deref() {
@@ -202,7 +220,10 @@ impl SshOptions {
                 .strict_host_key_checking
                 .unwrap_or(StrictHostKeyChecking::Ask),
             user_known_hosts: settings.user_known_hosts_files.unwrap_or_else(|| {
-                vec![home.join(".ssh/known_hosts"), home.join(".ssh/known_hosts2")]
+                vec![
+                    home.join(".ssh/known_hosts"),
+                    home.join(".ssh/known_hosts2"),
+                ]
             }),
             global_known_hosts: settings.global_known_hosts_files.unwrap_or_else(|| {
                 vec![
@@ -211,9 +232,7 @@ impl SshOptions {
                 ]
             }),
             compression: settings.compression.unwrap_or(false),
-            server_alive_interval: settings
-                .server_alive_interval
-                .filter(|d| !d.is_zero()),
+            server_alive_interval: settings.server_alive_interval.filter(|d| !d.is_zero()),
             server_alive_count_max: settings.server_alive_count_max.unwrap_or(3),
         }
     }
@@ -251,12 +270,21 @@ mod tests {
         assert_eq!(plan.user, "ec2-user", "first matching block wins");
         assert_eq!(plan.connect_timeout, Some(Duration::from_secs(7)));
         assert!(plan.batch_mode);
-        assert_eq!(plan.strict_host_key_checking, StrictHostKeyChecking::AcceptNew);
+        assert_eq!(
+            plan.strict_host_key_checking,
+            StrictHostKeyChecking::AcceptNew
+        );
         let explicit = options.plan("w1", Some("root"), Some(22));
         assert_eq!((explicit.user.as_str(), explicit.port), ("root", 22));
         let other = options.plan("db", None, None);
-        assert_eq!((other.hostname.as_str(), other.user.as_str(), other.port), ("db", "other", 2222));
-        assert_eq!(other.user_known_hosts[0], dir.path().join(".ssh/known_hosts"));
+        assert_eq!(
+            (other.hostname.as_str(), other.user.as_str(), other.port),
+            ("db", "other", 2222)
+        );
+        assert_eq!(
+            other.user_known_hosts[0],
+            dir.path().join(".ssh/known_hosts")
+        );
     }
 
     #[test]
@@ -266,7 +294,9 @@ mod tests {
             config_file: Some("none".to_owned()),
             ..Default::default()
         };
-        let plan = SshOptions::load(&args, &[], &local(dir.path())).unwrap().plan("h", None, None);
+        let plan = SshOptions::load(&args, &[], &local(dir.path()))
+            .unwrap()
+            .plan("h", None, None);
         assert_eq!((plan.port, plan.user.as_str()), (22, "me"));
         assert_eq!(plan.strict_host_key_checking, StrictHostKeyChecking::Ask);
         assert!(!plan.batch_mode && !plan.compression);
@@ -276,13 +306,20 @@ mod tests {
     fn tool_config_is_parsed_and_unknown_keys_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.toml");
-        std::fs::write(&path, "secret_id = \"/dev/ssh\"\nversion_stage = \"AWSPREVIOUS\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "secret_id = \"/dev/ssh\"\nversion_stage = \"AWSPREVIOUS\"\n",
+        )
+        .unwrap();
         let config = load_tool_config(&path).unwrap();
         assert_eq!(config.secret_id.as_deref(), Some("/dev/ssh"));
         assert_eq!(config.version_stage.as_deref(), Some("AWSPREVIOUS"));
         std::fs::write(&path, "secret = \"x\"\n").unwrap();
         let err = load_tool_config(&path).unwrap_err().to_string();
         assert!(err.contains("unknown field"), "{err}");
-        assert_eq!(load_tool_config(&dir.path().join("missing")).unwrap(), ToolConfig::default());
+        assert_eq!(
+            load_tool_config(&dir.path().join("missing")).unwrap(),
+            ToolConfig::default()
+        );
     }
 }

@@ -88,7 +88,10 @@ impl SecretError {
     /// True when the error may pass if the caller waits: the service or the network failed,
     /// not the request.
     pub fn is_transient(&self) -> bool {
-        matches!(self, SecretError::Service { .. } | SecretError::Unreachable { .. })
+        matches!(
+            self,
+            SecretError::Service { .. } | SecretError::Unreachable { .. }
+        )
     }
 }
 
@@ -249,8 +252,14 @@ impl fmt::Debug for KeyMaterial {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyMaterial")
             .field("private_key", &"[REDACTED]")
-            .field("passphrase", &self.passphrase.as_ref().map(|_| "[REDACTED]"))
-            .field("known_hosts", &self.known_hosts.as_ref().map(|k| k.lines().count()))
+            .field(
+                "passphrase",
+                &self.passphrase.as_ref().map(|_| "[REDACTED]"),
+            )
+            .field(
+                "known_hosts",
+                &self.known_hosts.as_ref().map(|k| k.lines().count()),
+            )
             .finish()
     }
 }
@@ -284,7 +293,11 @@ fn looks_textual(text: &str) -> bool {
     trimmed.starts_with('{') || trimmed.starts_with("-----BEGIN") || trimmed.starts_with("PuTTY")
 }
 
-fn extract_from_text(id: &str, text: &str, field: Option<&str>) -> Result<KeyMaterial, SecretError> {
+fn extract_from_text(
+    id: &str,
+    text: &str,
+    field: Option<&str>,
+) -> Result<KeyMaterial, SecretError> {
     let trimmed = text.trim_start();
     if !trimmed.starts_with('{') {
         if field.is_some_and(|f| f != DEFAULT_FIELD) {
@@ -365,7 +378,8 @@ mod tests {
     #[test]
     fn layouts() {
         let pem = "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n";
-        let json = serde_json::json!({"PrivateKey": pem, "PublicKey": "ssh-ed25519 AAAA x"}).to_string();
+        let json =
+            serde_json::json!({"PrivateKey": pem, "PublicKey": "ssh-ed25519 AAAA x"}).to_string();
         let with_pass = serde_json::json!({"PrivateKey": pem, "Passphrase": "pw", "KnownHosts": "h ssh-ed25519 AAAA"}).to_string();
         let custom = serde_json::json!({"Key": pem}).to_string();
         // (value, field, expected key text, has passphrase, has known_hosts)
@@ -392,7 +406,11 @@ mod tests {
     fn layout_errors() {
         let cases: Vec<(&str, Option<&str>, &str)> = vec![
             ("{}", None, "holds no key yet"),
-            (r#"{"PublicKey": "x", "Other": 1}"#, None, "no field PrivateKey (fields: Other, PublicKey)"),
+            (
+                r#"{"PublicKey": "x", "Other": 1}"#,
+                None,
+                "no field PrivateKey (fields: Other, PublicKey)",
+            ),
             (r#"{"PrivateKey": 5}"#, None, "is not a string"),
             ("{not json", None, "not valid JSON"),
             ("-----BEGIN X-----", Some("Key"), "not JSON"),
@@ -430,6 +448,9 @@ mod tests {
         let value = text(r#"{"PrivateKey": "TOPSECRET", "Passphrase": "PASSWORD"}"#);
         let material = extract_key_material("s", &value, None).unwrap();
         let shown = format!("{value:?} {material:?}");
-        assert!(!shown.contains("TOPSECRET") && !shown.contains("PASSWORD"), "{shown}");
+        assert!(
+            !shown.contains("TOPSECRET") && !shown.contains("PASSWORD"),
+            "{shown}"
+        );
     }
 }

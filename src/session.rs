@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use russh::client::{self, Handle};
-use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKey};
 use russh::keys::PublicKeyOrCertificate;
+use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKey};
 use russh::{cipher, compression, kex};
 
 use crate::keysource::{KeyLoadError, KeySource, LoadedKey};
@@ -61,7 +61,7 @@ pub fn client_config(plan: &HostPlan, preferred_host_keys: &[String]) -> client:
         let mut keys: Vec<russh::keys::Algorithm> = preferred.key.to_vec();
         keys.sort_by_key(|alg| {
             let name = host_key_type_name(alg);
-            !preferred_host_keys.iter().any(|k| *k == name)
+            !preferred_host_keys.contains(&name)
         });
         preferred.key = std::borrow::Cow::Owned(keys);
     }
@@ -104,7 +104,11 @@ pub enum ConnectError {
         reason: String,
     },
     #[error("{host} port {port}: no answer within {seconds}s: the host is down, paused or filtered; raise ConnectTimeout if it is slow")]
-    Timeout { host: String, port: u16, seconds: u64 },
+    Timeout {
+        host: String,
+        port: u16,
+        seconds: u64,
+    },
     #[error("{host} port {port}: HOST KEY CHANGED: the server presents {presented} but known_hosts has {known}: someone may be intercepting, or the host was reinstalled; after checking, remove the old entry with ssh-keygen -R '{host_pattern}'")]
     HostKeyChanged {
         host: String,
@@ -170,11 +174,24 @@ impl ConnectError {
 /// What `check_server_key` concluded when it refused, so the caller can say why.
 #[derive(Debug)]
 enum Refusal {
-    Changed { presented: String, known: String },
-    Revoked { fingerprint: String, source_line: String },
-    Unknown { algorithm: String, fingerprint: String, why: &'static str },
+    Changed {
+        presented: String,
+        known: String,
+    },
+    Revoked {
+        fingerprint: String,
+        source_line: String,
+    },
+    Unknown {
+        algorithm: String,
+        fingerprint: String,
+        why: &'static str,
+    },
     Certificate,
-    Record { path: String, reason: String },
+    Record {
+        path: String,
+        reason: String,
+    },
 }
 
 /// Host-key verification for one connection.
@@ -223,9 +240,10 @@ impl Verifier {
                     "The authenticity of host '{}' can't be established.\n{algorithm} key fingerprint is {fingerprint}.\nAre you sure you want to continue connecting (yes/no)? ",
                     host_pattern(&self.host, self.port)
                 );
-                let accepted = tokio::task::spawn_blocking(move || crate::tty::ask_yes_no(&question))
-                    .await
-                    .unwrap_or(false);
+                let accepted =
+                    tokio::task::spawn_blocking(move || crate::tty::ask_yes_no(&question))
+                        .await
+                        .unwrap_or(false);
                 if !accepted {
                     return self.refuse(Refusal::Unknown {
                         algorithm: algorithm.to_owned(),
@@ -264,10 +282,18 @@ impl client::Handler for Verifier {
             PublicKeyOrCertificate::Certificate(_) => return self.refuse(Refusal::Certificate),
         };
         let algorithm = host_key_type_name(&key.algorithm());
-        let blob = key.to_bytes().map_err(|e| russh::Error::from(russh::keys::Error::from(e)))?;
-        match self.known_hosts.check(&self.host, self.port, &algorithm, &blob) {
+        let blob = key
+            .to_bytes()
+            .map_err(|e| russh::Error::from(russh::keys::Error::from(e)))?;
+        match self
+            .known_hosts
+            .check(&self.host, self.port, &algorithm, &blob)
+        {
             HostKeyStatus::Valid => Ok(true),
-            HostKeyStatus::Revoked { fingerprint, source } => self.refuse(Refusal::Revoked {
+            HostKeyStatus::Revoked {
+                fingerprint,
+                source,
+            } => self.refuse(Refusal::Revoked {
                 fingerprint,
                 source_line: source,
             }),

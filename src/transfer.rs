@@ -121,7 +121,10 @@ impl Meter {
     /// Under `-l`, waits until sending `bytes` more keeps the average rate under the cap.
     /// Called before a request goes out, so the link itself is paced, not just the bar.
     async fn pace(&self, bytes: u64) {
-        let total = self.sent.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed) + bytes;
+        let total = self
+            .sent
+            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed)
+            + bytes;
         if let Some(rate) = self.limit_bytes_per_sec {
             let due = Duration::from_secs_f64(total as f64 / rate as f64);
             let elapsed = self.started.elapsed();
@@ -334,12 +337,9 @@ impl Sftp {
                 file.read_exact_at(&mut chunk, offset)
                     .map_err(|e| local_error(local, e))?;
                 let at = offset;
-                pending.push(async move {
-                    self.raw
-                        .write(handle, at, chunk)
-                        .await
-                        .map(|_| len as u64)
-                });
+                pending.push(
+                    async move { self.raw.write(handle, at, chunk).await.map(|_| len as u64) },
+                );
                 offset += len as u64;
             }
             match pending.next().await {
@@ -380,10 +380,18 @@ impl Sftp {
             .map_err(|e| local_error(local, e));
         let result = match file {
             Ok(file) => {
-                let copied = self.read_all(&handle, remote, stat.size, &file, local, meter).await;
+                let copied = self
+                    .read_all(&handle, remote, stat.size, &file, local, meter)
+                    .await;
                 copied.and_then(|bytes| {
-                    finish_local(&file, &temporary, local, mode, preserve_times.then_some(stat))
-                        .map(|()| bytes)
+                    finish_local(
+                        &file,
+                        &temporary,
+                        local,
+                        mode,
+                        preserve_times.then_some(stat),
+                    )
+                    .map(|()| bytes)
                 })
             }
             Err(err) => Err(err),
@@ -422,13 +430,15 @@ impl Sftp {
                 });
             }
             while pending.len() < max_in_flight {
-                let Some((at, len)) = queue.pop_front() else { break };
+                let Some((at, len)) = queue.pop_front() else {
+                    break;
+                };
                 meter.pace(len).await;
-                pending.push(async move {
-                    (at, len, self.raw.read(handle, at, len as u32).await)
-                });
+                pending.push(async move { (at, len, self.raw.read(handle, at, len as u32).await) });
             }
-            let Some((at, len, result)) = pending.next().await else { break };
+            let Some((at, len, result)) = pending.next().await else {
+                break;
+            };
             match result {
                 Ok(data) => {
                     let got = data.data.len() as u64;
@@ -467,8 +477,12 @@ impl Sftp {
                 data.extend_from_slice(part.as_bytes());
             }
             return match self.raw.extended("posix-rename@openssh.com", data).await {
-                Ok(russh_sftp::protocol::Packet::Status(s)) if s.status_code == StatusCode::Ok => Ok(()),
-                Ok(russh_sftp::protocol::Packet::Status(s)) => Err(remote_error(to, SftpError::Status(s))),
+                Ok(russh_sftp::protocol::Packet::Status(s)) if s.status_code == StatusCode::Ok => {
+                    Ok(())
+                }
+                Ok(russh_sftp::protocol::Packet::Status(s)) => {
+                    Err(remote_error(to, SftpError::Status(s)))
+                }
                 Ok(_) => Err(remote_error(to, SftpError::UnexpectedPacket)),
                 Err(err) => Err(remote_error(to, err)),
             };
@@ -549,7 +563,10 @@ fn finish_local(
 /// Permission bits and (atime, mtime) of a local file, for uploads.
 pub fn local_mode_and_times(meta: &std::fs::Metadata) -> (u32, (u32, u32)) {
     let clamp = |secs: i64| u32::try_from(secs.max(0)).unwrap_or(u32::MAX);
-    (meta.mode() & 0o7777, (clamp(meta.atime()), clamp(meta.mtime())))
+    (
+        meta.mode() & 0o7777,
+        (clamp(meta.atime()), clamp(meta.mtime())),
+    )
 }
 
 #[cfg(test)]
@@ -573,6 +590,13 @@ mod tests {
         assert!(temporary.starts_with("/opt/.app.tar.smscp-"), "{temporary}");
         assert!(temporary_name_remote("app.tar").starts_with(".app.tar.smscp-"));
         let local = temporary_name_local(Path::new("/tmp/x/file"));
-        assert!(local.starts_with("/tmp/x") && local.file_name().unwrap().to_string_lossy().starts_with(".file.smscp-"));
+        assert!(
+            local.starts_with("/tmp/x")
+                && local
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with(".file.smscp-")
+        );
     }
 }

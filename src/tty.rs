@@ -25,7 +25,11 @@ pub fn stderr_is_terminal() -> bool {
 /// Asks on the controlling terminal, as OpenSSH does, so that a redirected stdin cannot answer.
 /// Only an explicit "yes" accepts.
 pub fn ask_yes_no(question: &str) -> bool {
-    let Ok(mut tty) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/tty") else {
+    let Ok(mut tty) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")
+    else {
         return false;
     };
     if tty.write_all(question.as_bytes()).is_err() || tty.flush().is_err() {

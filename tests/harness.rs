@@ -9,8 +9,8 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::{
-    assert_failure, assert_stderr_contains, assert_stdout_eq, assert_success, run,
-    run_with_stdin, run_with_timeout, spawn, Cluster, Moto, SECRET_ID,
+    assert_failure, assert_stderr_contains, assert_stdout_eq, assert_success, run, run_with_stdin,
+    run_with_timeout, spawn, Cluster, Moto, SECRET_ID,
 };
 
 #[test]
@@ -252,7 +252,9 @@ fn binary_commands_get_a_clean_environment() {
 fn stdin_reaches_the_remote_command() {
     let cluster = Cluster::new(1);
     let output = run_with_stdin(
-        cluster.openssh("ssh").args([cluster.workers[0].addr(), "cat"]),
+        cluster
+            .openssh("ssh")
+            .args([cluster.workers[0].addr(), "cat"]),
         b"through stdin\n",
     );
     assert_success(&output);
@@ -264,10 +266,17 @@ fn stopping_a_worker_ends_its_open_sessions() {
     let mut cluster = Cluster::new(1);
     let marker = cluster.workers[0].dir().join("started");
     let remote = format!("touch {} && sleep 60", marker.display());
-    let session = spawn(cluster.openssh("ssh").args([cluster.workers[0].addr(), &remote]));
+    let session = spawn(
+        cluster
+            .openssh("ssh")
+            .args([cluster.workers[0].addr(), &remote]),
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     while !marker.exists() {
-        assert!(Instant::now() < deadline, "the remote command never started");
+        assert!(
+            Instant::now() < deadline,
+            "the remote command never started"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     cluster.workers[0].stop();

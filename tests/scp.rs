@@ -61,10 +61,22 @@ fn empty_file_and_scp_uri_target_with_explicit_port() {
     let cluster = Cluster::new(1);
     let source = cluster.scratch_file("empty", b"");
     let remote_dir = tempfile::tempdir().expect("remote dir");
-    let uri = format!("scp://root@127.0.0.2:{}/{}/copy", cluster.port, remote_dir.path().display());
-    let out = run(cluster.command("smscp").args(["-F", "none", source.to_str().expect("utf-8"), &uri]));
+    let uri = format!(
+        "scp://root@127.0.0.2:{}/{}/copy",
+        cluster.port,
+        remote_dir.path().display()
+    );
+    let out =
+        run(cluster
+            .command("smscp")
+            .args(["-F", "none", source.to_str().expect("utf-8"), &uri]));
     assert_success(&out);
-    assert_eq!(std::fs::read(remote_dir.path().join("copy")).expect("copy").len(), 0);
+    assert_eq!(
+        std::fs::read(remote_dir.path().join("copy"))
+            .expect("copy")
+            .len(),
+        0
+    );
 }
 
 #[test]
@@ -74,31 +86,62 @@ fn recursive_copy_with_p_preserves_modes_and_times() {
     let root = tree.path().join("dist");
     std::fs::create_dir_all(root.join("bin/deep")).expect("mkdir");
     std::fs::write(root.join("bin/tool"), b"#!/bin/sh\necho hi\n").expect("write");
-    std::fs::set_permissions(root.join("bin/tool"), std::fs::Permissions::from_mode(0o750)).expect("chmod");
+    std::fs::set_permissions(
+        root.join("bin/tool"),
+        std::fs::Permissions::from_mode(0o750),
+    )
+    .expect("chmod");
     std::fs::write(root.join("bin/deep/data"), random_bytes(70_000, 2)).expect("write");
     std::fs::write(root.join("README"), b"readme").expect("write");
     let old = std::time::UNIX_EPOCH + Duration::from_secs(1_500_000_000);
-    std::fs::File::options().write(true).open(root.join("README")).expect("open")
-        .set_times(std::fs::FileTimes::new().set_modified(old).set_accessed(old)).expect("touch");
+    std::fs::File::options()
+        .write(true)
+        .open(root.join("README"))
+        .expect("open")
+        .set_times(
+            std::fs::FileTimes::new()
+                .set_modified(old)
+                .set_accessed(old),
+        )
+        .expect("touch");
 
     let remote_dir = tempfile::tempdir().expect("remote dir");
     let target = format!("127.0.0.2:{}", remote_dir.path().display());
     let out = smscp(&cluster, &["-rp", root.to_str().expect("utf-8"), &target]);
     assert_success(&out);
     let copied = remote_dir.path().join("dist");
-    assert_eq!(std::fs::read(copied.join("bin/deep/data")).expect("data"), random_bytes(70_000, 2));
-    let mode = std::fs::metadata(copied.join("bin/tool")).expect("tool").permissions().mode() & 0o7777;
+    assert_eq!(
+        std::fs::read(copied.join("bin/deep/data")).expect("data"),
+        random_bytes(70_000, 2)
+    );
+    let mode = std::fs::metadata(copied.join("bin/tool"))
+        .expect("tool")
+        .permissions()
+        .mode()
+        & 0o7777;
     assert_eq!(mode, 0o750);
-    let mtime = std::fs::metadata(copied.join("README")).expect("readme").modified().expect("mtime");
+    let mtime = std::fs::metadata(copied.join("README"))
+        .expect("readme")
+        .modified()
+        .expect("mtime");
     assert_eq!(mtime, old);
 
     // And back again into an existing local directory.
     let local = tempfile::tempdir().expect("local");
     let source = format!("127.0.0.2:{}", copied.display());
-    let out = smscp(&cluster, &["-r", &source, local.path().to_str().expect("utf-8")]);
+    let out = smscp(
+        &cluster,
+        &["-r", &source, local.path().to_str().expect("utf-8")],
+    );
     assert_success(&out);
-    assert_eq!(std::fs::read(local.path().join("dist/README")).expect("readme"), b"readme");
-    assert_eq!(std::fs::read(local.path().join("dist/bin/deep/data")).expect("data"), random_bytes(70_000, 2));
+    assert_eq!(
+        std::fs::read(local.path().join("dist/README")).expect("readme"),
+        b"readme"
+    );
+    assert_eq!(
+        std::fs::read(local.path().join("dist/bin/deep/data")).expect("data"),
+        random_bytes(70_000, 2)
+    );
 
     // Without -r a directory is refused.
     let out = smscp(&cluster, &[root.to_str().expect("utf-8"), &target]);
@@ -114,14 +157,28 @@ fn a_failing_source_is_reported_and_the_others_still_copy() {
     let missing = cluster.scratch.path().join("missing.txt");
     let remote_dir = tempfile::tempdir().expect("remote dir");
     let target = format!("127.0.0.2:{}", remote_dir.path().display());
-    let out = smscp(&cluster, &[a.to_str().unwrap(), missing.to_str().unwrap(), b.to_str().unwrap(), &target]);
+    let out = smscp(
+        &cluster,
+        &[
+            a.to_str().unwrap(),
+            missing.to_str().unwrap(),
+            b.to_str().unwrap(),
+            &target,
+        ],
+    );
     assert_exit_code(&out, 1);
     assert_eq!(
         stderr(&out).trim(),
         format!("smscp: {}: No such file or directory", missing.display())
     );
-    assert_eq!(std::fs::read(remote_dir.path().join("a.txt")).expect("a"), b"A");
-    assert_eq!(std::fs::read(remote_dir.path().join("b.txt")).expect("b"), b"B");
+    assert_eq!(
+        std::fs::read(remote_dir.path().join("a.txt")).expect("a"),
+        b"A"
+    );
+    assert_eq!(
+        std::fs::read(remote_dir.path().join("b.txt")).expect("b"),
+        b"B"
+    );
 }
 
 #[test]
@@ -134,30 +191,58 @@ fn a_local_source_that_is_not_a_readable_file_is_refused() {
     let out = smscp(&cluster, &[socket_path.to_str().unwrap(), &target]);
     assert_exit_code(&out, 1);
     assert_stderr_contains(&out, "not a regular file");
-    assert_eq!(std::fs::read_dir(remote_dir.path()).expect("dir").count(), 0);
+    assert_eq!(
+        std::fs::read_dir(remote_dir.path()).expect("dir").count(),
+        0
+    );
 }
 
 #[test]
 fn missing_remote_path_and_missing_target_directories() {
     let cluster = Cluster::new(1);
     let local = tempfile::tempdir().expect("local");
-    let out = smscp(&cluster, &["127.0.0.2:/nonexistent/file", local.path().to_str().unwrap()]);
+    let out = smscp(
+        &cluster,
+        &[
+            "127.0.0.2:/nonexistent/file",
+            local.path().to_str().unwrap(),
+        ],
+    );
     assert_exit_code(&out, 1);
-    assert_stderr_contains(&out, "127.0.0.2:/nonexistent/file: No such file or directory");
+    assert_stderr_contains(
+        &out,
+        "127.0.0.2:/nonexistent/file: No such file or directory",
+    );
     assert_eq!(std::fs::read_dir(local.path()).expect("dir").count(), 0);
 
     let source = cluster.scratch_file("f", b"data");
-    let out = smscp(&cluster, &[source.to_str().unwrap(), "127.0.0.2:/nonexistent-dir/f"]);
+    let out = smscp(
+        &cluster,
+        &[source.to_str().unwrap(), "127.0.0.2:/nonexistent-dir/f"],
+    );
     assert_exit_code(&out, 1);
     assert_stderr_contains(&out, "No such file or directory");
 
     let remote = cluster.scratch_file("remote-f", b"data");
     let missing_local = local.path().join("no/such/dir/f");
-    let out = smscp(&cluster, &[&format!("127.0.0.2:{}", remote.display()), missing_local.to_str().unwrap()]);
+    let out = smscp(
+        &cluster,
+        &[
+            &format!("127.0.0.2:{}", remote.display()),
+            missing_local.to_str().unwrap(),
+        ],
+    );
     assert_exit_code(&out, 1);
     assert_stderr_contains(&out, "the target directory is missing");
 
-    let out = smscp(&cluster, &[source.to_str().unwrap(), remote.to_str().unwrap(), "127.0.0.2:/nonexistent-dir"]);
+    let out = smscp(
+        &cluster,
+        &[
+            source.to_str().unwrap(),
+            remote.to_str().unwrap(),
+            "127.0.0.2:/nonexistent-dir",
+        ],
+    );
     assert_exit_code(&out, 1);
     assert_stderr_contains(&out, "Not a directory");
 }
@@ -167,7 +252,10 @@ fn remote_path_not_permitted() {
     let cluster = Cluster::new(1);
     let source = cluster.scratch_file("f", b"data");
     // Even root may not create files in sysfs.
-    let out = smscp(&cluster, &[source.to_str().unwrap(), "127.0.0.2:/sys/smscp-test"]);
+    let out = smscp(
+        &cluster,
+        &[source.to_str().unwrap(), "127.0.0.2:/sys/smscp-test"],
+    );
     assert_exit_code(&out, 1);
     assert_stderr_contains(&out, "127.0.0.2:/sys/smscp-test: Permission denied");
 }
@@ -202,15 +290,27 @@ fn an_interrupted_copy_leaves_no_target_and_no_temporary_file() {
         .spawn()
         .expect("start smscp");
     std::thread::sleep(Duration::from_millis(2500));
-    assert!(child.try_wait().expect("poll").is_none(), "the copy finished too early to be interrupted");
+    assert!(
+        child.try_wait().expect("poll").is_none(),
+        "the copy finished too early to be interrupted"
+    );
     let partial: Vec<String> = leftovers(remote_dir.path());
     assert_eq!(partial.len(), 1, "a temporary file should be in progress");
-    let status = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("kill");
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
     assert!(status.success());
     let out = child.wait_with_output().expect("wait");
     assert_eq!(out.status.code(), Some(130), "{}", describe(&out));
-    assert!(!remote_dir.path().join("big").exists(), "no truncated target");
-    assert!(leftovers(remote_dir.path()).is_empty(), "temporary file removed");
+    assert!(
+        !remote_dir.path().join("big").exists(),
+        "no truncated target"
+    );
+    assert!(
+        leftovers(remote_dir.path()).is_empty(),
+        "temporary file removed"
+    );
 }
 
 #[test]
@@ -223,7 +323,11 @@ fn bandwidth_limit_slows_the_copy() {
     // 4096 Kbit/s = 512 KB/s: one MiB needs about two seconds.
     let out = smscp(&cluster, &["-l", "4096", source.to_str().unwrap(), &target]);
     assert_success(&out);
-    assert!(started.elapsed() >= Duration::from_millis(1500), "took only {:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "took only {:?}",
+        started.elapsed()
+    );
 }
 
 #[test]

@@ -15,9 +15,15 @@ fn smssh(cluster: &Cluster, args: &[&str]) -> std::process::Output {
 
 /// The SHA256 fingerprint of a public key file, as ssh-keygen prints it.
 fn fingerprint_of(path: &std::path::Path) -> String {
-    let out = run(std::process::Command::new("ssh-keygen").arg("-lf").arg(path));
+    let out = run(std::process::Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(path));
     assert_success(&out);
-    stdout(&out).split_whitespace().nth(1).expect("fingerprint field").to_owned()
+    stdout(&out)
+        .split_whitespace()
+        .nth(1)
+        .expect("fingerprint field")
+        .to_owned()
 }
 
 #[test]
@@ -49,12 +55,19 @@ fn stdin_is_forwarded_and_n_gives_end_of_file() {
         .spawn()
         .expect("start smssh");
     let payload = vec![b'x'; 300_000];
-    child.stdin.take().expect("stdin").write_all(&payload).expect("write stdin");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&payload)
+        .expect("write stdin");
     let out = child.wait_with_output().expect("wait smssh");
     assert_success(&out);
     assert_eq!(stdout(&out).trim(), "300000");
 
-    let out = run(cluster.command("smssh").args(["-n", "127.0.0.2", "cat; echo done"]));
+    let out = run(cluster
+        .command("smssh")
+        .args(["-n", "127.0.0.2", "cat; echo done"]));
     assert_success(&out);
     assert_stdout_eq(&out, "done\n");
 }
@@ -70,7 +83,19 @@ fn a_remote_signal_gives_128_plus_its_number() {
 fn login_as_user_at_host_and_with_l_and_p() {
     let cluster = Cluster::new(1);
     let port = cluster.port.to_string();
-    let out = smssh(&cluster, &["-F", "none", "-p", &port, "-l", "root", "127.0.0.2", "id -un"]);
+    let out = smssh(
+        &cluster,
+        &[
+            "-F",
+            "none",
+            "-p",
+            &port,
+            "-l",
+            "root",
+            "127.0.0.2",
+            "id -un",
+        ],
+    );
     assert_success(&out);
     assert_stdout_eq(&out, "root\n");
     let uri = format!("ssh://root@127.0.0.2:{port}");
@@ -84,14 +109,21 @@ fn ssh_config_aliases_and_o_options_apply() {
     let cluster = Cluster::new(1);
     let config = cluster.scratch_file(
         "config",
-        format!("Host worker1\n  HostName 127.0.0.2\n  Port {}\n  User root\n", cluster.port).as_bytes(),
+        format!(
+            "Host worker1\n  HostName 127.0.0.2\n  Port {}\n  User root\n",
+            cluster.port
+        )
+        .as_bytes(),
     );
     let config = config.display().to_string();
     let out = smssh(&cluster, &["-F", &config, "worker1", "echo via-alias"]);
     assert_success(&out);
     assert_stdout_eq(&out, "via-alias\n");
     // -o beats the file: the wrong port must make it fail.
-    let out = smssh(&cluster, &["-F", &config, "-o", "Port=1", "worker1", "true"]);
+    let out = smssh(
+        &cluster,
+        &["-F", &config, "-o", "Port=1", "worker1", "true"],
+    );
     assert_exit_code(&out, 255);
     assert_stderr_contains(&out, "port 1: connection refused");
     let out = smssh(&cluster, &["-o", "NoSuchOption=yes", "127.0.0.2", "true"]);
@@ -128,16 +160,32 @@ fn every_key_format_in_every_secret_layout_logs_in() {
         if passphrase.is_none() {
             let bare = format!("{name}-bare");
             cluster.moto.put_secret_string(&bare, &private);
-            assert_success(&smssh(&cluster, &["--secret-id", &bare, "127.0.0.2", "true"]));
+            assert_success(&smssh(
+                &cluster,
+                &["--secret-id", &bare, "127.0.0.2", "true"],
+            ));
             let binary = format!("{name}-binary");
             cluster.moto.put_secret_binary(&binary, private.as_bytes());
-            assert_success(&smssh(&cluster, &["--secret-id", &binary, "127.0.0.2", "true"]));
+            assert_success(&smssh(
+                &cluster,
+                &["--secret-id", &binary, "127.0.0.2", "true"],
+            ));
         }
     }
     // A custom field through --secret-field.
     let custom = serde_json::json!({ "ClusterKey": cluster.private_key }).to_string();
     cluster.moto.put_secret_string("/test/custom", &custom);
-    let out = smssh(&cluster, &["--secret-id", "/test/custom", "--secret-field", "ClusterKey", "127.0.0.2", "true"]);
+    let out = smssh(
+        &cluster,
+        &[
+            "--secret-id",
+            "/test/custom",
+            "--secret-field",
+            "ClusterKey",
+            "127.0.0.2",
+            "true",
+        ],
+    );
     assert_success(&out);
 }
 
@@ -146,18 +194,34 @@ fn secret_problems_each_give_one_clear_line_and_255() {
     let cluster = Cluster::new(1);
     let (encrypted, _) = cluster.generate_key("ed25519", "openssh", Some("secret words"));
     cluster.moto.put_secret_string("/bad/encrypted", &encrypted);
-    cluster.moto.put_secret_string("/bad/notakey", "hello world");
+    cluster
+        .moto
+        .put_secret_string("/bad/notakey", "hello world");
     cluster.moto.put_secret_string("/bad/empty", "{}");
-    cluster.moto.put_secret_string("/bad/nofield", r#"{"PublicKey": "ssh-ed25519 AAAA"}"#);
+    cluster
+        .moto
+        .put_secret_string("/bad/nofield", r#"{"PublicKey": "ssh-ed25519 AAAA"}"#);
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["--secret-id", "/no/such"], "ResourceNotFoundException"),
-        (vec!["--version-stage", "NOSUCHSTAGE"], "ResourceNotFoundException"),
-        (vec!["--version-id", "00000000-0000-0000-0000-000000000000"], "ResourceNotFoundException"),
+        (
+            vec!["--version-stage", "NOSUCHSTAGE"],
+            "ResourceNotFoundException",
+        ),
+        (
+            vec!["--version-id", "00000000-0000-0000-0000-000000000000"],
+            "ResourceNotFoundException",
+        ),
         (vec!["--secret-field", "Nope"], "no field Nope"),
-        (vec!["--secret-id", "/bad/nofield"], "no field PrivateKey (fields: PublicKey)"),
+        (
+            vec!["--secret-id", "/bad/nofield"],
+            "no field PrivateKey (fields: PublicKey)",
+        ),
         (vec!["--secret-id", "/bad/notakey"], "is not a private key"),
         (vec!["--secret-id", "/bad/empty"], "holds no key yet"),
-        (vec!["--secret-id", "/bad/encrypted"], "encrypted and the secret has no Passphrase"),
+        (
+            vec!["--secret-id", "/bad/encrypted"],
+            "encrypted and the secret has no Passphrase",
+        ),
     ];
     for (flags, expected) in cases {
         let mut args = flags.clone();
@@ -165,12 +229,28 @@ fn secret_problems_each_give_one_clear_line_and_255() {
         let out = smssh(&cluster, &args);
         assert_exit_code(&out, 255);
         let err = stderr(&out);
-        assert!(err.contains(expected), "{flags:?}: expected {expected:?}\n{}", describe(&out));
-        assert_eq!(err.lines().count(), 1, "{flags:?}: one line only\n{}", describe(&out));
-        assert!(err.starts_with("smssh: secret "), "{flags:?}\n{}", describe(&out));
+        assert!(
+            err.contains(expected),
+            "{flags:?}: expected {expected:?}\n{}",
+            describe(&out)
+        );
+        assert_eq!(
+            err.lines().count(),
+            1,
+            "{flags:?}: one line only\n{}",
+            describe(&out)
+        );
+        assert!(
+            err.starts_with("smssh: secret "),
+            "{flags:?}\n{}",
+            describe(&out)
+        );
     }
     // No secret configured at all.
-    let out = run(cluster.command("smssh").env_remove("SMSSH_SECRET_ID").args(["127.0.0.2", "true"]));
+    let out = run(cluster
+        .command("smssh")
+        .env_remove("SMSSH_SECRET_ID")
+        .args(["127.0.0.2", "true"]));
     assert_exit_code(&out, 255);
     assert_stderr_contains(&out, "no secret given");
 }
@@ -179,7 +259,10 @@ fn secret_problems_each_give_one_clear_line_and_255() {
 fn unreachable_endpoint_and_missing_credentials_are_explained() {
     let cluster = Cluster::new(1);
     let dead = format!("http://127.0.0.1:{}", free_port(&["127.0.0.1"]));
-    let out = run(cluster.command("smssh").env("AWS_ENDPOINT_URL", &dead).args(["127.0.0.2", "true"]));
+    let out = run(cluster
+        .command("smssh")
+        .env("AWS_ENDPOINT_URL", &dead)
+        .args(["127.0.0.2", "true"]));
     assert_exit_code(&out, 255);
     assert_stderr_contains(&out, "cannot reach Secrets Manager");
 }
@@ -198,7 +281,11 @@ fn connection_refused_and_silent_host_time_out_with_255() {
     cluster.workers[1].resume();
     assert_exit_code(&out, 255);
     assert_stderr_contains(&out, "no answer within 2s");
-    assert!(started.elapsed() < Duration::from_secs(15), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
@@ -223,23 +310,40 @@ fn changed_host_key_refuses_and_names_both_fingerprints() {
 fn unknown_host_fails_in_batch_mode_and_accept_new_records_it() {
     let cluster = Cluster::new(1);
     std::fs::write(cluster.known_hosts_path(), "").expect("empty known_hosts");
-    for extra in [vec!["-o", "BatchMode=yes"], vec![], vec!["-o", "StrictHostKeyChecking=yes"]] {
+    for extra in [
+        vec!["-o", "BatchMode=yes"],
+        vec![],
+        vec!["-o", "StrictHostKeyChecking=yes"],
+    ] {
         let mut args = extra.clone();
         args.extend(["127.0.0.2", "true"]);
         let out = smssh(&cluster, &args);
         assert_exit_code(&out, 255);
         assert_stderr_contains(&out, "host key verification failed");
     }
-    let out = smssh(&cluster, &["-o", "StrictHostKeyChecking=accept-new", "127.0.0.2", "echo first"]);
+    let out = smssh(
+        &cluster,
+        &[
+            "-o",
+            "StrictHostKeyChecking=accept-new",
+            "127.0.0.2",
+            "echo first",
+        ],
+    );
     assert_success(&out);
     let recorded = std::fs::read_to_string(cluster.known_hosts_path()).expect("known_hosts");
     let expected = cluster.workers[0].host_key_line();
     let expected_prefix: Vec<&str> = expected.split_whitespace().take(3).collect();
     assert!(
-        recorded.lines().any(|l| l.split_whitespace().take(3).collect::<Vec<_>>() == expected_prefix),
+        recorded
+            .lines()
+            .any(|l| l.split_whitespace().take(3).collect::<Vec<_>>() == expected_prefix),
         "known_hosts should hold {expected}, has:\n{recorded}"
     );
-    let out = smssh(&cluster, &["-o", "StrictHostKeyChecking=yes", "127.0.0.2", "echo known"]);
+    let out = smssh(
+        &cluster,
+        &["-o", "StrictHostKeyChecking=yes", "127.0.0.2", "echo known"],
+    );
     assert_success(&out);
 }
 
@@ -263,27 +367,58 @@ fn host_keys_in_the_secret_verify_hosts_with_nothing_on_disk() {
         "PrivateKey": cluster.private_key,
         "KnownHosts": cluster.workers[0].host_key_line(),
     });
-    cluster.moto.put_secret_string("/test/with-hosts", &value.to_string());
-    let out = smssh(&cluster, &["--secret-id", "/test/with-hosts", "-o", "StrictHostKeyChecking=yes", "127.0.0.2", "echo ok"]);
+    cluster
+        .moto
+        .put_secret_string("/test/with-hosts", &value.to_string());
+    let out = smssh(
+        &cluster,
+        &[
+            "--secret-id",
+            "/test/with-hosts",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "127.0.0.2",
+            "echo ok",
+        ],
+    );
     assert_success(&out);
 }
 
 #[test]
 fn refused_key_is_fetched_again_then_fallback_stage_is_tried() {
     let cluster = Cluster::new(1);
-    let old_version = cluster.moto.put_secret_string("/test/rotating", &key_secret_json(&cluster.private_key, &cluster.public_key));
+    let old_version = cluster.moto.put_secret_string(
+        "/test/rotating",
+        &key_secret_json(&cluster.private_key, &cluster.public_key),
+    );
     // A new version becomes AWSCURRENT whose key no worker trusts yet; the old one is AWSPREVIOUS.
     let (new_private, new_public) = cluster.generate_key("ed25519", "openssh", None);
-    let new_version = cluster.moto.put_secret_value("/test/rotating", &key_secret_json(&new_private, &new_public));
+    let new_version = cluster.moto.put_secret_value(
+        "/test/rotating",
+        &key_secret_json(&new_private, &new_public),
+    );
     assert_ne!(old_version, new_version);
 
-    let out = smssh(&cluster, &["-v", "--secret-id", "/test/rotating", "127.0.0.2", "true"]);
+    let out = smssh(
+        &cluster,
+        &["-v", "--secret-id", "/test/rotating", "127.0.0.2", "true"],
+    );
     assert_exit_code(&out, 255);
     assert_stderr_contains(&out, "permission denied (publickey)");
     assert_stderr_contains(&out, "fetching secret /test/rotating again");
     assert_stderr_contains(&out, &new_version);
 
-    let out = smssh(&cluster, &["--secret-id", "/test/rotating", "--fallback-stage", "AWSPREVIOUS", "127.0.0.2", "echo previous"]);
+    let out = smssh(
+        &cluster,
+        &[
+            "--secret-id",
+            "/test/rotating",
+            "--fallback-stage",
+            "AWSPREVIOUS",
+            "127.0.0.2",
+            "echo previous",
+        ],
+    );
     assert_success(&out);
     assert_stdout_eq(&out, "previous\n");
 }
@@ -295,7 +430,22 @@ fn verbose_output_never_contains_key_material() {
     assert_success(&out);
     let err = stderr(&out);
     assert!(err.contains("debug:"), "-v should print something\n{err}");
-    for line in cluster.private_key.lines().filter(|l| !l.starts_with("-----")) {
+    for line in cluster
+        .private_key
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+    {
         assert!(!err.contains(line), "stderr leaks key material: {line}");
     }
+}
+
+#[test]
+fn tt_forces_a_pty_and_t_capital_disables_it() {
+    let cluster = Cluster::new(1);
+    let out = smssh(&cluster, &["-tt", "127.0.0.2", "tty"]);
+    assert_success(&out);
+    assert!(stdout(&out).starts_with("/dev/pts/"), "{}", describe(&out));
+    let out = smssh(&cluster, &["-T", "127.0.0.2", "tty"]);
+    assert_exit_code(&out, 1);
+    assert_stdout_eq(&out, "not a tty\n");
 }

@@ -17,7 +17,11 @@ fn main() -> ExitCode {
         Ok(args) => args,
         Err(err) => {
             let _ = err.print();
-            return ExitCode::from(if err.use_stderr() { smssh::app::SSH_FAILURE } else { 0 });
+            return ExitCode::from(if err.use_stderr() {
+                smssh::app::SSH_FAILURE
+            } else {
+                0
+            });
         }
     };
     ExitCode::from(smssh::app::smssh(args))

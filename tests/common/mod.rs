@@ -736,6 +736,55 @@ impl Moto {
             .unwrap_or_else(|| panic!("secret {name} has no SecretBinary"))
             .into_inner()
     }
+
+    /// Runs `script` with `args` under the Python that runs moto, which has
+    /// boto3 (moto depends on it), for set-up calls to services the Rust SDK
+    /// here does not cover, such as IAM. The script finds moto in the
+    /// `MOTO_ENDPOINT` environment variable. Returns its stdout; panics with
+    /// its output if it fails.
+    pub fn run_python(&self, script: &str, args: &[&str]) -> String {
+        let python = moto_python(&moto_binary());
+        let output = run_tool(
+            Command::new(&python)
+                .arg("-c")
+                .arg(script)
+                .args(args)
+                .env("MOTO_ENDPOINT", self.endpoint()),
+            "a Python set-up script for moto",
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Turns on moto's IAM enforcement, as starting it with
+    /// `INITIAL_NO_AUTH_ACTION_COUNT=0` would, through moto's own
+    /// `POST /moto-api/reset-auth`. From then on every request must be
+    /// signed with the access key of an IAM user created in this moto, and
+    /// is refused with HTTP 403 unless that user's policies allow the action
+    /// (moto checks Secrets Manager actions against resource `*`). The
+    /// harness's client and the `testing` key of [`Cluster::command`] are
+    /// refused too, so this comes after all set-up. Panics with moto's log if
+    /// moto does not confirm.
+    pub fn enforce_iam(&self) {
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        // Moto reads the count from the raw body, which Flask leaves alone
+        // only for a content type it does not parse as a form.
+        let request = "POST /moto-api/reset-auth HTTP/1.0\r\nHost: 127.0.0.1\r\n\
+                       Content-Type: text/plain\r\nContent-Length: 1\r\n\
+                       Connection: close\r\n\r\n0";
+        let mut response = String::new();
+        let sent =
+            TcpStream::connect_timeout(&addr, Duration::from_secs(5)).and_then(|mut stream| {
+                stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+                stream.write_all(request.as_bytes())?;
+                stream.read_to_string(&mut response)
+            });
+        let confirmed = response.starts_with("HTTP/1.") && response.contains(" 200 ");
+        assert!(
+            sent.is_ok() && confirmed && response.contains(r#""status": "ok""#),
+            "moto did not turn on IAM enforcement ({sent:?}); its answer:\n{response}\nits log:\n{}",
+            self.log()
+        );
+    }
 }
 
 impl Drop for Moto {
