@@ -49,6 +49,12 @@ pub enum SecretError {
     },
     #[error("secret {id}: AccessDeniedException: {message}: check that the instance role's policy allows secretsmanager:GetSecretValue on it")]
     AccessDenied { id: String, message: String },
+    #[error("secret {id}: {code}: {message}: check the AWS credentials (AWS_PROFILE, AWS_ACCESS_KEY_ID, the instance role) are valid and current")]
+    BadCredentials {
+        id: String,
+        code: String,
+        message: String,
+    },
     #[error("secret {id}: {code}: {message}: check the secret id and the {selector}")]
     InvalidRequest {
         id: String,
@@ -82,17 +88,6 @@ pub enum SecretError {
     FieldNotString { id: String, field: String },
     #[error("secret {id}: the value is not valid JSON ({reason}) and not a private key: store a PEM/OpenSSH private key or a JSON object with PrivateKey")]
     Malformed { id: String, reason: String },
-}
-
-impl SecretError {
-    /// True when the error may pass if the caller waits: the service or the network failed,
-    /// not the request.
-    pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            SecretError::Service { .. } | SecretError::Unreachable { .. }
-        )
-    }
 }
 
 /// The raw value of one secret version. `Debug` shows only which kind it is.
@@ -177,9 +172,27 @@ fn map_sdk_error(
     let reason = describe_chain(&err);
     match err {
         SdkError::ServiceError(service) => {
+            let status = service.raw().status().as_u16();
+            let body = service
+                .raw()
+                .body()
+                .bytes()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default();
             let err = service.into_err();
-            let code = err.code().unwrap_or("UnknownError").to_owned();
-            let message = err.message().unwrap_or("no message").to_owned();
+            // A denial that is not in Secrets Manager's JSON error format (an XML
+            // `AccessDenied` from an IAM layer or a proxy) has no code the SDK can read; the
+            // HTTP status and the body's <Code> still tell what happened.
+            let code = err
+                .code()
+                .map(str::to_owned)
+                .or_else(|| xml_element(&body, "Code"))
+                .unwrap_or_else(|| format!("HTTP {status}"));
+            let message = err
+                .message()
+                .map(str::to_owned)
+                .or_else(|| xml_element(&body, "Message"))
+                .unwrap_or_else(|| "no message".to_owned());
             match (&err, code.as_str()) {
                 (GetSecretValueError::ResourceNotFoundException(_), _)
                 | (_, "ResourceNotFoundException") => SecretError::NotFound {
@@ -198,10 +211,16 @@ fn map_sdk_error(
                     code,
                     message,
                 },
-                (_, "AccessDeniedException")
-                | (_, "UnrecognizedClientException")
+                (_, "AccessDeniedException") | (_, "AccessDenied") => {
+                    SecretError::AccessDenied { id, message }
+                }
+                (_, "UnrecognizedClientException")
+                | (_, "InvalidClientTokenId")
                 | (_, "InvalidSignatureException")
-                | (_, "ExpiredTokenException") => SecretError::AccessDenied {
+                | (_, "SignatureDoesNotMatch")
+                | (_, "ExpiredTokenException")
+                | (_, "ExpiredToken") => SecretError::BadCredentials { id, code, message },
+                _ if status == 403 => SecretError::AccessDenied {
                     id,
                     message: format!("{code}: {message}"),
                 },
@@ -216,6 +235,14 @@ fn map_sdk_error(
         // yet (SdkError is non-exhaustive), are all a call that never got a service answer.
         _ => SecretError::Unreachable { id, reason },
     }
+}
+
+/// The text of the first `<name>...</name>` in an XML error body, if any.
+fn xml_element(body: &str, name: &str) -> Option<String> {
+    let open = format!("<{name}>");
+    let start = body.find(&open)? + open.len();
+    let end = body[start..].find(&format!("</{name}>"))? + start;
+    Some(body[start..end].trim().to_owned()).filter(|text| !text.is_empty())
 }
 
 /// Joins an error and its sources on one line, because the SDK's top-level messages
@@ -441,6 +468,18 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(material.private_key, PrivateKeyBytes::Binary(_)));
+    }
+
+    #[test]
+    fn xml_error_bodies_are_read() {
+        let body = "<ErrorResponse><Errors><Error><Code>AccessDenied</Code><Message>User: u is not authorized</Message></Error></Errors></ErrorResponse>";
+        assert_eq!(xml_element(body, "Code").as_deref(), Some("AccessDenied"));
+        assert_eq!(
+            xml_element(body, "Message").as_deref(),
+            Some("User: u is not authorized")
+        );
+        assert_eq!(xml_element(body, "Type"), None);
+        assert_eq!(xml_element("{}", "Code"), None);
     }
 
     #[test]
