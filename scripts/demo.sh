@@ -69,7 +69,8 @@ cleanup() {
     exit "$status"
 }
 trap cleanup EXIT
-# Without these, Ctrl-C would kill bash before the EXIT trap could run.
+# Ctrl-C and kill are turned into an ordinary exit, so that the EXIT trap
+# cleans up after them too.
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
@@ -288,7 +289,7 @@ step "Copying a file to a worker and back with smscp"
 payload=$work/payload.bin
 remote=$work/remote
 back=$work/payload.back
-show head -c 3000000 /dev/urandom '>' "$payload"
+echo "+ $(quote head -c 3000000 /dev/urandom) > $(quote "$payload")"
 head -c 3000000 /dev/urandom >"$payload"
 must smssh 127.0.0.3 mkdir -p "$remote"
 must smscp "$payload" "127.0.0.3:$remote/"

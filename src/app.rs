@@ -2,22 +2,26 @@
 //! to one stderr line and the exit status scp/ssh would use.
 //!
 //! Owns: the order of start-up (hardening before any secret, then plan, then key, then
-//! known_hosts, then connect), the tokio runtime, and exit codes. Invariant: every failure
-//! reaches the user as exactly one `program: what: why: what to do` line. Must not know:
+//! known_hosts, then connect), the choice between a single-host run and a fan-out, the tokio
+//! runtime, and exit codes. Invariant: every failure reaches the user as exactly one
+//! `program: what: why: what to do` line (a fan-out adds one per failed host). Must not know:
 //! protocol details; it calls the modules that do.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::args::{ScpArgs, SshArgs};
-use crate::copy::{self, CopyRequest};
+use crate::args::{FanoutArgs, ScpArgs, SshArgs};
+use crate::copy::{self, CopyContext, CopyRequest, FanoutCopy};
 use crate::diag;
-use crate::exec::{self, ExecRequest};
+use crate::exec::{self, Captured, ExecRequest, RemoteExit};
+use crate::fanout::{self, FanoutOptions};
+use crate::hostlist::{self, HostSpec};
 use crate::keysource::{KeySource, LoadedKey};
 use crate::known_hosts::KnownHosts;
 use crate::operand::{self, Operand};
 use crate::plan::{self, HostPlan, Local, SshOptions};
+use crate::progress::Progress;
 use crate::session::{self, HostKeyDb};
-use crate::transfer::Meter;
 
 /// ssh's exit status for its own failures (connection, host key, authentication, secret).
 pub const SSH_FAILURE: u8 = 255;
@@ -44,7 +48,7 @@ fn start(program: &'static str, verbose: u8, quiet: bool) {
 }
 
 /// Loads every known_hosts file the plans name, plus the lines the secret carries.
-fn host_key_db(plans: &[&HostPlan], key: &LoadedKey) -> Result<HostKeyDb, String> {
+fn host_key_db(plans: &[HostPlan], key: &LoadedKey) -> Result<HostKeyDb, String> {
     let mut files = Vec::new();
     for plan in plans {
         for path in plan.user_known_hosts.iter().chain(&plan.global_known_hosts) {
@@ -62,6 +66,149 @@ fn host_key_db(plans: &[&HostPlan], key: &LoadedKey) -> Result<HostKeyDb, String
     })
 }
 
+/// `-o` options implied by tool flags, applied before the user's own `-o`.
+fn implied_options(fanout: &FanoutArgs, extra: &[&str]) -> Vec<String> {
+    let mut options: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+    if let Some(seconds) = fanout.connect_timeout {
+        options.push(format!("ConnectTimeout={seconds}"));
+    }
+    options
+}
+
+fn fanout_options(args: &FanoutArgs) -> FanoutOptions {
+    FanoutOptions {
+        parallel: args.parallel as usize,
+        host_timeout: args.timeout.map(Duration::from_secs),
+        retries: args.retries,
+        ..FanoutOptions::default()
+    }
+}
+
+/// Expands a hostlist written in an operand (`user@worker[1-8]:path`), applying -x.
+fn expand_operand_hosts(
+    user: Option<&str>,
+    host: &str,
+    port: Option<u16>,
+    fanout: &FanoutArgs,
+) -> Result<Vec<HostSpec>, String> {
+    let mut hosts = hostlist::expand(host).map_err(|e| e.to_string())?;
+    for spec in &mut hosts {
+        if spec.user.is_none() {
+            spec.user = user.map(str::to_owned);
+        }
+        if spec.port.is_none() {
+            spec.port = port;
+        }
+    }
+    for expr in &fanout.exclude {
+        hosts = hostlist::exclude(hosts, expr).map_err(|e| format!("-x {expr}: {e}"))?;
+    }
+    Ok(hosts)
+}
+
+fn plans_for(hosts: &[HostSpec], ssh: &SshOptions, user: Option<&str>, port: Option<u16>) -> Vec<HostPlan> {
+    hosts
+        .iter()
+        .map(|h| ssh.plan(&h.host, h.user.as_deref().or(user), h.port.or(port)))
+        .collect()
+}
+
+/// What smscp will do, decided from the operands and the fan-out flags.
+enum CopyMode {
+    Single(CopyRequest),
+    Fanout { copy: FanoutCopy, hosts: Vec<HostSpec> },
+    /// Hosts still to be resolved from -w / --hosts-file / --ec2-filter.
+    FanoutFromFlags(FanoutCopy),
+}
+
+fn copy_mode(args: &ScpArgs, mut operands: Vec<Operand>, raw_target: &str) -> Result<CopyMode, String> {
+    let Some(target) = operands.pop() else {
+        return Err("no target given".to_owned());
+    };
+    let local_sources = |operands: &[Operand]| -> Result<Vec<std::path::PathBuf>, String> {
+        operands
+            .iter()
+            .map(|op| match op {
+                Operand::Local(path) => Ok(path.clone()),
+                Operand::Remote(r) => Err(format!(
+                    "{}:{}: a fan-out copies local files to every host; remote sources are not supported here",
+                    r.host, r.path
+                )),
+            })
+            .collect()
+    };
+    if args.fanout.names_hosts() {
+        // pdcp's form: the target is a path on every host.
+        let target = match target {
+            Operand::Local(_) => raw_target.to_owned(),
+            Operand::Remote(r) => {
+                return Err(format!(
+                    "{}:{}: with -w, --hosts-file or --ec2-filter write the target as a remote path (e.g. /opt/), without host:",
+                    r.host, r.path
+                ))
+            }
+        };
+        return Ok(CopyMode::FanoutFromFlags(FanoutCopy::Push {
+            sources: local_sources(&operands)?,
+            target,
+        }));
+    }
+    if let Operand::Remote(remote) = &target {
+        if hostlist::is_hostlist(&remote.host) {
+            let hosts = expand_operand_hosts(remote.user.as_deref(), &remote.host, remote.port, &args.fanout)?;
+            return Ok(CopyMode::Fanout {
+                copy: FanoutCopy::Push {
+                    sources: local_sources(&operands)?,
+                    target: remote.path.clone(),
+                },
+                hosts,
+            });
+        }
+    }
+    let gather: Vec<&operand::RemotePath> = operands
+        .iter()
+        .filter_map(|op| match op {
+            Operand::Remote(r) if hostlist::is_hostlist(&r.host) => Some(r),
+            _ => None,
+        })
+        .collect();
+    if let Some(first) = gather.first() {
+        let all_same = operands.iter().all(|op| {
+            matches!(op, Operand::Remote(r) if r.host == first.host && r.user == first.user && r.port == first.port)
+        });
+        if !all_same {
+            return Err("a gather copies from one hostlist: give every source as the same HOSTS:path".to_owned());
+        }
+        let Operand::Local(dir) = &target else {
+            return Err("a gather needs a local target directory".to_owned());
+        };
+        if !dir.is_dir() {
+            return Err(format!(
+                "{}: Not a directory: a gather writes DIR/<host>/...; create the directory first",
+                dir.display()
+            ));
+        }
+        let hosts = expand_operand_hosts(first.user.as_deref(), &first.host, first.port, &args.fanout)?;
+        let sources = gather.iter().map(|r| r.path.clone()).collect();
+        return Ok(CopyMode::Fanout {
+            copy: FanoutCopy::Gather {
+                sources,
+                target: dir.clone(),
+            },
+            hosts,
+        });
+    }
+    let request = CopyRequest {
+        sources: operands,
+        target,
+        recursive: args.recursive,
+        preserve: args.preserve,
+        port: args.port,
+    };
+    copy::check_shape(&request).map_err(|e| e.to_string())?;
+    Ok(CopyMode::Single(request))
+}
+
 pub fn smscp(args: ScpArgs) -> u8 {
     start("smscp", args.ssh.verbose, args.ssh.quiet);
     let fail = |message: String| {
@@ -75,19 +222,11 @@ pub fn smscp(args: ScpArgs) -> u8 {
             Err(err) => return fail(format!("{text}: {err}")),
         }
     }
-    let Some(target) = operands.pop() else {
-        return fail("no target given".to_owned());
+    let raw_target = args.operands.last().cloned().unwrap_or_default();
+    let mode = match copy_mode(&args, operands, &raw_target) {
+        Ok(mode) => mode,
+        Err(err) => return fail(err),
     };
-    let request = CopyRequest {
-        sources: operands,
-        target,
-        recursive: args.recursive,
-        preserve: args.preserve,
-        port: args.port,
-    };
-    if let Err(err) = copy::check_shape(&request) {
-        return fail(err.to_string());
-    }
     let local = Local::detect();
     let mut extra = Vec::new();
     if args.batch {
@@ -96,7 +235,9 @@ pub fn smscp(args: ScpArgs) -> u8 {
     if args.compression {
         extra.push("Compression=yes");
     }
-    let ssh = match SshOptions::load(&args.ssh, &extra, &local) {
+    let implied = implied_options(&args.fanout, &extra);
+    let implied: Vec<&str> = implied.iter().map(String::as_str).collect();
+    let ssh = match SshOptions::load(&args.ssh, &implied, &local) {
         Ok(ssh) => ssh,
         Err(err) => return fail(err.to_string()),
     };
@@ -108,43 +249,85 @@ pub fn smscp(args: ScpArgs) -> u8 {
         Ok(runtime) => runtime,
         Err(err) => return fail(format!("cannot start: {err}")),
     };
+    let show_progress = !args.ssh.quiet && crate::tty::stderr_is_terminal();
     runtime.block_on(async move {
         crate::cancel::watch_ctrl_c();
-        let keys = KeySource::new(spec);
+        let (copy, hosts) = match mode {
+            CopyMode::Single(request) => {
+                let keys = KeySource::new(spec);
+                let key = match keys.initial().await {
+                    Ok(key) => key,
+                    Err(err) => return fail(err.to_string()),
+                };
+                diag::debug(format_args!("key {} from {}", key.key, keys.spec().id));
+                let plans: Vec<HostPlan> = request
+                    .sources
+                    .iter()
+                    .chain(std::iter::once(&request.target))
+                    .filter_map(|op| match op {
+                        Operand::Remote(r) => Some(ssh.plan(&r.host, r.user.as_deref(), r.port.or(request.port))),
+                        Operand::Local(_) => None,
+                    })
+                    .collect();
+                let db = match host_key_db(&plans, &key) {
+                    Ok(db) => db,
+                    Err(err) => return fail(err),
+                };
+                let ctx = CopyContext::new(args.recursive, args.preserve, args.limit_kbits, Progress::new(show_progress, 1));
+                return copy::run(&request, &ssh, &keys, &db, &ctx).await;
+            }
+            CopyMode::Fanout { copy, hosts } => (copy, hosts),
+            CopyMode::FanoutFromFlags(copy) => match crate::targets::resolve(&args.fanout, &spec.aws).await {
+                Ok(hosts) => (copy, hosts),
+                Err(err) => return fail(err.to_string()),
+            },
+        };
+        let copy = match copy {
+            FanoutCopy::Push { sources, target } => {
+                // Local sources are checked once here rather than failing on every host.
+                let mut usable = Vec::new();
+                for source in sources {
+                    match std::fs::metadata(&source) {
+                        Ok(meta) if meta.is_dir() && !args.recursive => {
+                            diag::error(format!("{}: not a regular file (use -r)", source.display()))
+                        }
+                        Ok(_) => usable.push(source),
+                        Err(err) => diag::error(format!("{}: {}", source.display(), io_reason(&err))),
+                    }
+                }
+                if usable.is_empty() {
+                    return SCP_FAILURE;
+                }
+                FanoutCopy::Push { sources: usable, target }
+            }
+            gather => gather,
+        };
+        let keys = Arc::new(KeySource::new(spec));
         let key = match keys.initial().await {
             Ok(key) => key,
             Err(err) => return fail(err.to_string()),
         };
-        diag::debug(format_args!("key {} from {}", key.key, keys.spec().id));
-        let plans: Vec<HostPlan> = request
-            .sources
-            .iter()
-            .chain(std::iter::once(&request.target))
-            .filter_map(|op| match op {
-                Operand::Remote(r) => {
-                    Some(ssh.plan(&r.host, r.user.as_deref(), r.port.or(request.port)))
-                }
-                Operand::Local(_) => None,
-            })
-            .collect();
-        let db = match host_key_db(&plans.iter().collect::<Vec<_>>(), &key) {
+        let plans = plans_for(&hosts, &ssh, None, args.port);
+        let db = match host_key_db(&plans, &key) {
             Ok(db) => db,
             Err(err) => return fail(err),
         };
-        let bar = (!args.ssh.quiet && crate::tty::stderr_is_terminal()).then(progress_bar);
-        let meter = Meter::new(bar, args.limit_kbits);
-        copy::run(&request, &ssh, &keys, &db, &meter).await
+        let ctx = Arc::new(CopyContext::new(
+            args.recursive,
+            args.preserve,
+            args.limit_kbits,
+            Progress::new(show_progress, plans.len()),
+        ));
+        copy::run_fanout(copy, plans, keys, db, &fanout_options(&args.fanout), ctx).await
     })
 }
 
-fn progress_bar() -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new(0);
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "{bytes}/{total_bytes} {wide_bar} {binary_bytes_per_sec} ETA {eta}",
-    ) {
-        bar.set_style(style);
+fn io_reason(err: &std::io::Error) -> String {
+    match err.kind() {
+        std::io::ErrorKind::NotFound => "No such file or directory".to_owned(),
+        std::io::ErrorKind::PermissionDenied => "Permission denied".to_owned(),
+        _ => err.to_string(),
     }
-    bar
 }
 
 pub fn smssh(args: SshArgs) -> u8 {
@@ -153,24 +336,51 @@ pub fn smssh(args: SshArgs) -> u8 {
         diag::error(message);
         SSH_FAILURE
     };
-    let destination = match operand::parse_destination(&args.destination) {
-        Ok(destination) => destination,
-        Err(err) => return fail(format!("{}: {err}", args.destination)),
-    };
     let local = Local::detect();
-    let ssh = match SshOptions::load(&args.ssh, &[], &local) {
+    let implied = implied_options(&args.fanout, &[]);
+    let implied: Vec<&str> = implied.iter().map(String::as_str).collect();
+    let ssh = match SshOptions::load(&args.ssh, &implied, &local) {
         Ok(ssh) => ssh,
         Err(err) => return fail(err.to_string()),
+    };
+    let spec = match plan::resolve_secret(&args.secret, &local) {
+        Ok(spec) => spec,
+        Err(err) => return fail(err.to_string()),
+    };
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(err) => return fail(format!("cannot start: {err}")),
+    };
+    let code = if args.fanout.names_hosts() {
+        runtime.block_on(smssh_fanout(&args, &ssh, spec))
+    } else if args.group || args.json {
+        fail("-b/--group and --json apply to a fan-out: add -w HOSTS, --hosts-file or --ec2-filter".to_owned())
+    } else {
+        runtime.block_on(smssh_single(&args, &ssh, spec))
+    };
+    // The stdin pump may sit in a blocking read of the terminal; the runtime must not wait
+    // for it, or smssh would hang after the remote command ended until Enter is pressed.
+    runtime.shutdown_background();
+    code
+}
+
+async fn smssh_single(args: &SshArgs, ssh: &SshOptions, spec: crate::keysource::SecretSpec) -> u8 {
+    let fail = |message: String| {
+        diag::error(message);
+        SSH_FAILURE
+    };
+    let Some(destination_text) = &args.destination else {
+        return fail("no destination given: smssh [user@]host [command], or -w HOSTS -- command".to_owned());
+    };
+    let destination = match operand::parse_destination(destination_text) {
+        Ok(destination) => destination,
+        Err(err) => return fail(format!("{destination_text}: {err}")),
     };
     let plan = ssh.plan(
         &destination.host,
         destination.user.as_deref().or(args.login.as_deref()),
         destination.port.or(args.port),
     );
-    let spec = match plan::resolve_secret(&args.secret, &local) {
-        Ok(spec) => spec,
-        Err(err) => return fail(err.to_string()),
-    };
     let command = (!args.command.is_empty()).then(|| args.command.join(" "));
     // As ssh: a PTY for an interactive shell on a terminal, for -t on a terminal, or always
     // for -tt; never with -T.
@@ -186,36 +396,193 @@ pub fn smssh(args: SshArgs) -> u8 {
         pty,
         forward_stdin: !args.null_stdin,
     };
-    let runtime = match runtime() {
-        Ok(runtime) => runtime,
-        Err(err) => return fail(format!("cannot start: {err}")),
+    let keys = KeySource::new(spec);
+    let key = match keys.initial().await {
+        Ok(key) => key,
+        Err(err) => return fail(err.to_string()),
     };
-    let code = runtime.block_on(async move {
-        let keys = KeySource::new(spec);
-        let key = match keys.initial().await {
-            Ok(key) => key,
-            Err(err) => return fail(err.to_string()),
-        };
-        diag::debug(format_args!("key {} from {}", key.key, keys.spec().id));
-        let db = match host_key_db(&[&plan], &key) {
-            Ok(db) => db,
-            Err(err) => return fail(err),
-        };
-        let conn = match session::connect(&plan, &keys, &db).await {
-            Ok(conn) => conn,
-            Err(err) => return fail(err.to_string()),
-        };
-        diag::debug(format_args!(
-            "authenticated to {} as {} with {}",
-            plan.hostname, plan.user, conn.key_used.key
-        ));
-        match exec::run(&conn, &request).await {
-            Ok(exit) => exit.code(),
-            Err(err) => fail(err.to_string()),
-        }
+    diag::debug(format_args!("key {} from {}", key.key, keys.spec().id));
+    let db = match host_key_db(std::slice::from_ref(&plan), &key) {
+        Ok(db) => db,
+        Err(err) => return fail(err),
+    };
+    let conn = match session::connect(&plan, &keys, &db).await {
+        Ok(conn) => conn,
+        Err(err) => return fail(err.to_string()),
+    };
+    diag::debug(format_args!(
+        "authenticated to {} as {} with {}",
+        plan.hostname, plan.user, conn.key_used.key
+    ));
+    match exec::run(&conn, &request, &mut exec::Terminal).await {
+        Ok(exit) => exit.code(),
+        Err(err) => fail(err.to_string()),
+    }
+}
+
+/// How a fan-out prints what the hosts said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Presentation {
+    Prefixed,
+    Grouped,
+    Json,
+}
+
+/// One host's command result.
+struct HostRun {
+    exit: RemoteExit,
+    captured: Option<Captured>,
+}
+
+async fn smssh_fanout(args: &SshArgs, ssh: &SshOptions, spec: crate::keysource::SecretSpec) -> u8 {
+    let fail = |message: String| {
+        diag::error(message);
+        SSH_FAILURE
+    };
+    crate::cancel::watch_ctrl_c();
+    let words: Vec<String> = args.destination.iter().chain(args.command.iter()).cloned().collect();
+    if words.is_empty() {
+        return fail("no command given: smssh -w HOSTS -- command".to_owned());
+    }
+    let command = words.join(" ");
+    let presentation = if args.json {
+        Presentation::Json
+    } else if args.group {
+        Presentation::Grouped
+    } else {
+        Presentation::Prefixed
+    };
+    let hosts = match crate::targets::resolve(&args.fanout, &spec.aws).await {
+        Ok(hosts) => hosts,
+        Err(err) => return fail(err.to_string()),
+    };
+    let keys = Arc::new(KeySource::new(spec));
+    let key = match keys.initial().await {
+        Ok(key) => key,
+        Err(err) => return fail(err.to_string()),
+    };
+    let plans = plans_for(&hosts, ssh, args.login.as_deref(), args.port);
+    let db = match host_key_db(&plans, &key) {
+        Ok(db) => db,
+        Err(err) => return fail(err),
+    };
+    let request = Arc::new(ExecRequest {
+        command: Some(command),
+        pty: false,
+        // As pdsh: the remote commands read no stdin, so one host cannot swallow it.
+        forward_stdin: false,
     });
-    // The stdin pump may sit in a blocking read of the terminal; the runtime must not wait
-    // for it, or smssh would hang after the remote command ended until Enter is pressed.
-    runtime.shutdown_background();
+    let outcomes = fanout::run(plans, keys, db, &fanout_options(&args.fanout), move |conn, plan| {
+        let request = Arc::clone(&request);
+        async move {
+            if presentation == Presentation::Prefixed {
+                let mut sink = exec::Prefixed::new(&plan.label);
+                let exit = exec::run(&conn, &request, &mut sink).await.map_err(|e| e.to_string())?;
+                Ok(HostRun { exit, captured: None })
+            } else {
+                let mut sink = Captured::default();
+                let exit = exec::run(&conn, &request, &mut sink).await.map_err(|e| e.to_string())?;
+                Ok(HostRun {
+                    exit,
+                    captured: Some(sink),
+                })
+            }
+        }
+    })
+    .await;
+    match presentation {
+        Presentation::Json => print_json(&outcomes),
+        Presentation::Grouped => print_groups(&outcomes),
+        Presentation::Prefixed => {}
+    }
+    let mut code = 0u8;
+    for outcome in &outcomes {
+        if let Ok(run) = &outcome.result {
+            let host_code = run.exit.code();
+            if host_code != 0 && presentation != Presentation::Json {
+                diag::error(format!("{}: {}", outcome.plan.label, describe_exit(&run.exit)));
+            }
+            code = code.max(host_code);
+        }
+    }
+    let quiet_progress = Progress::new(false, outcomes.len());
+    if copy::summarize(&outcomes, &quiet_progress) > 0 {
+        code = SSH_FAILURE;
+    }
+    if crate::cancel::requested() {
+        code = 130;
+    }
     code
+}
+
+fn describe_exit(exit: &RemoteExit) -> String {
+    match exit {
+        RemoteExit::Status(status) => format!("exit status {status}"),
+        RemoteExit::Signal { name, .. } => format!("killed by signal {name}"),
+        RemoteExit::NoStatus => "the session ended without an exit status".to_owned(),
+    }
+}
+
+fn print_json(outcomes: &[fanout::HostOutcome<HostRun>]) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    for outcome in outcomes {
+        let (exit_status, signal, stdout, stderr, error) = match &outcome.result {
+            Ok(run) => {
+                let captured = run.captured.as_ref();
+                let text = |bytes: Option<&Vec<u8>>| bytes.map(|b| String::from_utf8_lossy(b).into_owned());
+                let (status, signal) = match &run.exit {
+                    RemoteExit::Status(s) => (Some(*s), None),
+                    RemoteExit::Signal { name, .. } => (None, Some(name.clone())),
+                    RemoteExit::NoStatus => (None, None),
+                };
+                (
+                    status,
+                    signal,
+                    text(captured.map(|c| &c.stdout)),
+                    text(captured.map(|c| &c.stderr)),
+                    None,
+                )
+            }
+            Err(err) => (None, None, None, None, Some(err.to_string())),
+        };
+        let object = serde_json::json!({
+            "host": outcome.plan.label,
+            "address": outcome.plan.hostname,
+            "port": outcome.plan.port,
+            "user": outcome.plan.user,
+            "exit_status": exit_status,
+            "signal": signal,
+            "stdout": stdout.unwrap_or_default(),
+            "stderr": stderr.unwrap_or_default(),
+            "duration_ms": outcome.duration.as_millis() as u64,
+            "error": error,
+        });
+        let _ = writeln!(out, "{object}");
+    }
+}
+
+fn print_groups(outcomes: &[fanout::HostOutcome<HostRun>]) {
+    use std::io::Write;
+    // Groups keep the order in which their first host appears.
+    let mut groups: Vec<(Vec<u8>, Vec<&str>)> = Vec::new();
+    for outcome in outcomes {
+        let Ok(run) = &outcome.result else { continue };
+        let Some(captured) = &run.captured else { continue };
+        let mut text = captured.stdout.clone();
+        text.extend_from_slice(&captured.stderr);
+        match groups.iter_mut().find(|(t, _)| *t == text) {
+            Some((_, hosts)) => hosts.push(&outcome.plan.label),
+            None => groups.push((text, vec![&outcome.plan.label])),
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    for (text, hosts) in groups {
+        let rule = "-".repeat(15);
+        let _ = writeln!(out, "{rule}\n{} ({})\n{rule}", hostlist::compress(&hosts), hosts.len());
+        let _ = out.write_all(&text);
+        if !text.ends_with(b"\n") && !text.is_empty() {
+            let _ = writeln!(out);
+        }
+    }
 }

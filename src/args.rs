@@ -50,6 +50,44 @@ pub struct SshOptionArgs {
     pub quiet: bool,
 }
 
+/// Which hosts a fan-out reaches, and how hard it tries; shared by both binaries.
+#[derive(Debug, Clone, Args, Default)]
+pub struct FanoutArgs {
+    /// Target hosts, pdsh hostlist syntax: worker[01-64],10.0.1.[5-9] (repeatable).
+    #[arg(short = 'w', value_name = "HOSTS", action = ArgAction::Append)]
+    pub hosts: Vec<String>,
+    /// Exclude these hosts (hostlist syntax, repeatable).
+    #[arg(short = 'x', value_name = "HOSTS", action = ArgAction::Append)]
+    pub exclude: Vec<String>,
+    /// Read target hosts from FILE: one [user@]host[:port] or hostlist per line, # comments.
+    #[arg(long, value_name = "FILE")]
+    pub hosts_file: Option<std::path::PathBuf>,
+    /// Target the running EC2 instances matching this DescribeInstances filter, e.g.
+    /// tag:RotateSSHKeys=True (repeatable; all must match), at their private addresses.
+    #[arg(long, value_name = "FILTER", action = ArgAction::Append)]
+    pub ec2_filter: Vec<String>,
+    /// Sessions in flight at once.
+    #[arg(short = 'j', long = "parallel", value_name = "N", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub parallel: u32,
+    /// Seconds to wait for a host's SSH login (same as -o ConnectTimeout=).
+    #[arg(long, value_name = "SECONDS")]
+    pub connect_timeout: Option<u64>,
+    /// Seconds one host may take in all, connection included; a slower host fails.
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<u64>,
+    /// Connection attempts to repeat after a refused or timed-out connection, with back-off.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub retries: u32,
+}
+
+impl FanoutArgs {
+    /// True when the hosts come from -w, --hosts-file or --ec2-filter rather than an operand.
+    pub fn names_hosts(&self) -> bool {
+        !self.hosts.is_empty() || self.hosts_file.is_some() || !self.ec2_filter.is_empty()
+    }
+}
+
 /// smscp: copy files with the cluster key from AWS Secrets Manager (drop-in for scp).
 #[derive(Debug, Parser)]
 #[command(name = "smscp", version, about, disable_help_flag = false)]
@@ -76,6 +114,8 @@ pub struct ScpArgs {
     pub ssh: SshOptionArgs,
     #[command(flatten)]
     pub secret: SecretArgs,
+    #[command(flatten)]
+    pub fanout: FanoutArgs,
     /// Sources then the target: local paths, [user@]host:[path], scp://[user@]host[:port][/path].
     #[arg(required = true, num_args = 2.., value_name = "SOURCE... TARGET")]
     pub operands: Vec<String>,
@@ -104,9 +144,18 @@ pub struct SshArgs {
     pub ssh: SshOptionArgs,
     #[command(flatten)]
     pub secret: SecretArgs,
-    /// [user@]host or ssh://[user@]host[:port].
+    #[command(flatten)]
+    pub fanout: FanoutArgs,
+    /// Fan-out: print identical outputs once, with their host list (clush -b, dshbak -c).
+    #[arg(short = 'b', long = "group", conflicts_with = "json")]
+    pub group: bool,
+    /// Fan-out: one JSON object per host on stdout (host, exit_status, stdout, stderr, ...).
+    #[arg(long)]
+    pub json: bool,
+    /// [user@]host or ssh://[user@]host[:port]; with -w, --hosts-file or --ec2-filter, the
+    /// first word of the command.
     #[arg(value_name = "DESTINATION")]
-    pub destination: String,
+    pub destination: Option<String>,
     /// Command to run; without one, an interactive shell.
     #[arg(
         trailing_var_arg = true,
@@ -125,7 +174,7 @@ mod tests {
         let args =
             SshArgs::try_parse_from(["smssh", "-p", "2222", "host", "ls", "-la", "/tmp"]).unwrap();
         assert_eq!(args.port, Some(2222));
-        assert_eq!(args.destination, "host");
+        assert_eq!(args.destination.as_deref(), Some("host"));
         assert_eq!(args.command, ["ls", "-la", "/tmp"]);
     }
 

@@ -6,10 +6,24 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use tokio::sync::Notify;
+
 static REQUESTED: AtomicBool = AtomicBool::new(false);
+static WAKE: Notify = Notify::const_new();
 
 pub fn request() {
     REQUESTED.store(true, Ordering::SeqCst);
+    WAKE.notify_waiters();
+}
+
+/// Completes once a stop was requested; for `select!` against work that cannot poll a flag.
+pub async fn cancelled() {
+    let notified = WAKE.notified();
+    // Checked after creating the waiter, so a request between the two is not missed.
+    if requested() {
+        return;
+    }
+    notified.await;
 }
 
 pub fn requested() -> bool {

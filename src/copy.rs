@@ -8,14 +8,16 @@
 //! `.`, `..`) before they touch the local file system. Must not know: SFTP packets or how
 //! connections are made.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use crate::fanout::{self, FanoutOptions};
 use crate::keysource::KeySource;
 use crate::operand::{Operand, RemotePath};
 use crate::plan::SshOptions;
+use crate::progress::Progress;
 use crate::session::{self, Connection, HostKeyDb};
-use crate::transfer::{self, Meter, RemoteStat, Sftp, TransferError};
+use crate::transfer::{self, Meter, RemoteStat, Sftp, SourceRegistry, TransferError};
 
 /// The copy the user asked for, resolved.
 #[derive(Debug, Clone)]
@@ -53,19 +55,63 @@ pub fn check_shape(request: &CopyRequest) -> Result<(), CopyPlanError> {
     Ok(())
 }
 
-/// Counts failures and prints each as it happens, so a long copy reports early.
-#[derive(Default)]
-struct Outcome {
-    failures: usize,
+/// What every host of one copy shares.
+pub struct CopyContext {
+    pub recursive: bool,
+    pub preserve: bool,
+    pub limit_kbits: Option<u64>,
+    pub registry: SourceRegistry,
+    pub progress: Arc<Progress>,
+    umask: u32,
 }
 
-impl Outcome {
-    fn fail(&mut self, what: impl std::fmt::Display, meter: &Meter) {
+impl CopyContext {
+    pub fn new(recursive: bool, preserve: bool, limit_kbits: Option<u64>, progress: Arc<Progress>) -> CopyContext {
+        CopyContext {
+            recursive,
+            preserve,
+            limit_kbits,
+            registry: SourceRegistry::default(),
+            progress,
+            umask: current_umask(),
+        }
+    }
+}
+
+/// The failures of one host's part of a copy. A single-host copy prints each at once, as
+/// scp does; a fan-out keeps them for its summary, one line per failed host.
+pub struct Report {
+    echo: bool,
+    pub failures: usize,
+    pub first: Option<String>,
+}
+
+impl Report {
+    pub fn new(echo: bool) -> Report {
+        Report {
+            echo,
+            failures: 0,
+            first: None,
+        }
+    }
+
+    fn fail(&mut self, ctx: &CopyContext, what: impl std::fmt::Display) {
         self.failures += 1;
-        let line = format!("{}: {what}", crate::diag::program());
-        match meter.bar() {
-            Some(bar) => bar.suspend(|| eprintln!("{line}")),
-            None => eprintln!("{line}"),
+        let text = what.to_string();
+        if self.echo {
+            ctx.progress.line(&format!("{}: {text}", crate::diag::program()));
+        }
+        if self.first.is_none() {
+            self.first = Some(text);
+        }
+    }
+
+    /// The host's result for a fan-out summary.
+    fn into_result(self) -> Result<(), String> {
+        match (self.failures, self.first) {
+            (0, _) | (_, None) => Ok(()),
+            (1, Some(first)) => Err(first),
+            (n, Some(first)) => Err(format!("{first} (and {} more errors)", n - 1)),
         }
     }
 }
@@ -78,30 +124,72 @@ fn describe(host: &str, err: &TransferError) -> String {
     }
 }
 
-/// Runs the copy; returns scp's exit status (0, or 1 if anything failed).
-pub async fn run(
-    request: &CopyRequest,
-    ssh: &SshOptions,
-    keys: &KeySource,
-    db: &HostKeyDb,
-    meter: &Meter,
-) -> u8 {
-    let mut outcome = Outcome::default();
+/// Runs a single-host copy (scp's own job); returns scp's exit status (0, 1, or 130).
+pub async fn run(request: &CopyRequest, ssh: &SshOptions, keys: &KeySource, db: &HostKeyDb, ctx: &CopyContext) -> u8 {
+    let mut report = Report::new(true);
+    let (meter, _bar) = ctx.progress.host("", ctx.limit_kbits);
     match &request.target {
-        Operand::Remote(target) => {
-            upload(request, target, ssh, keys, db, meter, &mut outcome).await
-        }
+        Operand::Remote(target) => match open(target, request, ssh, keys, db).await {
+            Ok((_conn, sftp)) => {
+                let sources: Vec<PathBuf> = request
+                    .sources
+                    .iter()
+                    .filter_map(|s| match s {
+                        Operand::Local(path) => Some(path.clone()),
+                        Operand::Remote(_) => None,
+                    })
+                    .collect();
+                push(&sftp, &target.host, &sources, &target.path, ctx, &meter, &mut report).await;
+            }
+            Err(err) => report.fail(ctx, err),
+        },
         Operand::Local(target) => {
-            download(request, target, ssh, keys, db, meter, &mut outcome).await
+            if request.sources.len() > 1 && !target.is_dir() {
+                report.fail(ctx, format!("{}: Not a directory", target.display()));
+            } else {
+                // Sources on several hosts are fetched host by host, one session each.
+                let mut hosts: Vec<&RemotePath> = Vec::new();
+                for source in &request.sources {
+                    if let Operand::Remote(remote) = source {
+                        if !hosts.iter().any(|h| same_host(h, remote)) {
+                            hosts.push(remote);
+                        }
+                    }
+                }
+                for host in hosts {
+                    if crate::cancel::requested() {
+                        break;
+                    }
+                    let paths: Vec<String> = request
+                        .sources
+                        .iter()
+                        .filter_map(|s| match s {
+                            Operand::Remote(r) if same_host(r, host) => Some(r.path.clone()),
+                            _ => None,
+                        })
+                        .collect();
+                    match open(host, request, ssh, keys, db).await {
+                        Ok((_conn, sftp)) => pull(&sftp, &host.host, &paths, target, ctx, &meter, &mut report).await,
+                        Err(err) => report.fail(ctx, err),
+                    }
+                }
+            }
         }
     }
-    if let Some(bar) = meter.bar() {
-        bar.finish_and_clear();
-    }
+    ctx.progress.finish();
+    exit_status(report.failures > 0)
+}
+
+fn same_host(a: &RemotePath, b: &RemotePath) -> bool {
+    a.user == b.user && a.host == b.host && a.port == b.port
+}
+
+/// scp's status: 130 after Ctrl-C, 1 if anything failed, else 0.
+pub fn exit_status(failed: bool) -> u8 {
     if crate::cancel::requested() {
         130
     } else {
-        u8::from(outcome.failures > 0)
+        u8::from(failed)
     }
 }
 
@@ -112,15 +200,11 @@ async fn open(
     keys: &KeySource,
     db: &HostKeyDb,
 ) -> Result<(Connection, Sftp), String> {
-    let plan = ssh.plan(
-        &remote.host,
-        remote.user.as_deref(),
-        remote.port.or(request.port),
-    );
+    let plan = ssh.plan(&remote.host, remote.user.as_deref(), remote.port.or(request.port));
     let conn = session::connect(&plan, keys, db)
         .await
         .map_err(|e| e.to_string())?;
-    let sftp = Sftp::open(&conn)
+    let sftp = Sftp::open(&conn, transfer::IN_FLIGHT_SINGLE)
         .await
         .map_err(|e| format!("{}: {e}", remote.host))?;
     Ok((conn, sftp))
@@ -132,67 +216,47 @@ fn local_name(path: &Path) -> String {
         .unwrap_or_else(|| path.display().to_string())
 }
 
-async fn upload(
-    request: &CopyRequest,
-    target: &RemotePath,
-    ssh: &SshOptions,
-    keys: &KeySource,
-    db: &HostKeyDb,
+/// Copies local `sources` to `target` on one host, with scp's rules.
+pub async fn push(
+    sftp: &Sftp,
+    host: &str,
+    sources: &[PathBuf],
+    target: &str,
+    ctx: &CopyContext,
     meter: &Meter,
-    outcome: &mut Outcome,
+    report: &mut Report,
 ) {
-    let (_conn, sftp) = match open(target, request, ssh, keys, db).await {
-        Ok(opened) => opened,
-        Err(err) => return outcome.fail(err, meter),
-    };
-    let host = &target.host;
-    let target_is_dir = match sftp.stat(&target.path).await {
+    let target_is_dir = match sftp.stat(target).await {
         Ok(stat) => stat.is_some_and(|s| s.is_dir),
-        Err(err) => return outcome.fail(describe(host, &err), meter),
+        Err(err) => return report.fail(ctx, describe(host, &err)),
     };
-    if request.sources.len() > 1 && !target_is_dir {
-        return outcome.fail(format!("{host}:{}: Not a directory", target.path), meter);
+    if sources.len() > 1 && !target_is_dir {
+        return report.fail(ctx, format!("{host}:{target}: Not a directory"));
     }
-    for source in &request.sources {
+    for path in sources {
         if crate::cancel::requested() {
             break;
         }
-        let Operand::Local(path) = source else {
-            continue;
-        };
         let meta = match std::fs::metadata(path) {
             Ok(meta) => meta,
             Err(err) => {
-                outcome.fail(describe(host, &transfer_local(path, err)), meter);
+                report.fail(ctx, describe(host, &transfer_local(path, err)));
                 continue;
             }
         };
         let dest = if target_is_dir {
-            transfer::remote_join(&target.path, &local_name(path))
+            transfer::remote_join(target, &local_name(path))
         } else {
-            target.path.clone()
+            target.to_owned()
         };
         if meta.is_dir() {
-            if !request.recursive {
-                outcome.fail(
-                    format!("{}: not a regular file (use -r)", path.display()),
-                    meter,
-                );
+            if !ctx.recursive {
+                report.fail(ctx, format!("{}: not a regular file (use -r)", path.display()));
                 continue;
             }
-            upload_tree(&sftp, host, path, &dest, request.preserve, meter, outcome).await;
+            push_tree(sftp, host, path, &dest, ctx, meter, report).await;
         } else {
-            upload_one(
-                &sftp,
-                host,
-                path,
-                &meta,
-                &dest,
-                request.preserve,
-                meter,
-                outcome,
-            )
-            .await;
+            push_one(sftp, host, path, &meta, &dest, ctx, meter, report).await;
         }
     }
 }
@@ -209,60 +273,65 @@ fn transfer_local(path: &Path, err: std::io::Error) -> TransferError {
 }
 
 #[allow(clippy::too_many_arguments)] // One file's worth of context; a struct would only rename it.
-async fn upload_one(
+async fn push_one(
     sftp: &Sftp,
     host: &str,
     path: &Path,
     meta: &std::fs::Metadata,
     dest: &str,
-    preserve: bool,
+    ctx: &CopyContext,
     meter: &Meter,
-    outcome: &mut Outcome,
+    report: &mut Report,
 ) {
     if !meta.is_file() {
-        return outcome.fail(format!("{}: not a regular file", path.display()), meter);
+        return report.fail(ctx, format!("{}: not a regular file", path.display()));
     }
+    let source = match ctx.registry.get(path) {
+        Ok(source) => source,
+        Err(err) => return report.fail(ctx, describe(host, &err)),
+    };
     let (mode, times) = transfer::local_mode_and_times(meta);
-    if let Some(bar) = meter.bar() {
-        bar.inc_length(meta.len());
-    }
+    meter.expect(source.size);
     if let Err(err) = sftp
-        .upload(path, dest, mode, preserve.then_some(times), meter)
+        .upload(&source, dest, mode, ctx.preserve.then_some(times), meter)
         .await
     {
-        outcome.fail(describe(host, &err), meter);
+        report.fail(ctx, describe(host, &err));
     }
 }
 
-async fn upload_tree(
+async fn push_tree(
     sftp: &Sftp,
     host: &str,
     dir: &Path,
     dest: &str,
-    preserve: bool,
+    ctx: &CopyContext,
     meter: &Meter,
-    outcome: &mut Outcome,
+    report: &mut Report,
 ) {
     // An explicit stack instead of recursion: async recursion would need boxing per level.
     let mut stack = vec![(dir.to_path_buf(), dest.to_owned())];
     let mut finished_dirs = Vec::new();
     while let Some((local_dir, remote_dir)) = stack.pop() {
+        if crate::cancel::requested() {
+            break;
+        }
         let meta = match std::fs::metadata(&local_dir) {
             Ok(meta) => meta,
             Err(err) => {
-                outcome.fail(describe(host, &transfer_local(&local_dir, err)), meter);
+                report.fail(ctx, describe(host, &transfer_local(&local_dir, err)));
                 continue;
             }
         };
         let (mode, times) = transfer::local_mode_and_times(&meta);
         if let Err(err) = sftp.mkdir(&remote_dir, mode | 0o700).await {
-            outcome.fail(describe(host, &err), meter);
+            report.fail(ctx, describe(host, &err));
             continue;
         }
         let entries = match std::fs::read_dir(&local_dir) {
             Ok(entries) => entries,
             Err(err) => {
-                outcome.fail(describe(host, &transfer_local(&local_dir, err)), meter);
+                report.fail(ctx, describe(host, &transfer_local(&local_dir, err)));
                 continue;
             }
         };
@@ -272,25 +341,19 @@ async fn upload_tree(
             let child = transfer::remote_join(&remote_dir, &local_name(&path));
             match std::fs::metadata(&path) {
                 Ok(meta) if meta.is_dir() => stack.push((path, child)),
-                Ok(meta) => {
-                    upload_one(sftp, host, &path, &meta, &child, preserve, meter, outcome).await
-                }
-                Err(err) => outcome.fail(describe(host, &transfer_local(&path, err)), meter),
+                Ok(meta) => push_one(sftp, host, &path, &meta, &child, ctx, meter, report).await,
+                Err(err) => report.fail(ctx, describe(host, &transfer_local(&path, err))),
             }
         }
         finished_dirs.push((remote_dir, mode, times));
     }
     // Directory modes and times go last: writing the files inside would change the mtime,
     // and a read-only mode would refuse them.
-    for (remote_dir, mode, times) in finished_dirs.into_iter().rev() {
-        let result = if preserve {
-            sftp.set_times_and_mode(&remote_dir, Some(mode), Some(times))
-                .await
-        } else {
-            Ok(())
-        };
-        if let Err(err) = result {
-            outcome.fail(describe(host, &err), meter);
+    if ctx.preserve {
+        for (remote_dir, mode, times) in finished_dirs.into_iter().rev() {
+            if let Err(err) = sftp.set_times_and_mode(&remote_dir, Some(mode), Some(times)).await {
+                report.fail(ctx, describe(host, &err));
+            }
         }
     }
 }
@@ -325,72 +388,37 @@ fn current_umask() -> u32 {
     old.bits()
 }
 
-/// One SFTP session per distinct (user, host, port) among the sources.
-type SessionKey = (Option<String>, String, Option<u16>);
-
-async fn download(
-    request: &CopyRequest,
+/// Copies `sources` from one host to the local `target`, with scp's rules.
+pub async fn pull(
+    sftp: &Sftp,
+    host: &str,
+    sources: &[String],
     target: &Path,
-    ssh: &SshOptions,
-    keys: &KeySource,
-    db: &HostKeyDb,
+    ctx: &CopyContext,
     meter: &Meter,
-    outcome: &mut Outcome,
+    report: &mut Report,
 ) {
     let target_is_dir = target.is_dir();
-    if request.sources.len() > 1 && !target_is_dir {
-        return outcome.fail(format!("{}: Not a directory", target.display()), meter);
-    }
-    let umask = current_umask();
-    let mut sessions: HashMap<SessionKey, (Connection, Sftp)> = HashMap::new();
-    for source in &request.sources {
+    for path in sources {
         if crate::cancel::requested() {
             break;
         }
-        let Operand::Remote(remote) = source else {
-            continue;
-        };
-        let key = (remote.user.clone(), remote.host.clone(), remote.port);
-        if !sessions.contains_key(&key) {
-            match open(remote, request, ssh, keys, db).await {
-                Ok(opened) => {
-                    sessions.insert(key.clone(), opened);
-                }
-                Err(err) => {
-                    outcome.fail(err, meter);
-                    continue;
-                }
-            }
-        }
-        let Some((_, sftp)) = sessions.get(&key) else {
-            continue;
-        };
-        let host = &remote.host;
-        let stat = match sftp.stat(&remote.path).await {
+        let stat = match sftp.stat(path).await {
             Ok(Some(stat)) => stat,
             Ok(None) => {
-                outcome.fail(
-                    format!("{host}:{}: No such file or directory", remote.path),
-                    meter,
-                );
+                report.fail(ctx, format!("{host}:{path}: No such file or directory"));
                 continue;
             }
             Err(err) => {
-                outcome.fail(describe(host, &err), meter);
+                report.fail(ctx, describe(host, &err));
                 continue;
             }
         };
         let dest = if target_is_dir {
-            match remote_name(&remote.path) {
+            match remote_name(path) {
                 Some(name) => target.join(name),
                 None => {
-                    outcome.fail(
-                        format!(
-                            "{host}:{}: cannot name the local copy: give a target file name",
-                            remote.path
-                        ),
-                        meter,
-                    );
+                    report.fail(ctx, format!("{host}:{path}: cannot name the local copy: give a target file name"));
                     continue;
                 }
             }
@@ -399,109 +427,81 @@ async fn download(
         };
         if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
             if !parent.is_dir() {
-                outcome.fail(
-                    format!(
-                        "{}: No such file or directory (the target directory is missing)",
-                        parent.display()
-                    ),
-                    meter,
+                report.fail(
+                    ctx,
+                    format!("{}: No such file or directory (the target directory is missing)", parent.display()),
                 );
                 continue;
             }
         }
         if stat.is_dir {
-            if !request.recursive {
-                outcome.fail(
-                    format!("{host}:{}: not a regular file (use -r)", remote.path),
-                    meter,
-                );
+            if !ctx.recursive {
+                report.fail(ctx, format!("{host}:{path}: not a regular file (use -r)"));
                 continue;
             }
-            download_tree(
-                sftp,
-                host,
-                &remote.path,
-                &dest,
-                request.preserve,
-                umask,
-                meter,
-                outcome,
-            )
-            .await;
+            pull_tree(sftp, host, path, &dest, ctx, meter, report).await;
         } else {
-            download_one(
-                sftp,
-                host,
-                &remote.path,
-                &stat,
-                &dest,
-                request.preserve,
-                umask,
-                meter,
-                outcome,
-            )
-            .await;
+            pull_one(sftp, host, path, &stat, &dest, ctx, meter, report).await;
         }
     }
 }
 
 #[allow(clippy::too_many_arguments)] // One file's worth of context; a struct would only rename it.
-async fn download_one(
+async fn pull_one(
     sftp: &Sftp,
     host: &str,
     path: &str,
     stat: &RemoteStat,
     dest: &Path,
-    preserve: bool,
-    umask: u32,
+    ctx: &CopyContext,
     meter: &Meter,
-    outcome: &mut Outcome,
+    report: &mut Report,
 ) {
-    if let Some(bar) = meter.bar() {
-        bar.inc_length(stat.size);
-    }
-    let mode = local_mode(stat.mode, preserve, umask);
-    if let Err(err) = sftp.download(path, stat, dest, mode, preserve, meter).await {
-        outcome.fail(describe(host, &err), meter);
+    meter.expect(stat.size);
+    let mode = local_mode(stat.mode, ctx.preserve, ctx.umask);
+    if let Err(err) = sftp.download(path, stat, dest, mode, ctx.preserve, meter).await {
+        report.fail(ctx, describe(host, &err));
     }
 }
 
-#[allow(clippy::too_many_arguments)] // One file's worth of context; a struct would only rename it.
-async fn download_tree(
+async fn pull_tree(
     sftp: &Sftp,
     host: &str,
     dir: &str,
     dest: &Path,
-    preserve: bool,
-    umask: u32,
+    ctx: &CopyContext,
     meter: &Meter,
-    outcome: &mut Outcome,
+    report: &mut Report,
 ) {
     let mut stack = vec![(dir.to_owned(), dest.to_path_buf())];
     let mut finished_dirs = Vec::new();
     while let Some((remote_dir, local_dir)) = stack.pop() {
+        if crate::cancel::requested() {
+            break;
+        }
         if let Err(err) = std::fs::create_dir(&local_dir) {
             if !(err.kind() == std::io::ErrorKind::AlreadyExists && local_dir.is_dir()) {
-                outcome.fail(describe(host, &transfer_local(&local_dir, err)), meter);
+                report.fail(ctx, describe(host, &transfer_local(&local_dir, err)));
                 continue;
             }
         }
         let entries = match sftp.read_dir(&remote_dir).await {
             Ok(entries) => entries,
             Err(err) => {
-                outcome.fail(describe(host, &err), meter);
+                report.fail(ctx, describe(host, &err));
                 continue;
             }
         };
-        let mut dir_stat = None;
-        if preserve {
-            dir_stat = sftp.stat(&remote_dir).await.ok().flatten();
-        }
+        let dir_stat = if ctx.preserve {
+            sftp.stat(&remote_dir).await.ok().flatten()
+        } else {
+            None
+        };
         for (name, stat) in entries {
             if !is_plain_name(&name) {
-                outcome.fail(
+                report.fail(
+                    ctx,
                     format!("{host}:{remote_dir}: the server sent the file name {name:?}, which is not a plain name: refused"),
-                    meter,
                 );
                 continue;
             }
@@ -510,45 +510,107 @@ async fn download_tree(
             if stat.is_dir {
                 stack.push((child_remote, child_local));
             } else {
-                download_one(
-                    sftp,
-                    host,
-                    &child_remote,
-                    &stat,
-                    &child_local,
-                    preserve,
-                    umask,
-                    meter,
-                    outcome,
-                )
-                .await;
+                pull_one(sftp, host, &child_remote, &stat, &child_local, ctx, meter, report).await;
             }
         }
         finished_dirs.push((local_dir, dir_stat));
     }
     for (local_dir, stat) in finished_dirs.into_iter().rev() {
-        if let Some(stat) = stat {
-            let applied = std::fs::set_permissions(
-                &local_dir,
-                std::os::unix::fs::PermissionsExt::from_mode(stat.mode & 0o7777),
-            )
-            .and_then(|()| {
-                let times = std::fs::FileTimes::new()
-                    .set_accessed(
-                        std::time::UNIX_EPOCH
-                            + std::time::Duration::from_secs(u64::from(stat.atime)),
-                    )
-                    .set_modified(
-                        std::time::UNIX_EPOCH
-                            + std::time::Duration::from_secs(u64::from(stat.mtime)),
-                    );
-                std::fs::File::open(&local_dir)?.set_times(times)
-            });
-            if let Err(err) = applied {
-                outcome.fail(describe(host, &transfer_local(&local_dir, err)), meter);
+        let Some(stat) = stat else { continue };
+        let applied = std::fs::set_permissions(
+            &local_dir,
+            std::os::unix::fs::PermissionsExt::from_mode(stat.mode & 0o7777),
+        )
+        .and_then(|()| {
+            let times = std::fs::FileTimes::new()
+                .set_accessed(std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::from(stat.atime)))
+                .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::from(stat.mtime)));
+            std::fs::File::open(&local_dir)?.set_times(times)
+        });
+        if let Err(err) = applied {
+            report.fail(ctx, describe(host, &transfer_local(&local_dir, err)));
+        }
+    }
+}
+
+/// Where a fan-out copy goes.
+#[derive(Debug, Clone)]
+pub enum FanoutCopy {
+    /// Local sources to the same remote path on every host.
+    Push { sources: Vec<PathBuf>, target: String },
+    /// Remote paths from every host into `target/<host>/`.
+    Gather { sources: Vec<String>, target: PathBuf },
+}
+
+/// Runs a copy on every host; prints the summary; returns scp's exit status.
+pub async fn run_fanout(
+    copy: FanoutCopy,
+    plans: Vec<crate::plan::HostPlan>,
+    keys: Arc<KeySource>,
+    db: HostKeyDb,
+    options: &FanoutOptions,
+    ctx: Arc<CopyContext>,
+) -> u8 {
+    let sessions = options.parallel.min(plans.len()).max(1) as u64;
+    let in_flight = (transfer::IN_FLIGHT_FANOUT_TOTAL / sessions).clamp(512 * 1024, transfer::IN_FLIGHT_SINGLE);
+    let job_ctx = Arc::clone(&ctx);
+    let copy = Arc::new(copy);
+    let outcomes = fanout::run(plans, keys, db, options, move |conn, plan| {
+        let ctx = Arc::clone(&job_ctx);
+        let copy = Arc::clone(&copy);
+        async move {
+            let sftp = Sftp::open(&conn, in_flight).await.map_err(|e| e.to_string())?;
+            let (meter, _bar) = ctx.progress.host(&plan.label, ctx.limit_kbits);
+            let mut report = Report::new(false);
+            match copy.as_ref() {
+                FanoutCopy::Push { sources, target } => {
+                    push(&sftp, &plan.label, sources, target, &ctx, &meter, &mut report).await;
+                }
+                FanoutCopy::Gather { sources, target } => {
+                    let dir = target.join(&plan.label);
+                    match std::fs::create_dir(&dir) {
+                        Ok(()) => {}
+                        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => {}
+                        Err(err) => return Err(describe(&plan.label, &transfer_local(&dir, err))),
+                    }
+                    pull(&sftp, &plan.label, sources, &dir, &ctx, &meter, &mut report).await;
+                }
+            }
+            ctx.progress.host_done();
+            report.into_result()
+        }
+    })
+    .await;
+    ctx.progress.finish();
+    crate::diag::debug(format_args!("read {} bytes of local files from disk", ctx.registry.disk_reads()));
+    let failed = summarize(&outcomes, &ctx.progress);
+    exit_status(failed > 0)
+}
+
+/// Prints the fan-out summary to stderr and returns the number of failed hosts.
+pub fn summarize<T>(outcomes: &[fanout::HostOutcome<T>], progress: &Progress) -> usize {
+    let failed: Vec<&fanout::HostOutcome<T>> = outcomes.iter().filter(|o| o.result.is_err()).collect();
+    let program = crate::diag::program();
+    if !failed.is_empty() {
+        progress.line(&format!(
+            "{program}: {} hosts: {} ok, {} failed",
+            outcomes.len(),
+            outcomes.len() - failed.len(),
+            failed.len()
+        ));
+    }
+    for outcome in &failed {
+        if let Err(err) = &outcome.result {
+            let text = err.to_string();
+            // Connection errors already start with the host; job errors name files.
+            if text.starts_with(&outcome.plan.label) || text.starts_with(&outcome.plan.hostname) {
+                progress.line(&format!("{program}: {text}"));
+            } else {
+                progress.line(&format!("{program}: {}: {text}", outcome.plan.label));
             }
         }
     }
+    failed.len()
 }
 
 #[cfg(test)]

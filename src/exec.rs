@@ -98,8 +98,117 @@ pub enum ExecError {
     },
 }
 
-/// Runs the request and streams its output to our stdout/stderr.
-pub async fn run(conn: &Connection, request: &ExecRequest) -> Result<RemoteExit, ExecError> {
+/// Where a remote command's output goes.
+pub trait OutputSink: Send {
+    fn stdout(&mut self, data: &[u8]);
+    fn stderr(&mut self, data: &[u8]);
+    /// Called once when the channel ends, to flush anything held back.
+    fn finish(&mut self) {}
+}
+
+/// Straight to our stdout/stderr, as ssh does.
+pub struct Terminal;
+
+impl OutputSink for Terminal {
+    fn stdout(&mut self, data: &[u8]) {
+        let mut out = std::io::stdout().lock();
+        // A closed stdout (e.g. `| head`) ends our interest in the output, not the remote
+        // command: keep draining for the exit status.
+        let _ = out.write_all(data).and_then(|()| out.flush());
+    }
+
+    fn stderr(&mut self, data: &[u8]) {
+        let mut err = std::io::stderr().lock();
+        let _ = err.write_all(data).and_then(|()| err.flush());
+    }
+}
+
+/// pdsh-style `host: line` output. Lines are written whole, under the stream's lock, so
+/// lines of different hosts never interleave mid-line.
+pub struct Prefixed {
+    label: String,
+    out: Vec<u8>,
+    err: Vec<u8>,
+}
+
+impl Prefixed {
+    pub fn new(label: &str) -> Prefixed {
+        Prefixed {
+            label: label.to_owned(),
+            out: Vec::new(),
+            err: Vec::new(),
+        }
+    }
+
+    fn emit(label: &str, pending: &mut Vec<u8>, data: &[u8], to_stderr: bool, flush_all: bool) {
+        pending.extend_from_slice(data);
+        let complete = if flush_all {
+            pending.len()
+        } else {
+            match pending.iter().rposition(|b| *b == b'\n') {
+                Some(i) => i + 1,
+                None => return,
+            }
+        };
+        if complete == 0 {
+            return;
+        }
+        let mut text = Vec::with_capacity(complete + 32);
+        for line in pending[..complete].split_inclusive(|b| *b == b'\n') {
+            text.extend_from_slice(label.as_bytes());
+            text.extend_from_slice(b": ");
+            text.extend_from_slice(line);
+            if !line.ends_with(b"\n") {
+                text.push(b'\n');
+            }
+        }
+        pending.drain(..complete);
+        let _ = if to_stderr {
+            std::io::stderr().lock().write_all(&text)
+        } else {
+            std::io::stdout().lock().write_all(&text)
+        };
+    }
+}
+
+impl OutputSink for Prefixed {
+    fn stdout(&mut self, data: &[u8]) {
+        Prefixed::emit(&self.label, &mut self.out, data, false, false);
+    }
+
+    fn stderr(&mut self, data: &[u8]) {
+        Prefixed::emit(&self.label, &mut self.err, data, true, false);
+    }
+
+    fn finish(&mut self) {
+        Prefixed::emit(&self.label, &mut self.out, &[], false, true);
+        Prefixed::emit(&self.label, &mut self.err, &[], true, true);
+    }
+}
+
+/// Everything kept in memory, for `--group` and `--json`.
+#[derive(Debug, Default)]
+pub struct Captured {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl OutputSink for Captured {
+    fn stdout(&mut self, data: &[u8]) {
+        self.stdout.extend_from_slice(data);
+    }
+
+    fn stderr(&mut self, data: &[u8]) {
+        self.stderr.extend_from_slice(data);
+    }
+}
+
+/// Runs the request and sends its output to `sink`.
+pub async fn run(
+    conn: &Connection,
+    request: &ExecRequest,
+    sink: &mut dyn OutputSink,
+) -> Result<RemoteExit, ExecError> {
     let host = conn.label.clone();
     let channel = conn
         .handle
@@ -178,8 +287,6 @@ pub async fn run(conn: &Connection, request: &ExecRequest) -> Result<RemoteExit,
     };
 
     let mut exit = RemoteExit::NoStatus;
-    let stdout = std::io::stdout();
-    let stderr = std::io::stderr();
     loop {
         let message = tokio::select! {
             message = reader.wait() => message,
@@ -191,16 +298,8 @@ pub async fn run(conn: &Connection, request: &ExecRequest) -> Result<RemoteExit,
         };
         let Some(message) = message else { break };
         match message {
-            ChannelMsg::Data { data } => {
-                let mut out = stdout.lock();
-                // A closed stdout (e.g. `| head`) ends our interest in the output, not the
-                // remote command: keep draining for the exit status.
-                let _ = out.write_all(&data).and_then(|()| out.flush());
-            }
-            ChannelMsg::ExtendedData { data, ext: 1 } => {
-                let mut err = stderr.lock();
-                let _ = err.write_all(&data).and_then(|()| err.flush());
-            }
+            ChannelMsg::Data { data } => sink.stdout(&data),
+            ChannelMsg::ExtendedData { data, ext: 1 } => sink.stderr(&data),
             ChannelMsg::ExitStatus { exit_status } => exit = RemoteExit::Status(exit_status),
             ChannelMsg::ExitSignal {
                 signal_name: sig,
@@ -219,6 +318,7 @@ pub async fn run(conn: &Connection, request: &ExecRequest) -> Result<RemoteExit,
     if let Some(task) = stdin_task {
         task.abort();
     }
+    sink.finish();
     Ok(exit)
 }
 

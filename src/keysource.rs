@@ -11,9 +11,8 @@ use std::sync::Arc;
 use tokio::sync::OnceCell;
 
 use crate::key::{ClientKey, KeyError};
-use crate::secret::{
-    extract_key_material, AwsSettings, SecretError, SecretsClient, VersionSelector,
-};
+use crate::aws::AwsSettings;
+use crate::secret::{extract_key_material, SecretError, SecretsClient, VersionSelector};
 
 /// Which secret, which version, which field: the user's choice, resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,9 +112,14 @@ impl KeySource {
     async fn load(&self, selector: &VersionSelector) -> Result<Arc<LoadedKey>, KeyLoadError> {
         let client = self
             .client
-            .get_or_init(|| SecretsClient::new(&self.spec.aws))
+            .get_or_init(|| async { SecretsClient::new(&crate::aws::sdk_config(&self.spec.aws).await) })
             .await;
         let fetched = client.fetch(&self.spec.id, selector).await?;
+        crate::diag::debug(format_args!(
+            "GetSecretValue {} ({selector}): version {}",
+            self.spec.id,
+            fetched.version_id.as_deref().unwrap_or("unknown")
+        ));
         let material =
             extract_key_material(&self.spec.id, &fetched.value, self.spec.field.as_deref())?;
         let key = ClientKey::decode(&material).map_err(|source| KeyLoadError::Key {

@@ -15,7 +15,8 @@ use serde::Deserialize;
 
 use crate::args::{SecretArgs, SshOptionArgs};
 use crate::keysource::SecretSpec;
-use crate::secret::{AwsSettings, VersionSelector};
+use crate::aws::AwsSettings;
+use crate::secret::VersionSelector;
 use crate::ssh_config::{HostSettings, SshConfig, SshConfigError, StrictHostKeyChecking};
 
 #[derive(Debug, thiserror::Error)]

@@ -10,7 +10,6 @@
 
 use std::fmt;
 
-use aws_config::BehaviorVersion;
 use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
 use secrecy::{ExposeSecret, SecretBox, SecretString};
@@ -29,14 +28,6 @@ impl fmt::Display for VersionSelector {
             VersionSelector::Id(id) => write!(f, "version {id}"),
         }
     }
-}
-
-/// Where the AWS client looks: region and profile override the default chain, which already
-/// honours `AWS_REGION`, `AWS_PROFILE`, instance roles and `AWS_ENDPOINT_URL*`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AwsSettings {
-    pub region: Option<String>,
-    pub profile: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -120,17 +111,9 @@ pub struct SecretsClient {
 }
 
 impl SecretsClient {
-    pub async fn new(settings: &AwsSettings) -> SecretsClient {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest());
-        if let Some(region) = &settings.region {
-            loader = loader.region(aws_config::Region::new(region.clone()));
-        }
-        if let Some(profile) = &settings.profile {
-            loader = loader.profile_name(profile);
-        }
-        let config = loader.load().await;
+    pub fn new(config: &aws_config::SdkConfig) -> SecretsClient {
         SecretsClient {
-            client: aws_sdk_secretsmanager::Client::new(&config),
+            client: aws_sdk_secretsmanager::Client::new(config),
         }
     }
 

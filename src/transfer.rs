@@ -24,9 +24,13 @@ use crate::session::Connection;
 const MAX_REQUEST: u64 = 255 * 1024;
 /// Request size for servers that do not state limits (RFC minimum every server takes).
 const DEFAULT_REQUEST: u64 = 32 * 1024;
-/// Bytes outstanding per file: enough to fill a fast link's bandwidth-delay product while
-/// keeping a 128-host fan-out's memory bounded.
-const IN_FLIGHT_BYTES: u64 = 8 * 1024 * 1024;
+/// Bytes outstanding per file for a single host: enough to fill a fast link's
+/// bandwidth-delay product. Fan-out divides a fixed budget among its sessions instead.
+pub const IN_FLIGHT_SINGLE: u64 = 8 * 1024 * 1024;
+/// Total bytes outstanding across every session of a fan-out, which bounds its memory.
+pub const IN_FLIGHT_FANOUT_TOTAL: u64 = 64 * 1024 * 1024;
+/// Bytes of a local file kept in memory for hosts that read it at nearly the same offset.
+const SOURCE_CACHE_BYTES: usize = 64 * 1024 * 1024;
 /// SFTP responses wait at most this long; a stalled server fails the file, not the program.
 const REQUEST_TIMEOUT_SECS: u64 = 60;
 
@@ -96,26 +100,30 @@ impl RemoteStat {
     }
 }
 
-/// Shared accounting for one invocation: progress and the optional bandwidth cap.
+/// Accounting for one host's transfers: progress bars (the run's total and, in a fan-out,
+/// the host's own) and the optional bandwidth cap, which applies per host as scp's `-l` does.
 pub struct Meter {
-    bar: Option<indicatif::ProgressBar>,
+    bars: Vec<indicatif::ProgressBar>,
     limit_bytes_per_sec: Option<u64>,
     started: Instant,
     sent: std::sync::atomic::AtomicU64,
 }
 
 impl Meter {
-    pub fn new(bar: Option<indicatif::ProgressBar>, limit_kbits: Option<u64>) -> Meter {
+    pub fn new(bars: Vec<indicatif::ProgressBar>, limit_kbits: Option<u64>) -> Meter {
         Meter {
-            bar,
+            bars,
             limit_bytes_per_sec: limit_kbits.map(|k| (k * 1000 / 8).max(1)),
             started: Instant::now(),
             sent: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
-    pub fn bar(&self) -> Option<&indicatif::ProgressBar> {
-        self.bar.as_ref()
+    /// A file of `bytes` is about to be copied: the bars' totals grow by it.
+    pub fn expect(&self, bytes: u64) {
+        for bar in &self.bars {
+            bar.inc_length(bytes);
+        }
     }
 
     /// Under `-l`, waits until sending `bytes` more keeps the average rate under the cap.
@@ -136,7 +144,7 @@ impl Meter {
 
     /// Counts bytes the server has acknowledged (uploads) or delivered (downloads).
     fn progress(&self, bytes: u64) {
-        if let Some(bar) = &self.bar {
+        for bar in &self.bars {
             bar.inc(bytes);
         }
     }
@@ -147,10 +155,12 @@ pub struct Sftp {
     raw: RawSftpSession,
     request_len: u64,
     posix_rename: bool,
+    in_flight: u64,
 }
 
 impl Sftp {
-    pub async fn open(conn: &Connection) -> Result<Sftp, TransferError> {
+    /// Opens SFTP on the connection; `in_flight` bytes of requests may be outstanding per file.
+    pub async fn open(conn: &Connection, in_flight: u64) -> Result<Sftp, TransferError> {
         let subsystem = |reason: String| TransferError::Subsystem { reason };
         let channel = conn
             .handle
@@ -187,6 +197,7 @@ impl Sftp {
             raw,
             request_len,
             posix_rename,
+            in_flight,
         })
     }
 
@@ -263,14 +274,12 @@ impl Sftp {
     /// `mode` is the final permission bits; `times` (atime, mtime) under `-p`.
     pub async fn upload(
         &self,
-        local: &Path,
+        source: &SharedSource,
         remote: &str,
         mode: u32,
         times: Option<(u32, u32)>,
         meter: &Meter,
     ) -> Result<u64, TransferError> {
-        let file = std::fs::File::open(local).map_err(|e| local_error(local, e))?;
-        let size = file.metadata().map_err(|e| local_error(local, e))?.len();
         let temporary = temporary_name_remote(remote);
         let attrs = FileAttributes {
             permissions: Some(mode & 0o7777),
@@ -286,7 +295,7 @@ impl Sftp {
             .await
             .map_err(|e| remote_error(remote, e))?
             .handle;
-        let written = self.write_all(&file, local, &handle, size, meter).await;
+        let written = self.write_all(source, &handle, meter).await;
         let closed = self.raw.close(handle).await;
         let finished = match (written, closed) {
             (Ok(bytes), Ok(_)) => Ok(bytes),
@@ -314,33 +323,35 @@ impl Sftp {
 
     async fn write_all(
         &self,
-        file: &std::fs::File,
-        local: &Path,
+        source: &SharedSource,
         handle: &str,
-        size: u64,
         meter: &Meter,
     ) -> Result<u64, TransferError> {
-        let max_in_flight = (IN_FLIGHT_BYTES / self.request_len).max(1) as usize;
+        let max_in_flight = (self.in_flight / self.request_len).max(1) as usize;
+        let size = source.size;
         let mut pending = FuturesUnordered::new();
         let mut offset = 0u64;
         let mut done = 0u64;
         loop {
             if crate::cancel::requested() {
                 return Err(TransferError::Interrupted {
-                    path: local.display().to_string(),
+                    path: source.path.display().to_string(),
                 });
             }
             while offset < size && pending.len() < max_in_flight {
-                let len = self.request_len.min(size - offset) as usize;
-                meter.pace(len as u64).await;
-                let mut chunk = vec![0u8; len];
-                file.read_exact_at(&mut chunk, offset)
-                    .map_err(|e| local_error(local, e))?;
+                let len = self.request_len.min(size - offset);
+                meter.pace(len).await;
+                let chunk = source.chunk(offset, len)?;
                 let at = offset;
-                pending.push(
-                    async move { self.raw.write(handle, at, chunk).await.map(|_| len as u64) },
-                );
-                offset += len as u64;
+                pending.push(async move {
+                    // russh-sftp takes the data by value, so each request owns its copy;
+                    // the shared chunk itself is read from disk once for every host.
+                    self.raw
+                        .write(handle, at, chunk.as_ref().clone())
+                        .await
+                        .map(|_| len)
+                });
+                offset += len;
             }
             match pending.next().await {
                 Some(Ok(bytes)) => {
@@ -412,7 +423,7 @@ impl Sftp {
         local: &Path,
         meter: &Meter,
     ) -> Result<u64, TransferError> {
-        let max_in_flight = (IN_FLIGHT_BYTES / self.request_len).max(1) as usize;
+        let max_in_flight = (self.in_flight / self.request_len).max(1) as usize;
         let mut pending = FuturesUnordered::new();
         // Ranges still to request; a short read puts its remainder back.
         let mut queue: std::collections::VecDeque<(u64, u64)> = std::collections::VecDeque::new();
@@ -495,6 +506,99 @@ impl Sftp {
             .await
             .map(|_| ())
             .map_err(|e| remote_error(to, e))
+    }
+}
+
+/// A local file being uploaded, shared by every host it goes to. Hosts that copy at nearly
+/// the same pace find each chunk in memory, so the file is read from disk once however many
+/// hosts receive it; a host that falls more than the cache behind reads its chunks again (from
+/// the page cache, in practice) rather than holding the others back.
+#[derive(Debug)]
+pub struct SharedSource {
+    path: PathBuf,
+    file: std::fs::File,
+    pub size: u64,
+    cache: std::sync::Mutex<std::collections::BTreeMap<u64, std::sync::Arc<Vec<u8>>>>,
+    cache_bytes: std::sync::atomic::AtomicUsize,
+    disk_reads: std::sync::atomic::AtomicU64,
+}
+
+impl SharedSource {
+    pub fn open(path: &Path) -> Result<SharedSource, TransferError> {
+        let file = std::fs::File::open(path).map_err(|e| local_error(path, e))?;
+        let size = file.metadata().map_err(|e| local_error(path, e))?.len();
+        Ok(SharedSource {
+            path: path.to_path_buf(),
+            file,
+            size,
+            cache: std::sync::Mutex::new(std::collections::BTreeMap::new()),
+            cache_bytes: std::sync::atomic::AtomicUsize::new(0),
+            disk_reads: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    /// Bytes read from disk so far (for `-v` and for tests of the read-once property).
+    pub fn disk_reads(&self) -> u64 {
+        self.disk_reads.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn chunk(&self, offset: u64, len: u64) -> Result<std::sync::Arc<Vec<u8>>, TransferError> {
+        use std::sync::atomic::Ordering;
+        // The lock is held across the read so that two hosts asking for the same chunk at once
+        // cause one disk read, not two; a chunk read is a page-cache copy of at most 255 KiB.
+        let mut cache = match self.cache.lock() {
+            Ok(cache) => cache,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(chunk) = cache.get(&offset) {
+            if chunk.len() as u64 == len {
+                return Ok(std::sync::Arc::clone(chunk));
+            }
+        }
+        let mut data = vec![0u8; len as usize];
+        self.file
+            .read_exact_at(&mut data, offset)
+            .map_err(|e| local_error(&self.path, e))?;
+        self.disk_reads.fetch_add(len, Ordering::Relaxed);
+        let chunk = std::sync::Arc::new(data);
+        cache.insert(offset, std::sync::Arc::clone(&chunk));
+        let mut held = self.cache_bytes.fetch_add(len as usize, Ordering::Relaxed) + len as usize;
+        // Evict from the lowest offset: every host moves forward, so the oldest chunk is the
+        // one the fewest hosts still need.
+        while held > SOURCE_CACHE_BYTES {
+            let Some((_, evicted)) = cache.pop_first() else { break };
+            held = self.cache_bytes.fetch_sub(evicted.len(), Ordering::Relaxed) - evicted.len();
+        }
+        Ok(chunk)
+    }
+}
+
+/// The local files of one invocation, each opened once and shared by every host.
+#[derive(Debug, Default)]
+pub struct SourceRegistry {
+    files: std::sync::Mutex<std::collections::HashMap<PathBuf, std::sync::Arc<SharedSource>>>,
+}
+
+impl SourceRegistry {
+    pub fn get(&self, path: &Path) -> Result<std::sync::Arc<SharedSource>, TransferError> {
+        let mut files = match self.files.lock() {
+            Ok(files) => files,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(source) = files.get(path) {
+            return Ok(std::sync::Arc::clone(source));
+        }
+        let source = std::sync::Arc::new(SharedSource::open(path)?);
+        files.insert(path.to_path_buf(), std::sync::Arc::clone(&source));
+        Ok(source)
+    }
+
+    /// Bytes read from disk across every file.
+    pub fn disk_reads(&self) -> u64 {
+        match self.files.lock() {
+            Ok(files) => files.values().map(|f| f.disk_reads()).sum(),
+            Err(poisoned) => poisoned.into_inner().values().map(|f| f.disk_reads()).sum(),
+        }
     }
 }
 

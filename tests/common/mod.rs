@@ -932,6 +932,7 @@ impl Worker {
             child: None,
         };
         fs::write(worker.authorized_keys_path(), "").expect("cannot create authorized_keys");
+        fs::create_dir_all(worker.sftp_home()).expect("cannot create the worker's SFTP home");
         worker.generate_host_key();
         fs::write(worker.config_path(), worker.config()).expect("cannot write sshd_config");
         worker.start();
@@ -951,7 +952,7 @@ impl Worker {
              PasswordAuthentication no\n\
              KbdInteractiveAuthentication no\n\
              UsePAM no\n\
-             Subsystem sftp {SFTP_SERVER}\n\
+             Subsystem sftp {SFTP_SERVER} -d {sftp_home}\n\
              MaxStartups 1000:30:1000\n\
              MaxSessions 100\n\
              PrintMotd no\n\
@@ -962,6 +963,7 @@ impl Worker {
             hostkey = self.host_key_path().display(),
             pidfile = dir.join("sshd.pid").display(),
             authorized = self.authorized_keys_path().display(),
+            sftp_home = self.sftp_home().display(),
         );
         // With SHLVL already 1, bash run by sshd does not source root's
         // ~/.bashrc, which on these machines runs a slow `pyenv init`. No
@@ -1081,6 +1083,12 @@ impl Worker {
     }
 
     /// The known_hosts line for this worker: `[ADDR]:PORT ssh-ed25519 AAAA...`.
+    /// Where this worker's SFTP sessions start: relative remote paths (`host:file`) land
+    /// here, so that workers sharing this machine's file system still get separate copies.
+    pub fn sftp_home(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+
     pub fn host_key_line(&self) -> String {
         let public = fs::read_to_string(self.host_key_path().with_extension("pub"))
             .expect("cannot read the worker's public host key");
