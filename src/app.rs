@@ -106,7 +106,12 @@ fn expand_operand_hosts(
     Ok(hosts)
 }
 
-fn plans_for(hosts: &[HostSpec], ssh: &SshOptions, user: Option<&str>, port: Option<u16>) -> Vec<HostPlan> {
+fn plans_for(
+    hosts: &[HostSpec],
+    ssh: &SshOptions,
+    user: Option<&str>,
+    port: Option<u16>,
+) -> Vec<HostPlan> {
     hosts
         .iter()
         .map(|h| ssh.plan(&h.host, h.user.as_deref().or(user), h.port.or(port)))
@@ -116,12 +121,19 @@ fn plans_for(hosts: &[HostSpec], ssh: &SshOptions, user: Option<&str>, port: Opt
 /// What smscp will do, decided from the operands and the fan-out flags.
 enum CopyMode {
     Single(CopyRequest),
-    Fanout { copy: FanoutCopy, hosts: Vec<HostSpec> },
+    Fanout {
+        copy: FanoutCopy,
+        hosts: Vec<HostSpec>,
+    },
     /// Hosts still to be resolved from -w / --hosts-file / --ec2-filter.
     FanoutFromFlags(FanoutCopy),
 }
 
-fn copy_mode(args: &ScpArgs, mut operands: Vec<Operand>, raw_target: &str) -> Result<CopyMode, String> {
+fn copy_mode(
+    args: &ScpArgs,
+    mut operands: Vec<Operand>,
+    raw_target: &str,
+) -> Result<CopyMode, String> {
     let Some(target) = operands.pop() else {
         return Err("no target given".to_owned());
     };
@@ -155,7 +167,12 @@ fn copy_mode(args: &ScpArgs, mut operands: Vec<Operand>, raw_target: &str) -> Re
     }
     if let Operand::Remote(remote) = &target {
         if hostlist::is_hostlist(&remote.host) {
-            let hosts = expand_operand_hosts(remote.user.as_deref(), &remote.host, remote.port, &args.fanout)?;
+            let hosts = expand_operand_hosts(
+                remote.user.as_deref(),
+                &remote.host,
+                remote.port,
+                &args.fanout,
+            )?;
             return Ok(CopyMode::Fanout {
                 copy: FanoutCopy::Push {
                     sources: local_sources(&operands)?,
@@ -177,7 +194,10 @@ fn copy_mode(args: &ScpArgs, mut operands: Vec<Operand>, raw_target: &str) -> Re
             matches!(op, Operand::Remote(r) if r.host == first.host && r.user == first.user && r.port == first.port)
         });
         if !all_same {
-            return Err("a gather copies from one hostlist: give every source as the same HOSTS:path".to_owned());
+            return Err(
+                "a gather copies from one hostlist: give every source as the same HOSTS:path"
+                    .to_owned(),
+            );
         }
         let Operand::Local(dir) = &target else {
             return Err("a gather needs a local target directory".to_owned());
@@ -188,7 +208,8 @@ fn copy_mode(args: &ScpArgs, mut operands: Vec<Operand>, raw_target: &str) -> Re
                 dir.display()
             ));
         }
-        let hosts = expand_operand_hosts(first.user.as_deref(), &first.host, first.port, &args.fanout)?;
+        let hosts =
+            expand_operand_hosts(first.user.as_deref(), &first.host, first.port, &args.fanout)?;
         let sources = gather.iter().map(|r| r.path.clone()).collect();
         return Ok(CopyMode::Fanout {
             copy: FanoutCopy::Gather {
@@ -265,7 +286,9 @@ pub fn smscp(args: ScpArgs) -> u8 {
                     .iter()
                     .chain(std::iter::once(&request.target))
                     .filter_map(|op| match op {
-                        Operand::Remote(r) => Some(ssh.plan(&r.host, r.user.as_deref(), r.port.or(request.port))),
+                        Operand::Remote(r) => {
+                            Some(ssh.plan(&r.host, r.user.as_deref(), r.port.or(request.port)))
+                        }
                         Operand::Local(_) => None,
                     })
                     .collect();
@@ -273,14 +296,21 @@ pub fn smscp(args: ScpArgs) -> u8 {
                     Ok(db) => db,
                     Err(err) => return fail(err),
                 };
-                let ctx = CopyContext::new(args.recursive, args.preserve, args.limit_kbits, Progress::new(show_progress, 1));
+                let ctx = CopyContext::new(
+                    args.recursive,
+                    args.preserve,
+                    args.limit_kbits,
+                    Progress::new(show_progress, 1),
+                );
                 return copy::run(&request, &ssh, &keys, &db, &ctx).await;
             }
             CopyMode::Fanout { copy, hosts } => (copy, hosts),
-            CopyMode::FanoutFromFlags(copy) => match crate::targets::resolve(&args.fanout, &spec.aws).await {
-                Ok(hosts) => (copy, hosts),
-                Err(err) => return fail(err.to_string()),
-            },
+            CopyMode::FanoutFromFlags(copy) => {
+                match crate::targets::resolve(&args.fanout, &spec.aws).await {
+                    Ok(hosts) => (copy, hosts),
+                    Err(err) => return fail(err.to_string()),
+                }
+            }
         };
         let copy = match copy {
             FanoutCopy::Push { sources, target } => {
@@ -288,17 +318,23 @@ pub fn smscp(args: ScpArgs) -> u8 {
                 let mut usable = Vec::new();
                 for source in sources {
                     match std::fs::metadata(&source) {
-                        Ok(meta) if meta.is_dir() && !args.recursive => {
-                            diag::error(format!("{}: not a regular file (use -r)", source.display()))
-                        }
+                        Ok(meta) if meta.is_dir() && !args.recursive => diag::error(format!(
+                            "{}: not a regular file (use -r)",
+                            source.display()
+                        )),
                         Ok(_) => usable.push(source),
-                        Err(err) => diag::error(format!("{}: {}", source.display(), io_reason(&err))),
+                        Err(err) => {
+                            diag::error(format!("{}: {}", source.display(), io_reason(&err)))
+                        }
                     }
                 }
                 if usable.is_empty() {
                     return SCP_FAILURE;
                 }
-                FanoutCopy::Push { sources: usable, target }
+                FanoutCopy::Push {
+                    sources: usable,
+                    target,
+                }
             }
             gather => gather,
         };
@@ -354,7 +390,10 @@ pub fn smssh(args: SshArgs) -> u8 {
     let code = if args.fanout.names_hosts() {
         runtime.block_on(smssh_fanout(&args, &ssh, spec))
     } else if args.group || args.json {
-        fail("-b/--group and --json apply to a fan-out: add -w HOSTS, --hosts-file or --ec2-filter".to_owned())
+        fail(
+            "-b/--group and --json apply to a fan-out: add -w HOSTS, --hosts-file or --ec2-filter"
+                .to_owned(),
+        )
     } else {
         runtime.block_on(smssh_single(&args, &ssh, spec))
     };
@@ -370,7 +409,9 @@ async fn smssh_single(args: &SshArgs, ssh: &SshOptions, spec: crate::keysource::
         SSH_FAILURE
     };
     let Some(destination_text) = &args.destination else {
-        return fail("no destination given: smssh [user@]host [command], or -w HOSTS -- command".to_owned());
+        return fail(
+            "no destination given: smssh [user@]host [command], or -w HOSTS -- command".to_owned(),
+        );
     };
     let destination = match operand::parse_destination(destination_text) {
         Ok(destination) => destination,
@@ -440,7 +481,12 @@ async fn smssh_fanout(args: &SshArgs, ssh: &SshOptions, spec: crate::keysource::
         SSH_FAILURE
     };
     crate::cancel::watch_ctrl_c();
-    let words: Vec<String> = args.destination.iter().chain(args.command.iter()).cloned().collect();
+    let words: Vec<String> = args
+        .destination
+        .iter()
+        .chain(args.command.iter())
+        .cloned()
+        .collect();
     if words.is_empty() {
         return fail("no command given: smssh -w HOSTS -- command".to_owned());
     }
@@ -472,23 +518,36 @@ async fn smssh_fanout(args: &SshArgs, ssh: &SshOptions, spec: crate::keysource::
         // As pdsh: the remote commands read no stdin, so one host cannot swallow it.
         forward_stdin: false,
     });
-    let outcomes = fanout::run(plans, keys, db, &fanout_options(&args.fanout), move |conn, plan| {
-        let request = Arc::clone(&request);
-        async move {
-            if presentation == Presentation::Prefixed {
-                let mut sink = exec::Prefixed::new(&plan.label);
-                let exit = exec::run(&conn, &request, &mut sink).await.map_err(|e| e.to_string())?;
-                Ok(HostRun { exit, captured: None })
-            } else {
-                let mut sink = Captured::default();
-                let exit = exec::run(&conn, &request, &mut sink).await.map_err(|e| e.to_string())?;
-                Ok(HostRun {
-                    exit,
-                    captured: Some(sink),
-                })
+    let outcomes = fanout::run(
+        plans,
+        keys,
+        db,
+        &fanout_options(&args.fanout),
+        move |conn, plan| {
+            let request = Arc::clone(&request);
+            async move {
+                if presentation == Presentation::Prefixed {
+                    let mut sink = exec::Prefixed::new(&plan.label);
+                    let exit = exec::run(&conn, &request, &mut sink)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    Ok(HostRun {
+                        exit,
+                        captured: None,
+                    })
+                } else {
+                    let mut sink = Captured::default();
+                    let exit = exec::run(&conn, &request, &mut sink)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    Ok(HostRun {
+                        exit,
+                        captured: Some(sink),
+                    })
+                }
             }
-        }
-    })
+        },
+    )
     .await;
     match presentation {
         Presentation::Json => print_json(&outcomes),
@@ -500,7 +559,11 @@ async fn smssh_fanout(args: &SshArgs, ssh: &SshOptions, spec: crate::keysource::
         if let Ok(run) = &outcome.result {
             let host_code = run.exit.code();
             if host_code != 0 && presentation != Presentation::Json {
-                diag::error(format!("{}: {}", outcome.plan.label, describe_exit(&run.exit)));
+                diag::error(format!(
+                    "{}: {}",
+                    outcome.plan.label,
+                    describe_exit(&run.exit)
+                ));
             }
             code = code.max(host_code);
         }
@@ -530,7 +593,9 @@ fn print_json(outcomes: &[fanout::HostOutcome<HostRun>]) {
         let (exit_status, signal, stdout, stderr, error) = match &outcome.result {
             Ok(run) => {
                 let captured = run.captured.as_ref();
-                let text = |bytes: Option<&Vec<u8>>| bytes.map(|b| String::from_utf8_lossy(b).into_owned());
+                let text = |bytes: Option<&Vec<u8>>| {
+                    bytes.map(|b| String::from_utf8_lossy(b).into_owned())
+                };
                 let (status, signal) = match &run.exit {
                     RemoteExit::Status(s) => (Some(*s), None),
                     RemoteExit::Signal { name, .. } => (None, Some(name.clone())),
@@ -568,7 +633,9 @@ fn print_groups(outcomes: &[fanout::HostOutcome<HostRun>]) {
     let mut groups: Vec<(Vec<u8>, Vec<&str>)> = Vec::new();
     for outcome in outcomes {
         let Ok(run) = &outcome.result else { continue };
-        let Some(captured) = &run.captured else { continue };
+        let Some(captured) = &run.captured else {
+            continue;
+        };
         let mut text = captured.stdout.clone();
         text.extend_from_slice(&captured.stderr);
         match groups.iter_mut().find(|(t, _)| *t == text) {
@@ -579,7 +646,12 @@ fn print_groups(outcomes: &[fanout::HostOutcome<HostRun>]) {
     let mut out = std::io::stdout().lock();
     for (text, hosts) in groups {
         let rule = "-".repeat(15);
-        let _ = writeln!(out, "{rule}\n{} ({})\n{rule}", hostlist::compress(&hosts), hosts.len());
+        let _ = writeln!(
+            out,
+            "{rule}\n{} ({})\n{rule}",
+            hostlist::compress(&hosts),
+            hosts.len()
+        );
         let _ = out.write_all(&text);
         if !text.ends_with(b"\n") && !text.is_empty() {
             let _ = writeln!(out);

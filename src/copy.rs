@@ -66,7 +66,12 @@ pub struct CopyContext {
 }
 
 impl CopyContext {
-    pub fn new(recursive: bool, preserve: bool, limit_kbits: Option<u64>, progress: Arc<Progress>) -> CopyContext {
+    pub fn new(
+        recursive: bool,
+        preserve: bool,
+        limit_kbits: Option<u64>,
+        progress: Arc<Progress>,
+    ) -> CopyContext {
         CopyContext {
             recursive,
             preserve,
@@ -99,7 +104,8 @@ impl Report {
         self.failures += 1;
         let text = what.to_string();
         if self.echo {
-            ctx.progress.line(&format!("{}: {text}", crate::diag::program()));
+            ctx.progress
+                .line(&format!("{}: {text}", crate::diag::program()));
         }
         if self.first.is_none() {
             self.first = Some(text);
@@ -125,7 +131,13 @@ fn describe(host: &str, err: &TransferError) -> String {
 }
 
 /// Runs a single-host copy (scp's own job); returns scp's exit status (0, 1, or 130).
-pub async fn run(request: &CopyRequest, ssh: &SshOptions, keys: &KeySource, db: &HostKeyDb, ctx: &CopyContext) -> u8 {
+pub async fn run(
+    request: &CopyRequest,
+    ssh: &SshOptions,
+    keys: &KeySource,
+    db: &HostKeyDb,
+    ctx: &CopyContext,
+) -> u8 {
     let mut report = Report::new(true);
     let (meter, _bar) = ctx.progress.host("", ctx.limit_kbits);
     match &request.target {
@@ -139,7 +151,16 @@ pub async fn run(request: &CopyRequest, ssh: &SshOptions, keys: &KeySource, db: 
                         Operand::Remote(_) => None,
                     })
                     .collect();
-                push(&sftp, &target.host, &sources, &target.path, ctx, &meter, &mut report).await;
+                push(
+                    &sftp,
+                    &target.host,
+                    &sources,
+                    &target.path,
+                    ctx,
+                    &meter,
+                    &mut report,
+                )
+                .await;
             }
             Err(err) => report.fail(ctx, err),
         },
@@ -169,7 +190,9 @@ pub async fn run(request: &CopyRequest, ssh: &SshOptions, keys: &KeySource, db: 
                         })
                         .collect();
                     match open(host, request, ssh, keys, db).await {
-                        Ok((_conn, sftp)) => pull(&sftp, &host.host, &paths, target, ctx, &meter, &mut report).await,
+                        Ok((_conn, sftp)) => {
+                            pull(&sftp, &host.host, &paths, target, ctx, &meter, &mut report).await
+                        }
                         Err(err) => report.fail(ctx, err),
                     }
                 }
@@ -200,7 +223,11 @@ async fn open(
     keys: &KeySource,
     db: &HostKeyDb,
 ) -> Result<(Connection, Sftp), String> {
-    let plan = ssh.plan(&remote.host, remote.user.as_deref(), remote.port.or(request.port));
+    let plan = ssh.plan(
+        &remote.host,
+        remote.user.as_deref(),
+        remote.port.or(request.port),
+    );
     let conn = session::connect(&plan, keys, db)
         .await
         .map_err(|e| e.to_string())?;
@@ -251,7 +278,10 @@ pub async fn push(
         };
         if meta.is_dir() {
             if !ctx.recursive {
-                report.fail(ctx, format!("{}: not a regular file (use -r)", path.display()));
+                report.fail(
+                    ctx,
+                    format!("{}: not a regular file (use -r)", path.display()),
+                );
                 continue;
             }
             push_tree(sftp, host, path, &dest, ctx, meter, report).await;
@@ -351,7 +381,10 @@ async fn push_tree(
     // and a read-only mode would refuse them.
     if ctx.preserve {
         for (remote_dir, mode, times) in finished_dirs.into_iter().rev() {
-            if let Err(err) = sftp.set_times_and_mode(&remote_dir, Some(mode), Some(times)).await {
+            if let Err(err) = sftp
+                .set_times_and_mode(&remote_dir, Some(mode), Some(times))
+                .await
+            {
                 report.fail(ctx, describe(host, &err));
             }
         }
@@ -418,7 +451,12 @@ pub async fn pull(
             match remote_name(path) {
                 Some(name) => target.join(name),
                 None => {
-                    report.fail(ctx, format!("{host}:{path}: cannot name the local copy: give a target file name"));
+                    report.fail(
+                        ctx,
+                        format!(
+                            "{host}:{path}: cannot name the local copy: give a target file name"
+                        ),
+                    );
                     continue;
                 }
             }
@@ -429,7 +467,10 @@ pub async fn pull(
             if !parent.is_dir() {
                 report.fail(
                     ctx,
-                    format!("{}: No such file or directory (the target directory is missing)", parent.display()),
+                    format!(
+                        "{}: No such file or directory (the target directory is missing)",
+                        parent.display()
+                    ),
                 );
                 continue;
             }
@@ -459,7 +500,10 @@ async fn pull_one(
 ) {
     meter.expect(stat.size);
     let mode = local_mode(stat.mode, ctx.preserve, ctx.umask);
-    if let Err(err) = sftp.download(path, stat, dest, mode, ctx.preserve, meter).await {
+    if let Err(err) = sftp
+        .download(path, stat, dest, mode, ctx.preserve, meter)
+        .await
+    {
         report.fail(ctx, describe(host, &err));
     }
 }
@@ -510,7 +554,17 @@ async fn pull_tree(
             if stat.is_dir {
                 stack.push((child_remote, child_local));
             } else {
-                pull_one(sftp, host, &child_remote, &stat, &child_local, ctx, meter, report).await;
+                pull_one(
+                    sftp,
+                    host,
+                    &child_remote,
+                    &stat,
+                    &child_local,
+                    ctx,
+                    meter,
+                    report,
+                )
+                .await;
             }
         }
         finished_dirs.push((local_dir, dir_stat));
@@ -523,8 +577,12 @@ async fn pull_tree(
         )
         .and_then(|()| {
             let times = std::fs::FileTimes::new()
-                .set_accessed(std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::from(stat.atime)))
-                .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::from(stat.mtime)));
+                .set_accessed(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::from(stat.atime)),
+                )
+                .set_modified(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::from(stat.mtime)),
+                );
             std::fs::File::open(&local_dir)?.set_times(times)
         });
         if let Err(err) = applied {
@@ -537,9 +595,15 @@ async fn pull_tree(
 #[derive(Debug, Clone)]
 pub enum FanoutCopy {
     /// Local sources to the same remote path on every host.
-    Push { sources: Vec<PathBuf>, target: String },
+    Push {
+        sources: Vec<PathBuf>,
+        target: String,
+    },
     /// Remote paths from every host into `target/<host>/`.
-    Gather { sources: Vec<String>, target: PathBuf },
+    Gather {
+        sources: Vec<String>,
+        target: PathBuf,
+    },
 }
 
 /// Runs a copy on every host; prints the summary; returns scp's exit status.
@@ -552,25 +616,38 @@ pub async fn run_fanout(
     ctx: Arc<CopyContext>,
 ) -> u8 {
     let sessions = options.parallel.min(plans.len()).max(1) as u64;
-    let in_flight = (transfer::IN_FLIGHT_FANOUT_TOTAL / sessions).clamp(512 * 1024, transfer::IN_FLIGHT_SINGLE);
+    let in_flight =
+        (transfer::IN_FLIGHT_FANOUT_TOTAL / sessions).clamp(512 * 1024, transfer::IN_FLIGHT_SINGLE);
     let job_ctx = Arc::clone(&ctx);
     let copy = Arc::new(copy);
     let outcomes = fanout::run(plans, keys, db, options, move |conn, plan| {
         let ctx = Arc::clone(&job_ctx);
         let copy = Arc::clone(&copy);
         async move {
-            let sftp = Sftp::open(&conn, in_flight).await.map_err(|e| e.to_string())?;
+            let sftp = Sftp::open(&conn, in_flight)
+                .await
+                .map_err(|e| e.to_string())?;
             let (meter, _bar) = ctx.progress.host(&plan.label, ctx.limit_kbits);
             let mut report = Report::new(false);
             match copy.as_ref() {
                 FanoutCopy::Push { sources, target } => {
-                    push(&sftp, &plan.label, sources, target, &ctx, &meter, &mut report).await;
+                    push(
+                        &sftp,
+                        &plan.label,
+                        sources,
+                        target,
+                        &ctx,
+                        &meter,
+                        &mut report,
+                    )
+                    .await;
                 }
                 FanoutCopy::Gather { sources, target } => {
                     let dir = target.join(&plan.label);
                     match std::fs::create_dir(&dir) {
                         Ok(()) => {}
-                        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => {}
+                        Err(err)
+                            if err.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => {}
                         Err(err) => return Err(describe(&plan.label, &transfer_local(&dir, err))),
                     }
                     pull(&sftp, &plan.label, sources, &dir, &ctx, &meter, &mut report).await;
@@ -582,14 +659,18 @@ pub async fn run_fanout(
     })
     .await;
     ctx.progress.finish();
-    crate::diag::debug(format_args!("read {} bytes of local files from disk", ctx.registry.disk_reads()));
+    crate::diag::debug(format_args!(
+        "read {} bytes of local files from disk",
+        ctx.registry.disk_reads()
+    ));
     let failed = summarize(&outcomes, &ctx.progress);
     exit_status(failed > 0)
 }
 
 /// Prints the fan-out summary to stderr and returns the number of failed hosts.
 pub fn summarize<T>(outcomes: &[fanout::HostOutcome<T>], progress: &Progress) -> usize {
-    let failed: Vec<&fanout::HostOutcome<T>> = outcomes.iter().filter(|o| o.result.is_err()).collect();
+    let failed: Vec<&fanout::HostOutcome<T>> =
+        outcomes.iter().filter(|o| o.result.is_err()).collect();
     let program = crate::diag::program();
     if !failed.is_empty() {
         progress.line(&format!(

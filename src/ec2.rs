@@ -18,7 +18,6 @@
 use std::fmt;
 use std::net::Ipv4Addr;
 
-use aws_sdk_ec2::config::ProvideCredentials;
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::operation::describe_instances::DescribeInstancesError;
 use aws_sdk_ec2::types::Filter;
@@ -199,30 +198,16 @@ async fn map_sdk_error(
     config: &aws_config::SdkConfig,
     err: SdkError<DescribeInstancesError>,
 ) -> Ec2Error {
-    let reason = describe_chain(&err);
+    let reason = crate::aws::describe_chain(&err);
     match err {
         SdkError::ServiceError(service) => {
             let status = service.raw().status().as_u16();
-            let body = service
-                .raw()
-                .body()
-                .bytes()
-                .map(|b| String::from_utf8_lossy(b).into_owned())
-                .unwrap_or_default();
-            let err = service.into_err();
-            // A denial that is not in EC2's own XML error layout (an IAM layer or a proxy
-            // answering `<ErrorResponse>`) leaves the SDK without a code; the body's <Code> and
-            // the HTTP status still tell what happened.
-            let code = err
-                .code()
-                .map(str::to_owned)
-                .or_else(|| xml_element(&body, "Code"))
-                .unwrap_or_else(|| format!("HTTP {status}"));
-            let message = err
-                .message()
-                .map(str::to_owned)
-                .or_else(|| xml_element(&body, "Message"))
-                .unwrap_or_else(|| "no message".to_owned());
+            let (code, message) = crate::aws::code_and_message(
+                status,
+                service.raw().body().bytes(),
+                service.err().code(),
+                service.err().message(),
+            );
             classify_service_error(status, code, message)
         }
         // A failure before anything was sent: credentials, region or endpoint configuration.
@@ -236,23 +221,13 @@ async fn map_sdk_error(
     }
 }
 
-/// Tells a missing credential from the other failures that happen before a request is sent.
-/// The SDK resolves credentials inside its dispatch step and reports a failure there exactly
-/// like a missing region or an unresolvable endpoint (a dispatch failure of kind "other"), so
-/// the only reliable test is to ask the credentials provider again. That costs a second
-/// resolution, but only on a call that has already failed. The reason stays the first
-/// failure's, because some providers remember only a summary after failing once.
+/// A failure before anything was sent: missing credentials, or else a missing region or
+/// endpoint, whose text (e.g. "Missing Region") is in the reason.
 async fn diagnose_local_failure(config: &aws_config::SdkConfig, reason: String) -> Ec2Error {
-    let Some(provider) = config.credentials_provider() else {
-        return Ec2Error::NoCredentials {
-            reason: "no credentials provider is configured".to_owned(),
-        };
-    };
-    match provider.provide_credentials().await {
-        Err(_) => Ec2Error::NoCredentials { reason },
-        // The credentials are fine, so the region or the endpoint is what is missing; the
-        // SDK's own text ("Missing Region") is in the reason.
-        Ok(_) => Ec2Error::Unreachable { reason },
+    if crate::aws::credentials_missing(config).await {
+        Ec2Error::NoCredentials { reason }
+    } else {
+        Ec2Error::Unreachable { reason }
     }
 }
 
@@ -276,30 +251,6 @@ fn classify_service_error(status: u16, code: String, message: String) -> Ec2Erro
     } else {
         Ec2Error::Service { code, message }
     }
-}
-
-/// The text of the first `<name>...</name>` in an XML error body, if any.
-fn xml_element(body: &str, name: &str) -> Option<String> {
-    let open = format!("<{name}>");
-    let start = body.find(&open)? + open.len();
-    let end = body[start..].find(&format!("</{name}>"))? + start;
-    Some(body[start..end].trim().to_owned()).filter(|text| !text.is_empty())
-}
-
-/// Joins an error and its sources on one line, because the SDK's top-level messages
-/// ("dispatch failure") say nothing an operator can act on. Line breaks inside a source
-/// become spaces so the user's error stays one line.
-fn describe_chain(err: &dyn std::error::Error) -> String {
-    let mut parts = vec![err.to_string()];
-    let mut source = err.source();
-    while let Some(next) = source {
-        let text = next.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = next.source();
-    }
-    parts.join(": ").replace(['\r', '\n'], " ")
 }
 
 #[cfg(test)]
@@ -445,18 +396,5 @@ mod tests {
             "ec2: no running instance matches tag:RotateSSHKeys=True and \
              instance-type=t3.micro,t3.small: check the tags and the region"
         );
-    }
-
-    #[test]
-    fn xml_element_reads_an_error_body() {
-        let body = "<ErrorResponse><Errors><Error><Code>AccessDenied</Code>\
-                    <Message>User is not authorized</Message></Error></Errors></ErrorResponse>";
-        assert_eq!(xml_element(body, "Code").as_deref(), Some("AccessDenied"));
-        assert_eq!(
-            xml_element(body, "Message").as_deref(),
-            Some("User is not authorized")
-        );
-        assert_eq!(xml_element(body, "RequestId"), None);
-        assert_eq!(xml_element("<Code></Code>", "Code"), None);
     }
 }

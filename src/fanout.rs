@@ -47,7 +47,9 @@ impl Default for FanoutOptions {
 pub enum HostError {
     #[error(transparent)]
     Connect(#[from] ConnectError),
-    #[error("{host}: no result within {seconds}s (--timeout): the host or the command is too slow")]
+    #[error(
+        "{host}: no result within {seconds}s (--timeout): the host or the command is too slow"
+    )]
     Timeout { host: String, seconds: u64 },
     #[error("{host}: interrupted")]
     Cancelled { host: String },
@@ -158,8 +160,10 @@ where
             Err(err) => return Err(HostError::Connect(err)),
         }
     };
-    job(conn, plan.clone()).await.map_err(|reason| HostError::Job {
-        host: plan.label.clone(),
-        reason,
-    })
+    job(conn, plan.clone())
+        .await
+        .map_err(|reason| HostError::Job {
+            host: plan.label.clone(),
+            reason,
+        })
 }

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use tokio::sync::OnceCell;
 
-use crate::key::{ClientKey, KeyError};
 use crate::aws::AwsSettings;
+use crate::key::{ClientKey, KeyError};
 use crate::secret::{extract_key_material, SecretError, SecretsClient, VersionSelector};
 
 /// Which secret, which version, which field: the user's choice, resolved.
@@ -112,7 +112,9 @@ impl KeySource {
     async fn load(&self, selector: &VersionSelector) -> Result<Arc<LoadedKey>, KeyLoadError> {
         let client = self
             .client
-            .get_or_init(|| async { SecretsClient::new(&crate::aws::sdk_config(&self.spec.aws).await) })
+            .get_or_init(|| async {
+                SecretsClient::new(&crate::aws::sdk_config(&self.spec.aws).await)
+            })
             .await;
         let fetched = client.fetch(&self.spec.id, selector).await?;
         crate::diag::debug(format_args!(

@@ -14,8 +14,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::args::{SecretArgs, SshOptionArgs};
-use crate::keysource::SecretSpec;
 use crate::aws::AwsSettings;
+use crate::keysource::SecretSpec;
 use crate::secret::VersionSelector;
 use crate::ssh_config::{HostSettings, SshConfig, SshConfigError, StrictHostKeyChecking};
 

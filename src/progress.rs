@@ -74,7 +74,9 @@ impl Progress {
             bars.push(total.clone());
             if self.hosts > 1 && self.shown.fetch_add(1, Ordering::Relaxed) < MAX_HOST_BARS {
                 let bar = multi.add(ProgressBar::new(0));
-                bar.set_style(style("  {prefix:>15} {bytes}/{total_bytes} {bar:30} {binary_bytes_per_sec}"));
+                bar.set_style(style(
+                    "  {prefix:>15} {bytes}/{total_bytes} {bar:30} {binary_bytes_per_sec}",
+                ));
                 bar.set_prefix(label.to_owned());
                 bars.push(bar.clone());
                 host_bar = Some(bar);

@@ -108,12 +108,14 @@ pub struct FetchedSecret {
 #[derive(Clone, Debug)]
 pub struct SecretsClient {
     client: aws_sdk_secretsmanager::Client,
+    config: aws_config::SdkConfig,
 }
 
 impl SecretsClient {
     pub fn new(config: &aws_config::SdkConfig) -> SecretsClient {
         SecretsClient {
             client: aws_sdk_secretsmanager::Client::new(config),
+            config: config.clone(),
         }
     }
 
@@ -128,10 +130,10 @@ impl SecretsClient {
             VersionSelector::Stage(stage) => request.version_stage(stage),
             VersionSelector::Id(version) => request.version_id(version),
         };
-        let output = request
-            .send()
-            .await
-            .map_err(|err| map_sdk_error(id, selector, err))?;
+        let output = match request.send().await {
+            Ok(output) => output,
+            Err(err) => return Err(map_sdk_error(&self.config, id, selector, err).await),
+        };
         let version_id = output.version_id().map(str::to_owned);
         // `into_parts`-style moves: the SDK's owned String/Blob go straight into wrappers.
         let mut output = output;
@@ -146,36 +148,24 @@ impl SecretsClient {
     }
 }
 
-fn map_sdk_error(
+async fn map_sdk_error(
+    config: &aws_config::SdkConfig,
     id: &str,
     selector: &VersionSelector,
     err: SdkError<GetSecretValueError>,
 ) -> SecretError {
     let id = id.to_owned();
-    let reason = describe_chain(&err);
+    let reason = crate::aws::describe_chain(&err);
     match err {
         SdkError::ServiceError(service) => {
             let status = service.raw().status().as_u16();
-            let body = service
-                .raw()
-                .body()
-                .bytes()
-                .map(|b| String::from_utf8_lossy(b).into_owned())
-                .unwrap_or_default();
+            let (code, message) = crate::aws::code_and_message(
+                status,
+                service.raw().body().bytes(),
+                service.err().code(),
+                service.err().message(),
+            );
             let err = service.into_err();
-            // A denial that is not in Secrets Manager's JSON error format (an XML
-            // `AccessDenied` from an IAM layer or a proxy) has no code the SDK can read; the
-            // HTTP status and the body's <Code> still tell what happened.
-            let code = err
-                .code()
-                .map(str::to_owned)
-                .or_else(|| xml_element(&body, "Code"))
-                .unwrap_or_else(|| format!("HTTP {status}"));
-            let message = err
-                .message()
-                .map(str::to_owned)
-                .or_else(|| xml_element(&body, "Message"))
-                .unwrap_or_else(|| "no message".to_owned());
             match (&err, code.as_str()) {
                 (GetSecretValueError::ResourceNotFoundException(_), _)
                 | (_, "ResourceNotFoundException") => SecretError::NotFound {
@@ -210,9 +200,10 @@ fn map_sdk_error(
                 _ => SecretError::Service { id, code, message },
             }
         }
-        SdkError::ConstructionFailure(_) => SecretError::NoCredentials { id, reason },
-        SdkError::DispatchFailure(failure) if failure.is_user() || failure.as_other().is_some() => {
-            SecretError::NoCredentials { id, reason }
+        // A failure before anything was sent: credentials, region or endpoint configuration.
+        SdkError::ConstructionFailure(_) => local_failure(config, id, reason).await,
+        SdkError::DispatchFailure(failure) if failure.is_user() || failure.is_other() => {
+            local_failure(config, id, reason).await
         }
         // Dispatch, timeout and response failures, and kinds this SDK version does not have
         // yet (SdkError is non-exhaustive), are all a call that never got a service answer.
@@ -220,27 +211,13 @@ fn map_sdk_error(
     }
 }
 
-/// The text of the first `<name>...</name>` in an XML error body, if any.
-fn xml_element(body: &str, name: &str) -> Option<String> {
-    let open = format!("<{name}>");
-    let start = body.find(&open)? + open.len();
-    let end = body[start..].find(&format!("</{name}>"))? + start;
-    Some(body[start..end].trim().to_owned()).filter(|text| !text.is_empty())
-}
-
-/// Joins an error and its sources on one line, because the SDK's top-level messages
-/// ("dispatch failure") say nothing an operator can act on.
-fn describe_chain(err: &dyn std::error::Error) -> String {
-    let mut parts = vec![err.to_string()];
-    let mut source = err.source();
-    while let Some(next) = source {
-        let text = next.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = next.source();
+/// Missing credentials, or else a missing region or endpoint, whose text is in the reason.
+async fn local_failure(config: &aws_config::SdkConfig, id: String, reason: String) -> SecretError {
+    if crate::aws::credentials_missing(config).await {
+        SecretError::NoCredentials { id, reason }
+    } else {
+        SecretError::Unreachable { id, reason }
     }
-    parts.join(": ")
 }
 
 /// The key material taken out of a secret: the private key text or bytes, and the optional
@@ -451,18 +428,6 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(material.private_key, PrivateKeyBytes::Binary(_)));
-    }
-
-    #[test]
-    fn xml_error_bodies_are_read() {
-        let body = "<ErrorResponse><Errors><Error><Code>AccessDenied</Code><Message>User: u is not authorized</Message></Error></Errors></ErrorResponse>";
-        assert_eq!(xml_element(body, "Code").as_deref(), Some("AccessDenied"));
-        assert_eq!(
-            xml_element(body, "Message").as_deref(),
-            Some("User: u is not authorized")
-        );
-        assert_eq!(xml_element(body, "Type"), None);
-        assert_eq!(xml_element("{}", "Code"), None);
     }
 
     #[test]

@@ -24,7 +24,10 @@ pub enum TargetError {
 }
 
 /// Resolves the hosts the flags name. EC2 discovery runs only when a filter is given.
-pub async fn resolve(args: &FanoutArgs, aws: &crate::aws::AwsSettings) -> Result<Vec<HostSpec>, TargetError> {
+pub async fn resolve(
+    args: &FanoutArgs,
+    aws: &crate::aws::AwsSettings,
+) -> Result<Vec<HostSpec>, TargetError> {
     let mut hosts: Vec<HostSpec> = Vec::new();
     let mut add = |more: Vec<HostSpec>| {
         for host in more {
@@ -41,7 +44,10 @@ pub async fn resolve(args: &FanoutArgs, aws: &crate::aws::AwsSettings) -> Result
             path: path.display().to_string(),
             reason: err.to_string(),
         })?;
-        add(hostlist::parse_hosts_file(&text, &path.display().to_string()).map_err(TargetError::HostsFile)?);
+        add(
+            hostlist::parse_hosts_file(&text, &path.display().to_string())
+                .map_err(TargetError::HostsFile)?,
+        );
     }
     if !args.ec2_filter.is_empty() {
         let filters = args

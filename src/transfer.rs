@@ -566,7 +566,9 @@ impl SharedSource {
         // Evict from the lowest offset: every host moves forward, so the oldest chunk is the
         // one the fewest hosts still need.
         while held > SOURCE_CACHE_BYTES {
-            let Some((_, evicted)) = cache.pop_first() else { break };
+            let Some((_, evicted)) = cache.pop_first() else {
+                break;
+            };
             held = self.cache_bytes.fetch_sub(evicted.len(), Ordering::Relaxed) - evicted.len();
         }
         Ok(chunk)

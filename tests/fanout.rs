@@ -19,23 +19,39 @@ fn lines(text: &str) -> Vec<String> {
 #[test]
 fn a_command_runs_on_every_host_with_pdsh_prefixes_and_one_secret_fetch() {
     let cluster = Cluster::new(WORKERS);
-    let out = run(cluster.command("smssh").args(["-v", "-w", ALL, "--", "echo", "hello"]));
+    let out = run(cluster
+        .command("smssh")
+        .args(["-v", "-w", ALL, "--", "echo", "hello"]));
     assert_success(&out);
-    let expected: Vec<String> = lines(&cluster.addrs().iter().map(|a| format!("{a}: hello\n")).collect::<String>());
+    let expected: Vec<String> = lines(
+        &cluster
+            .addrs()
+            .iter()
+            .map(|a| format!("{a}: hello\n"))
+            .collect::<String>(),
+    );
     assert_eq!(lines(&stdout(&out)), expected);
     let fetches = stderr(&out).matches("GetSecretValue").count();
-    assert_eq!(fetches, 1, "the secret is fetched once for all hosts\n{}", describe(&out));
+    assert_eq!(
+        fetches,
+        1,
+        "the secret is fetched once for all hosts\n{}",
+        describe(&out)
+    );
 }
 
 #[test]
 fn json_reports_each_host_and_the_exit_status_is_the_largest() {
     let cluster = Cluster::new(WORKERS);
     let script = "case \"$SSH_CONNECTION\" in *' 127.0.0.5 '*) echo five; exit 3;; esac; echo ok";
-    let out = run(cluster.command("smssh").args(["--json", "-w", ALL, "--", script]));
+    let out = run(cluster
+        .command("smssh")
+        .args(["--json", "-w", ALL, "--", script]));
     assert_exit_code(&out, 3);
     let mut seen = 0;
     for line in stdout(&out).lines() {
-        let object: serde_json::Value = serde_json::from_str(line).expect("one JSON object per line");
+        let object: serde_json::Value =
+            serde_json::from_str(line).expect("one JSON object per line");
         let host = object["host"].as_str().expect("host");
         assert!(object["duration_ms"].as_u64().is_some());
         assert!(object["error"].is_null());
@@ -55,11 +71,19 @@ fn json_reports_each_host_and_the_exit_status_is_the_largest() {
 fn group_prints_identical_outputs_once_with_their_hostlist() {
     let cluster = Cluster::new(WORKERS);
     let script = "case \"$SSH_CONNECTION\" in *' 127.0.0.17 '*) echo odd;; *) echo same;; esac";
-    let out = run(cluster.command("smssh").args(["-b", "-w", ALL, "--", script]));
+    let out = run(cluster
+        .command("smssh")
+        .args(["-b", "-w", ALL, "--", script]));
     assert_success(&out);
     let text = stdout(&out);
-    assert!(text.contains("127.0.0.[2-16] (15)\n---------------\nsame\n"), "{text}");
-    assert!(text.contains("127.0.0.17 (1)\n---------------\nodd\n"), "{text}");
+    assert!(
+        text.contains("127.0.0.[2-16] (15)\n---------------\nsame\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("127.0.0.17 (1)\n---------------\nodd\n"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -69,29 +93,58 @@ fn dead_hung_and_changed_hosts_fail_alone_and_quickly() {
     cluster.workers[1].pause();
     cluster.workers[2].regenerate_host_key();
     let started = Instant::now();
-    let out = run(cluster.command("smssh").args(["--connect-timeout", "3", "-w", ALL, "--", "echo", "up"]));
+    let out = run(cluster.command("smssh").args([
+        "--connect-timeout",
+        "3",
+        "-w",
+        ALL,
+        "--",
+        "echo",
+        "up",
+    ]));
     let elapsed = started.elapsed();
     cluster.workers[1].resume();
     assert_exit_code(&out, 255);
-    assert_eq!(stdout(&out).lines().count(), WORKERS - 3, "{}", describe(&out));
+    assert_eq!(
+        stdout(&out).lines().count(),
+        WORKERS - 3,
+        "{}",
+        describe(&out)
+    );
     let err = stderr(&out);
-    assert!(err.contains("127.0.0.2 port") && err.contains("connection refused"), "{err}");
-    assert!(err.contains("127.0.0.3") && err.contains("no answer within 3s"), "{err}");
-    assert!(err.contains("127.0.0.4") && err.contains("HOST KEY CHANGED"), "{err}");
+    assert!(
+        err.contains("127.0.0.2 port") && err.contains("connection refused"),
+        "{err}"
+    );
+    assert!(
+        err.contains("127.0.0.3") && err.contains("no answer within 3s"),
+        "{err}"
+    );
+    assert!(
+        err.contains("127.0.0.4") && err.contains("HOST KEY CHANGED"),
+        "{err}"
+    );
     assert!(err.contains("16 hosts: 13 ok, 3 failed"), "{err}");
-    assert!(elapsed < Duration::from_secs(20), "a hung host held the run up: {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_secs(20),
+        "a hung host held the run up: {elapsed:?}"
+    );
 }
 
 #[test]
 fn a_copy_reaches_every_host_reading_the_file_once() {
     let cluster = Cluster::new(WORKERS);
-    let data: Vec<u8> = (0..3 * 1024 * 1024 + 77).map(|i| (i * 7 % 251) as u8).collect();
+    let data: Vec<u8> = (0..3 * 1024 * 1024 + 77)
+        .map(|i| (i * 7 % 251) as u8)
+        .collect();
     let source = cluster.scratch_file("build.tar", &data);
     for worker in &cluster.workers {
         std::fs::create_dir_all(worker.sftp_home().join("opt")).expect("mkdir opt");
     }
     let target = format!("root@{ALL}:opt/");
-    let out = run(cluster.command("smscp").args(["-v", source.to_str().unwrap(), &target]));
+    let out = run(cluster
+        .command("smscp")
+        .args(["-v", source.to_str().unwrap(), &target]));
     assert_success(&out);
     for worker in &cluster.workers {
         let copy = std::fs::read(worker.sftp_home().join("opt/build.tar")).expect("copied file");
@@ -106,11 +159,21 @@ fn w_with_a_path_target_pushes_and_a_dead_host_fails_alone() {
     let mut cluster = Cluster::new(WORKERS);
     let source = cluster.scratch_file("app.conf", b"setting=1\n");
     cluster.workers[5].stop();
-    let out = run(cluster.command("smscp").args(["-w", ALL, "-x", "127.0.0.17", source.to_str().unwrap(), "."]));
+    let out = run(cluster.command("smscp").args([
+        "-w",
+        ALL,
+        "-x",
+        "127.0.0.17",
+        source.to_str().unwrap(),
+        ".",
+    ]));
     assert_exit_code(&out, 1);
     let err = stderr(&out);
     assert!(err.contains("15 hosts: 14 ok, 1 failed"), "{err}");
-    assert!(err.contains("127.0.0.7 port") && err.contains("connection refused"), "{err}");
+    assert!(
+        err.contains("127.0.0.7 port") && err.contains("connection refused"),
+        "{err}"
+    );
     for (i, worker) in cluster.workers.iter().enumerate() {
         let path = worker.sftp_home().join("app.conf");
         match i {
@@ -124,14 +187,21 @@ fn w_with_a_path_target_pushes_and_a_dead_host_fails_alone() {
 fn gather_writes_each_hosts_file_under_its_name() {
     let cluster = Cluster::new(WORKERS);
     for worker in &cluster.workers {
-        std::fs::write(worker.sftp_home().join("app.log"), format!("log of {}\n", worker.addr())).expect("log");
+        std::fs::write(
+            worker.sftp_home().join("app.log"),
+            format!("log of {}\n", worker.addr()),
+        )
+        .expect("log");
     }
     let logs = tempfile::tempdir().expect("logs dir");
     let source = format!("{ALL}:app.log");
-    let out = run(cluster.command("smscp").args([&source, logs.path().to_str().unwrap()]));
+    let out = run(cluster
+        .command("smscp")
+        .args([&source, logs.path().to_str().unwrap()]));
     assert_success(&out);
     for worker in &cluster.workers {
-        let got = std::fs::read_to_string(logs.path().join(worker.addr()).join("app.log")).expect("gathered");
+        let got = std::fs::read_to_string(logs.path().join(worker.addr()).join("app.log"))
+            .expect("gathered");
         assert_eq!(got, format!("log of {}\n", worker.addr()));
     }
 }
@@ -139,8 +209,17 @@ fn gather_writes_each_hosts_file_under_its_name() {
 #[test]
 fn hosts_file_and_bad_hostlists() {
     let cluster = Cluster::new(3);
-    let file = cluster.scratch_file("hosts", b"# workers\n127.0.0.2\nroot@127.0.0.3 # with a user\n\n127.0.0.4\n");
-    let out = run(cluster.command("smssh").args(["--hosts-file", file.to_str().unwrap(), "--", "echo", "x"]));
+    let file = cluster.scratch_file(
+        "hosts",
+        b"# workers\n127.0.0.2\nroot@127.0.0.3 # with a user\n\n127.0.0.4\n",
+    );
+    let out = run(cluster.command("smssh").args([
+        "--hosts-file",
+        file.to_str().unwrap(),
+        "--",
+        "echo",
+        "x",
+    ]));
     assert_success(&out);
     assert_eq!(stdout(&out).lines().count(), 3);
     for (expr, message) in [
@@ -148,7 +227,10 @@ fn hosts_file_and_bad_hostlists() {
         ("worker[9-1]", "runs backwards"),
         ("127.0.0.[2-4]", "every host"),
     ] {
-        let out = run(cluster.command("smssh").args(["-w", expr, "-x", "127.0.0.[2-4]", "--", "true"]));
+        let out =
+            run(cluster
+                .command("smssh")
+                .args(["-w", expr, "-x", "127.0.0.[2-4]", "--", "true"]));
         assert_exit_code(&out, 255);
         assert_stderr_contains(&out, message);
         assert_eq!(stderr(&out).lines().count(), 1, "{}", describe(&out));
@@ -167,10 +249,17 @@ fn ctrl_c_stops_running_hosts_and_still_summarizes() {
         .expect("start smssh");
     std::thread::sleep(Duration::from_millis(1500));
     let started = Instant::now();
-    let status = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("kill");
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
     assert!(status.success());
     let out = child.wait_with_output().expect("wait");
-    assert!(started.elapsed() < Duration::from_secs(5), "Ctrl-C took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "Ctrl-C took {:?}",
+        started.elapsed()
+    );
     assert_eq!(out.status.code(), Some(130), "{}", describe(&out));
     assert_stderr_contains(&out, "4 hosts: 0 ok, 4 failed");
     assert_stderr_contains(&out, "interrupted");

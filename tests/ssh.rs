@@ -265,6 +265,18 @@ fn unreachable_endpoint_and_missing_credentials_are_explained() {
         .args(["127.0.0.2", "true"]));
     assert_exit_code(&out, 255);
     assert_stderr_contains(&out, "cannot reach Secrets Manager");
+
+    let out = run(cluster
+        .command("smssh")
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", "/nonexistent")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+        .args(["127.0.0.2", "true"]));
+    assert_exit_code(&out, 255);
+    assert_stderr_contains(&out, "no AWS credentials");
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", describe(&out));
 }
 
 #[test]

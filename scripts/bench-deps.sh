@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Installs the peers that `cargo bench --bench fanout` compares smssh against, on top of the
+# test dependencies: pdsh/pdcp, pssh (parallel-ssh/parallel-scp), ClusterShell (clush), GNU
+# time (peak memory), and a venv at .venv-bench with ansible-core and matplotlib (the chart).
+# Idempotent: what is already installed is left alone.
+#
+#   ./scripts/bench-deps.sh && SMSSH_TEST_MOTO=$PWD/.venv/bin/moto_server cargo bench --bench fanout
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$REPO/.venv-bench"
+APT_PACKAGES=(pdsh pssh clustershell python3-venv time)
+PIP_PACKAGES=(ansible-core matplotlib)
+
+export DEBIAN_FRONTEND=noninteractive
+log() { echo "bench-deps: $*"; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo -n env DEBIAN_FRONTEND=noninteractive "$@"
+    else
+        echo "bench-deps: must run as root (or with sudo available) to run: $*" >&2
+        exit 1
+    fi
+}
+
+# openssh-server, the moto venv (.venv), procps.
+"$REPO/scripts/test-deps.sh"
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
+        missing+=("$pkg")
+    fi
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    log "installing ${missing[*]}"
+    as_root apt-get update
+    as_root apt-get install -y --no-install-recommends "${missing[@]}"
+else
+    log "apt packages already installed"
+fi
+
+for tool in pdsh pdcp parallel-ssh parallel-scp clush /usr/bin/time; do
+    if ! command -v "$tool" >/dev/null 2>&1; then
+        echo "bench-deps: $tool is still missing after installing ${APT_PACKAGES[*]}" >&2
+        exit 1
+    fi
+done
+
+if [ -x "$VENV/bin/ansible" ] \
+    && "$VENV/bin/python" -c 'import importlib.metadata as m; m.version("ansible-core"); m.version("matplotlib")' >/dev/null 2>&1; then
+    log "ansible-core and matplotlib already installed in $VENV"
+else
+    log "creating $VENV with ${PIP_PACKAGES[*]}"
+    python3 -m venv --clear "$VENV"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${PIP_PACKAGES[@]}"
+    "$VENV/bin/python" -c 'import ansible, matplotlib' \
+        || { echo "bench-deps: the $VENV packages were installed but cannot be imported" >&2; exit 1; }
+fi
+
+# 128 workers x (listener + sessions) plus 128 client sockets per tool need descriptors; the
+# bench raises its own soft limit up to the hard one, so only a low hard limit is a problem.
+hard="$(ulimit -Hn)"
+if [ "$hard" != unlimited ] && [ "$hard" -lt 8192 ]; then
+    log "warning: the hard limit on open files is $hard; 128 workers want 8192 (ulimit -Hn)"
+fi
+log "ready (ansible: $VENV/bin/ansible, python: $VENV/bin/python)"
