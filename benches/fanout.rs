@@ -565,7 +565,7 @@ impl<'a> Bench<'a> {
                     cmd.arg("scp")
                         .arg("-q")
                         .args(&self.ssh_opts)
-                        .args([&payload, "{}:"]);
+                        .args([&payload, &format!("{{}}:{PAYLOAD}")]);
                 }
                 let list: String = self.addrs(n).iter().map(|a| format!("{a}\n")).collect();
                 Invocation {
@@ -890,7 +890,9 @@ fn report(
     writeln!(
         md,
         "Loopback sshd workers (OpenSSH), {cores} cores, fan-out N for every tool; copy = {mib} MiB \
-         to every host. Floor = CPU time of the workers' sshd trees during the smssh run / {cores} cores.\n"
+         to every host. Floor = CPU time of the workers' sshd trees (sshd, session, sftp-server, command) during the \
+         smssh/smscp run / {cores} cores; the last column is the same for whichever tool made the \
+         servers work least.\n"
     )
     .unwrap();
     let mut header = String::from("| job | N |");
@@ -899,8 +901,10 @@ fn report(
         write!(header, " {tool} |").unwrap();
         rule.push_str("---:|");
     }
-    header.push_str(" fastest peer / smssh | floor | smssh / floor |");
-    rule.push_str("---:|---:|---:|");
+    header.push_str(
+        " fastest peer / smssh | floor | smssh / floor | lowest sshd CPU of any tool / cores |",
+    );
+    rule.push_str("---:|---:|---:|---:|");
     writeln!(md, "{header}\n{rule}").unwrap();
     for job in [Job::True, Job::Copy] {
         for &n in sizes {
@@ -935,6 +939,18 @@ fn report(
                     write!(row, " {floor:.3} | {:.2}x |", o / floor).unwrap()
                 }
                 _ => row.push_str(" - | - |"),
+            }
+            let lowest = tools
+                .iter()
+                .filter_map(|t| records.get(&(n, job, *t)))
+                .filter(|r| r.failure.is_none())
+                .filter_map(|r| floor_median(r, cores))
+                .fold(None, |acc: Option<f64>, f| {
+                    Some(acc.map_or(f, |a| a.min(f)))
+                });
+            match lowest {
+                Some(l) => write!(row, " {l:.3} |").unwrap(),
+                None => row.push_str(" - |"),
             }
             writeln!(md, "{row}").unwrap();
         }

@@ -292,6 +292,7 @@ pub fn smscp(args: ScpArgs) -> u8 {
                         Operand::Local(_) => None,
                     })
                     .collect();
+                diag::apply_log_level(plans.first().and_then(|p| p.log_level));
                 let db = match host_key_db(&plans, &key) {
                     Ok(db) => db,
                     Err(err) => return fail(err),
@@ -344,6 +345,7 @@ pub fn smscp(args: ScpArgs) -> u8 {
             Err(err) => return fail(err.to_string()),
         };
         let plans = plans_for(&hosts, &ssh, None, args.port);
+        diag::apply_log_level(plans.first().and_then(|p| p.log_level));
         let db = match host_key_db(&plans, &key) {
             Ok(db) => db,
             Err(err) => return fail(err),
@@ -422,6 +424,7 @@ async fn smssh_single(args: &SshArgs, ssh: &SshOptions, spec: crate::keysource::
         destination.user.as_deref().or(args.login.as_deref()),
         destination.port.or(args.port),
     );
+    diag::apply_log_level(plan.log_level);
     let command = (!args.command.is_empty()).then(|| args.command.join(" "));
     // As ssh: a PTY for an interactive shell on a terminal, for -t on a terminal, or always
     // for -tt; never with -T.
@@ -508,6 +511,7 @@ async fn smssh_fanout(args: &SshArgs, ssh: &SshOptions, spec: crate::keysource::
         Err(err) => return fail(err.to_string()),
     };
     let plans = plans_for(&hosts, ssh, args.login.as_deref(), args.port);
+    diag::apply_log_level(plans.first().and_then(|p| p.log_level));
     let db = match host_key_db(&plans, &key) {
         Ok(db) => db,
         Err(err) => return fail(err),

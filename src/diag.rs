@@ -18,6 +18,24 @@ pub fn init(program: &'static str, verbosity: u8, quiet: bool) {
     QUIET.store(u8::from(quiet), Ordering::Relaxed);
 }
 
+/// Applies an ssh_config `LogLevel` when the command line said neither -v nor -q, as OpenSSH
+/// lets `-v`/`-q` override the configured level.
+pub fn apply_log_level(level: Option<crate::ssh_config::LogLevel>) {
+    use crate::ssh_config::LogLevel;
+    if VERBOSITY.load(Ordering::Relaxed) > 0 || QUIET.load(Ordering::Relaxed) > 0 {
+        return;
+    }
+    match level {
+        Some(LogLevel::Quiet | LogLevel::Fatal | LogLevel::Error) => {
+            QUIET.store(1, Ordering::Relaxed)
+        }
+        Some(LogLevel::Debug1) => VERBOSITY.store(1, Ordering::Relaxed),
+        Some(LogLevel::Debug2) => VERBOSITY.store(2, Ordering::Relaxed),
+        Some(LogLevel::Debug3) => VERBOSITY.store(3, Ordering::Relaxed),
+        Some(LogLevel::Info | LogLevel::Verbose) | None => {}
+    }
+}
+
 pub fn program() -> &'static str {
     PROGRAM.get().copied().unwrap_or("smssh")
 }

@@ -154,6 +154,7 @@ pub struct HostPlan {
     pub compression: bool,
     pub server_alive_interval: Option<Duration>,
     pub server_alive_count_max: u32,
+    pub log_level: Option<crate::ssh_config::LogLevel>,
 }
 
 /// The SSH option sources of one invocation: `-o` options, then the config files.
@@ -235,6 +236,7 @@ impl SshOptions {
             compression: settings.compression.unwrap_or(false),
             server_alive_interval: settings.server_alive_interval.filter(|d| !d.is_zero()),
             server_alive_count_max: settings.server_alive_count_max.unwrap_or(3),
+            log_level: settings.log_level,
         }
     }
 }

@@ -461,3 +461,24 @@ fn tt_forces_a_pty_and_t_capital_disables_it() {
     assert_exit_code(&out, 1);
     assert_stdout_eq(&out, "not a tty\n");
 }
+
+#[test]
+fn log_level_from_o_is_applied() {
+    let cluster = Cluster::new(1);
+    let out = smssh(&cluster, &["-o", "LogLevel=DEBUG", "127.0.0.2", "true"]);
+    assert_success(&out);
+    assert_stderr_contains(&out, "debug: authenticated to 127.0.0.2");
+    let out = smssh(
+        &cluster,
+        &[
+            "-o",
+            "LogLevel=QUIET",
+            "-o",
+            "StrictHostKeyChecking=accept-new",
+            "127.0.0.2",
+            "true",
+        ],
+    );
+    assert_success(&out);
+    assert!(stderr(&out).is_empty(), "{}", describe(&out));
+}
