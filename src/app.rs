@@ -313,20 +313,26 @@ pub fn smscp(args: ScpArgs) -> u8 {
                 }
             }
         };
+        // A local source that cannot be copied fails the run (scp's rule) but not the hosts.
+        let mut unusable_source = false;
         let copy = match copy {
             FanoutCopy::Push { sources, target } => {
                 // Local sources are checked once here rather than failing on every host.
                 let mut usable = Vec::new();
                 for source in sources {
-                    match std::fs::metadata(&source) {
-                        Ok(meta) if meta.is_dir() && !args.recursive => diag::error(format!(
-                            "{}: not a regular file (use -r)",
-                            source.display()
-                        )),
-                        Ok(_) => usable.push(source),
-                        Err(err) => {
-                            diag::error(format!("{}: {}", source.display(), io_reason(&err)))
+                    let problem = match std::fs::metadata(&source) {
+                        Ok(meta) if meta.is_dir() && !args.recursive => {
+                            Some("not a regular file (use -r)".to_owned())
                         }
+                        Ok(_) => None,
+                        Err(err) => Some(io_reason(&err)),
+                    };
+                    match problem {
+                        Some(problem) => {
+                            unusable_source = true;
+                            diag::error(format!("{}: {problem}", source.display()));
+                        }
+                        None => usable.push(source),
                     }
                 }
                 if usable.is_empty() {
@@ -356,7 +362,13 @@ pub fn smscp(args: ScpArgs) -> u8 {
             args.limit_kbits,
             Progress::new(show_progress, plans.len()),
         ));
-        copy::run_fanout(copy, plans, keys, db, &fanout_options(&args.fanout), ctx).await
+        let code =
+            copy::run_fanout(copy, plans, keys, db, &fanout_options(&args.fanout), ctx).await;
+        if code == 0 && unusable_source {
+            SCP_FAILURE
+        } else {
+            code
+        }
     })
 }
 

@@ -91,7 +91,14 @@ mod tests {
     #[test]
     fn codes_come_from_the_sdk_then_the_xml_body_then_the_status() {
         let xml = b"<ErrorResponse><Errors><Error><Code>AccessDenied</Code><Message>User: u is not authorized</Message></Error></Errors></ErrorResponse>";
-        let cases: [(u16, Option<&[u8]>, Option<&str>, Option<&str>, (&str, &str)); 4] = [
+        type Case<'a> = (
+            u16,
+            Option<&'a [u8]>,
+            Option<&'a str>,
+            Option<&'a str>,
+            (&'a str, &'a str),
+        );
+        let cases: [Case; 4] = [
             (
                 400,
                 None,
@@ -124,7 +131,7 @@ mod tests {
     #[test]
     fn error_chains_become_one_line() {
         let inner = std::io::Error::other("connection refused\nby peer");
-        let outer = std::io::Error::new(std::io::ErrorKind::Other, inner);
+        let outer = std::io::Error::other(inner);
         assert_eq!(describe_chain(&outer), "connection refused by peer");
     }
 }

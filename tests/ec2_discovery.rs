@@ -20,52 +20,6 @@ use aws_sdk_ec2::config::{Credentials, SharedCredentialsProvider};
 use common::*;
 use smssh::ec2::{self, Ec2Error, Ec2Filter};
 
-/// Creates the instances described by the JSON list in argv[1], each entry
-/// `{"ip": "127.0.0.N", "tags": {...}, "state": "running"|"stopped"|"terminated", "type": "..."}`,
-/// one `RunInstances` call (so one reservation) per entry, in a VPC 127.0.0.0/16 with one /24
-/// subnet per third octet used. Prints `{ip: instance id}` as JSON.
-const CREATE_INSTANCES: &str = r#"
-import json, os, sys
-import boto3
-
-ec2 = boto3.client(
-    "ec2",
-    endpoint_url=os.environ["MOTO_ENDPOINT"],
-    region_name="us-east-1",
-    aws_access_key_id="testing",
-    aws_secret_access_key="testing",
-)
-vpc = ec2.create_vpc(CidrBlock="127.0.0.0/16")["Vpc"]["VpcId"]
-subnets = {}
-ids = {}
-for spec in json.loads(sys.argv[1]):
-    ip = spec["ip"]
-    block = ".".join(ip.split(".")[:3])
-    if block not in subnets:
-        subnets[block] = ec2.create_subnet(VpcId=vpc, CidrBlock=block + ".0/24")["Subnet"]["SubnetId"]
-    args = dict(
-        ImageId="ami-12c6146b",
-        MinCount=1,
-        MaxCount=1,
-        SubnetId=subnets[block],
-        PrivateIpAddress=ip,
-        InstanceType=spec.get("type", "t3.micro"),
-    )
-    tags = [{"Key": k, "Value": v} for k, v in spec.get("tags", {}).items()]
-    if tags:
-        args["TagSpecifications"] = [{"ResourceType": "instance", "Tags": tags}]
-    instance = ec2.run_instances(**args)["Instances"][0]
-    if instance["PrivateIpAddress"] != ip:
-        sys.exit(f"moto gave {instance['PrivateIpAddress']} instead of {ip}")
-    ids[ip] = instance["InstanceId"]
-    state = spec.get("state", "running")
-    if state == "stopped":
-        ec2.stop_instances(InstanceIds=[ids[ip]])
-    elif state == "terminated":
-        ec2.terminate_instances(InstanceIds=[ids[ip]])
-print(json.dumps(ids))
-"#;
-
 /// Creates one IAM user per entry of the JSON object in argv[1] (name to policy statements)
 /// with an inline policy and an access key; prints `{name: [key id, secret key]}`.
 const CREATE_USERS: &str = r#"
@@ -112,12 +66,6 @@ fn fleet_spec() -> serde_json::Value {
 /// The tagged running instances of [`fleet_spec`], in numeric order.
 const TAGGED_RUNNING: [&str; 4] = ["127.0.0.2", "127.0.0.9", "127.0.0.10", "127.0.0.100"];
 
-fn create_instances(moto: &Moto, spec: &serde_json::Value) -> HashMap<String, String> {
-    let printed = moto.run_python(CREATE_INSTANCES, &[&spec.to_string()]);
-    serde_json::from_str(printed.trim())
-        .unwrap_or_else(|e| panic!("cannot read the created instances ({e}) from {printed:?}"))
-}
-
 /// An SDK configuration that reaches moto with `key` (id, secret) and nothing else: no
 /// profile files, no environment, no instance metadata.
 fn sdk_config_with_key(endpoint: &str, key: (&str, &str)) -> SdkConfig {
@@ -153,7 +101,7 @@ fn discover(moto: &Moto, config: &SdkConfig, texts: &[&str]) -> Result<Vec<Strin
 #[test]
 fn discovery_returns_the_tagged_running_instances_private_addresses_in_numeric_order() {
     let moto = Moto::start();
-    create_instances(&moto, &fleet_spec());
+    moto.create_ec2_instances(&fleet_spec());
     let config = sdk_config(&moto);
     for form in [
         "tag:RotateSSHKeys=True",
@@ -200,7 +148,7 @@ fn discovery_returns_the_tagged_running_instances_private_addresses_in_numeric_o
 #[test]
 fn a_filter_matching_nothing_is_the_no_match_error() {
     let moto = Moto::start();
-    create_instances(&moto, &fleet_spec());
+    moto.create_ec2_instances(&fleet_spec());
     let config = sdk_config(&moto);
     for (texts, shown) in [
         (&["tag:RotateSSHKeys=Nope"][..], "tag:RotateSSHKeys=Nope"),
@@ -245,7 +193,7 @@ fn discovery_follows_next_token_across_pages() {
     let spec: Vec<serde_json::Value> = (20..32)
         .map(|n| serde_json::json!({"ip": format!("127.0.1.{n}"), "tags": {"Fleet": "paged"}}))
         .collect();
-    create_instances(&moto, &serde_json::Value::Array(spec));
+    moto.create_ec2_instances(&serde_json::Value::Array(spec));
     let config = sdk_config(&moto);
     let expected: Vec<String> = (20..32).map(|n| format!("127.0.1.{n}")).collect();
     let wanted = filters(&["tag:Fleet=paged"]);
@@ -273,7 +221,7 @@ fn discovery_follows_next_token_across_pages() {
 #[test]
 fn without_ec2_describe_instances_in_the_policy_access_is_denied() {
     let moto = Moto::start();
-    create_instances(&moto, &fleet_spec());
+    moto.create_ec2_instances(&fleet_spec());
     let users = serde_json::json!({
         "may-describe": [
             {"Effect": "Allow", "Action": "ec2:DescribeInstances", "Resource": "*"},

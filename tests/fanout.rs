@@ -159,17 +159,25 @@ fn w_with_a_path_target_pushes_and_a_dead_host_fails_alone() {
     let mut cluster = Cluster::new(WORKERS);
     let source = cluster.scratch_file("app.conf", b"setting=1\n");
     cluster.workers[5].stop();
+    let missing = cluster.scratch.path().join("missing.conf");
     let out = run(cluster.command("smscp").args([
         "-w",
         ALL,
         "-x",
         "127.0.0.17",
         source.to_str().unwrap(),
+        missing.to_str().unwrap(),
         ".",
     ]));
     assert_exit_code(&out, 1);
     let err = stderr(&out);
     assert!(err.contains("15 hosts: 14 ok, 1 failed"), "{err}");
+    assert_eq!(
+        err.matches("missing.conf: No such file or directory")
+            .count(),
+        1,
+        "reported once: {err}"
+    );
     assert!(
         err.contains("127.0.0.7 port") && err.contains("connection refused"),
         "{err}"
@@ -263,4 +271,86 @@ fn ctrl_c_stops_running_hosts_and_still_summarizes() {
     assert_eq!(out.status.code(), Some(130), "{}", describe(&out));
     assert_stderr_contains(&out, "4 hosts: 0 ok, 4 failed");
     assert_stderr_contains(&out, "interrupted");
+}
+
+#[test]
+fn ec2_filter_reaches_the_tagged_running_instances_at_their_private_addresses() {
+    let cluster = Cluster::new(4);
+    let tagged = serde_json::json!({"RotateSSHKeys": "True"});
+    cluster.moto.create_ec2_instances(&serde_json::json!([
+        {"ip": "127.0.0.2", "tags": tagged},
+        {"ip": "127.0.0.3"},
+        {"ip": "127.0.0.4", "tags": tagged},
+        {"ip": "127.0.0.5", "tags": tagged, "state": "stopped"},
+    ]));
+    let out = run(cluster.command("smssh").args([
+        "--ec2-filter",
+        "tag:RotateSSHKeys=True",
+        "--",
+        "echo",
+        "tagged",
+    ]));
+    assert_success(&out);
+    assert_eq!(
+        lines(&stdout(&out)),
+        ["127.0.0.2: tagged", "127.0.0.4: tagged"]
+    );
+
+    let out = run(cluster
+        .command("smssh")
+        .args(["--ec2-filter", "tag:Role=none", "--", "true"]));
+    assert_exit_code(&out, 255);
+    assert_stderr_contains(&out, "no running instance matches");
+}
+
+#[test]
+fn retries_wait_for_a_host_that_comes_back_and_timeout_bounds_a_slow_one() {
+    let mut cluster = Cluster::new(2);
+    cluster.workers[0].stop();
+    let (restarted, started) = std::sync::mpsc::channel();
+    let command = {
+        let mut cmd = cluster.command("smssh");
+        cmd.args([
+            "--retries",
+            "4",
+            "-w",
+            "127.0.0.[2-3]",
+            "--",
+            "echo",
+            "back",
+        ]);
+        cmd
+    };
+    let mut worker = cluster.workers.remove(0);
+    let restarter = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1200));
+        worker.start();
+        restarted.send(()).expect("signal the restart");
+        worker
+    });
+    let mut command = command;
+    let out = run(&mut command);
+    started.recv().expect("the worker was restarted");
+    let worker = restarter.join().expect("restart thread");
+    assert_success(&out);
+    assert_eq!(lines(&stdout(&out)), ["127.0.0.2: back", "127.0.0.3: back"]);
+    drop(worker);
+
+    let started = Instant::now();
+    let out = run(cluster.command("smssh").args([
+        "--timeout",
+        "2",
+        "-w",
+        "127.0.0.3",
+        "--",
+        "sleep",
+        "20",
+    ]));
+    assert_exit_code(&out, 255);
+    assert_stderr_contains(&out, "no result within 2s");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
 }

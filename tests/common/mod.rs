@@ -742,6 +742,17 @@ impl Moto {
     /// here does not cover, such as IAM. The script finds moto in the
     /// `MOTO_ENDPOINT` environment variable. Returns its stdout; panics with
     /// its output if it fails.
+    /// Creates EC2 instances in this moto (see [`CREATE_EC2_INSTANCES`] for the spec) and
+    /// returns `{private ip: instance id}`.
+    pub fn create_ec2_instances(
+        &self,
+        spec: &serde_json::Value,
+    ) -> std::collections::HashMap<String, String> {
+        let printed = self.run_python(CREATE_EC2_INSTANCES, &[&spec.to_string()]);
+        serde_json::from_str(printed.trim())
+            .unwrap_or_else(|e| panic!("cannot read the created instances ({e}) from {printed:?}"))
+    }
+
     pub fn run_python(&self, script: &str, args: &[&str]) -> String {
         let python = moto_python(&moto_binary());
         let output = run_tool(
@@ -1484,3 +1495,49 @@ impl Cluster {
 pub fn key_secret_json(private_key: &str, public_key: &str) -> String {
     serde_json::json!({ "PrivateKey": private_key, "PublicKey": public_key }).to_string()
 }
+
+/// Creates the instances described by the JSON list in argv[1], each entry
+/// `{"ip": "127.0.0.N", "tags": {...}, "state": "running"|"stopped"|"terminated", "type": "..."}`,
+/// one `RunInstances` call (so one reservation) per entry, in a VPC 127.0.0.0/16 with one /24
+/// subnet per third octet used. Prints `{ip: instance id}` as JSON.
+const CREATE_EC2_INSTANCES: &str = r#"
+import json, os, sys
+import boto3
+
+ec2 = boto3.client(
+    "ec2",
+    endpoint_url=os.environ["MOTO_ENDPOINT"],
+    region_name="us-east-1",
+    aws_access_key_id="testing",
+    aws_secret_access_key="testing",
+)
+vpc = ec2.create_vpc(CidrBlock="127.0.0.0/16")["Vpc"]["VpcId"]
+subnets = {}
+ids = {}
+for spec in json.loads(sys.argv[1]):
+    ip = spec["ip"]
+    block = ".".join(ip.split(".")[:3])
+    if block not in subnets:
+        subnets[block] = ec2.create_subnet(VpcId=vpc, CidrBlock=block + ".0/24")["Subnet"]["SubnetId"]
+    args = dict(
+        ImageId="ami-12c6146b",
+        MinCount=1,
+        MaxCount=1,
+        SubnetId=subnets[block],
+        PrivateIpAddress=ip,
+        InstanceType=spec.get("type", "t3.micro"),
+    )
+    tags = [{"Key": k, "Value": v} for k, v in spec.get("tags", {}).items()]
+    if tags:
+        args["TagSpecifications"] = [{"ResourceType": "instance", "Tags": tags}]
+    instance = ec2.run_instances(**args)["Instances"][0]
+    if instance["PrivateIpAddress"] != ip:
+        sys.exit(f"moto gave {instance['PrivateIpAddress']} instead of {ip}")
+    ids[ip] = instance["InstanceId"]
+    state = spec.get("state", "running")
+    if state == "stopped":
+        ec2.stop_instances(InstanceIds=[ids[ip]])
+    elif state == "terminated":
+        ec2.terminate_instances(InstanceIds=[ids[ip]])
+print(json.dumps(ids))
+"#;
