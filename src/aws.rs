@@ -75,12 +75,20 @@ pub(crate) fn describe_chain(err: &dyn std::error::Error) -> String {
 /// The SDK resolves credentials inside its dispatch step and reports a failure there exactly
 /// like a missing region or an unresolvable endpoint, so the only reliable test is to ask the
 /// credentials provider again. That costs a second resolution, but only on a call that has
-/// already failed.
-pub(crate) async fn credentials_missing(config: &aws_config::SdkConfig) -> bool {
+/// already failed. Returns the reason to show when credentials are what is missing: the
+/// first failure's text, because some providers remember only a summary after failing once.
+pub(crate) async fn missing_credentials(
+    config: &aws_config::SdkConfig,
+    first_failure: &str,
+) -> Option<String> {
     use aws_sdk_secretsmanager::config::ProvideCredentials;
     match config.credentials_provider() {
-        None => true,
-        Some(provider) => provider.provide_credentials().await.is_err(),
+        None => Some("no credentials provider is configured".to_owned()),
+        Some(provider) => provider
+            .provide_credentials()
+            .await
+            .is_err()
+            .then(|| first_failure.to_owned()),
     }
 }
 

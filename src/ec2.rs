@@ -224,10 +224,9 @@ async fn map_sdk_error(
 /// A failure before anything was sent: missing credentials, or else a missing region or
 /// endpoint, whose text (e.g. "Missing Region") is in the reason.
 async fn diagnose_local_failure(config: &aws_config::SdkConfig, reason: String) -> Ec2Error {
-    if crate::aws::credentials_missing(config).await {
-        Ec2Error::NoCredentials { reason }
-    } else {
-        Ec2Error::Unreachable { reason }
+    match crate::aws::missing_credentials(config, &reason).await {
+        Some(reason) => Ec2Error::NoCredentials { reason },
+        None => Ec2Error::Unreachable { reason },
     }
 }
 

@@ -213,10 +213,9 @@ async fn map_sdk_error(
 
 /// Missing credentials, or else a missing region or endpoint, whose text is in the reason.
 async fn local_failure(config: &aws_config::SdkConfig, id: String, reason: String) -> SecretError {
-    if crate::aws::credentials_missing(config).await {
-        SecretError::NoCredentials { id, reason }
-    } else {
-        SecretError::Unreachable { id, reason }
+    match crate::aws::missing_credentials(config, &reason).await {
+        Some(reason) => SecretError::NoCredentials { id, reason },
+        None => SecretError::Unreachable { id, reason },
     }
 }
 

@@ -15,30 +15,6 @@ use std::process::{Command, Output};
 
 use common::*;
 
-/// Creates one IAM user per entry of the JSON object in argv[1] (name to policy statements),
-/// each with an inline policy of those statements and an access key, and prints
-/// `{name: [access key id, secret access key]}` as JSON.
-const CREATE_USERS: &str = r#"
-import json, os, sys
-import boto3
-
-iam = boto3.client(
-    "iam",
-    endpoint_url=os.environ["MOTO_ENDPOINT"],
-    region_name="us-east-1",
-    aws_access_key_id="testing",
-    aws_secret_access_key="testing",
-)
-keys = {}
-for name, statements in json.loads(sys.argv[1]).items():
-    iam.create_user(UserName=name)
-    policy = {"Version": "2012-10-17", "Statement": statements}
-    iam.put_user_policy(UserName=name, PolicyName="smssh", PolicyDocument=json.dumps(policy))
-    key = iam.create_access_key(UserName=name)["AccessKey"]
-    keys[name] = [key["AccessKeyId"], key["SecretAccessKey"]]
-print(json.dumps(keys))
-"#;
-
 const MAY_READ: &str = "may-read";
 const MAY_ONLY_DESCRIBE: &str = "may-only-describe";
 const DENIED_EXPLICITLY: &str = "denied-explicitly";
@@ -62,9 +38,7 @@ fn cluster_enforcing_iam() -> (Cluster, HashMap<String, (String, String)>) {
             {"Effect": "Deny", "Action": "secretsmanager:GetSecretValue", "Resource": "*"},
         ],
     });
-    let printed = cluster.moto.run_python(CREATE_USERS, &[&users.to_string()]);
-    let keys: HashMap<String, (String, String)> = serde_json::from_str(printed.trim())
-        .unwrap_or_else(|e| panic!("cannot read the created users' keys ({e}) from {printed:?}"));
+    let keys = cluster.moto.create_iam_users(&users);
     cluster.moto.enforce_iam();
     (cluster, keys)
 }

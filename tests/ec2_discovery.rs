@@ -13,35 +13,10 @@
 
 mod common;
 
-use std::collections::HashMap;
-
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_ec2::config::{Credentials, SharedCredentialsProvider};
 use common::*;
 use smssh::ec2::{self, Ec2Error, Ec2Filter};
-
-/// Creates one IAM user per entry of the JSON object in argv[1] (name to policy statements)
-/// with an inline policy and an access key; prints `{name: [key id, secret key]}`.
-const CREATE_USERS: &str = r#"
-import json, os, sys
-import boto3
-
-iam = boto3.client(
-    "iam",
-    endpoint_url=os.environ["MOTO_ENDPOINT"],
-    region_name="us-east-1",
-    aws_access_key_id="testing",
-    aws_secret_access_key="testing",
-)
-keys = {}
-for name, statements in json.loads(sys.argv[1]).items():
-    iam.create_user(UserName=name)
-    policy = {"Version": "2012-10-17", "Statement": statements}
-    iam.put_user_policy(UserName=name, PolicyName="smssh", PolicyDocument=json.dumps(policy))
-    key = iam.create_access_key(UserName=name)["AccessKey"]
-    keys[name] = [key["AccessKeyId"], key["SecretAccessKey"]]
-print(json.dumps(keys))
-"#;
 
 const TAGGED: &str = r#"{"RotateSSHKeys": "True"}"#;
 
@@ -230,9 +205,7 @@ fn without_ec2_describe_instances_in_the_policy_access_is_denied() {
             {"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": "*"},
         ],
     });
-    let printed = moto.run_python(CREATE_USERS, &[&users.to_string()]);
-    let keys: HashMap<String, (String, String)> = serde_json::from_str(printed.trim())
-        .unwrap_or_else(|e| panic!("cannot read the users' keys ({e}) from {printed:?}"));
+    let keys = moto.create_iam_users(&users);
     moto.enforce_iam();
     let config_for = |user: &str| {
         let (id, secret) = &keys[user];

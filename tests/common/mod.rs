@@ -753,6 +753,17 @@ impl Moto {
             .unwrap_or_else(|e| panic!("cannot read the created instances ({e}) from {printed:?}"))
     }
 
+    /// Creates IAM users (see [`CREATE_IAM_USERS`]) and returns `{name: (key id, secret)}`.
+    pub fn create_iam_users(
+        &self,
+        users: &serde_json::Value,
+    ) -> std::collections::HashMap<String, (String, String)> {
+        let printed = self.run_python(CREATE_IAM_USERS, &[&users.to_string()]);
+        serde_json::from_str(printed.trim()).unwrap_or_else(|e| {
+            panic!("cannot read the created users' keys ({e}) from {printed:?}")
+        })
+    }
+
     pub fn run_python(&self, script: &str, args: &[&str]) -> String {
         let python = moto_python(&moto_binary());
         let output = run_tool(
@@ -1540,4 +1551,28 @@ for spec in json.loads(sys.argv[1]):
     elif state == "terminated":
         ec2.terminate_instances(InstanceIds=[ids[ip]])
 print(json.dumps(ids))
+"#;
+
+/// Creates one IAM user per entry of the JSON object in argv[1] (name to policy statements),
+/// each with an inline policy of those statements and an access key, and prints
+/// `{name: [access key id, secret access key]}` as JSON.
+const CREATE_IAM_USERS: &str = r#"
+import json, os, sys
+import boto3
+
+iam = boto3.client(
+    "iam",
+    endpoint_url=os.environ["MOTO_ENDPOINT"],
+    region_name="us-east-1",
+    aws_access_key_id="testing",
+    aws_secret_access_key="testing",
+)
+keys = {}
+for name, statements in json.loads(sys.argv[1]).items():
+    iam.create_user(UserName=name)
+    policy = {"Version": "2012-10-17", "Statement": statements}
+    iam.put_user_policy(UserName=name, PolicyName="smssh", PolicyDocument=json.dumps(policy))
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+    keys[name] = [key["AccessKeyId"], key["SecretAccessKey"]]
+print(json.dumps(keys))
 "#;
