@@ -61,7 +61,7 @@ def main(argv):
     ax.set_ylabel("wall time, seconds (median, log scale)")
     ax.set_yscale("log")
     if tops:
-        ax.set_ylim(min(tops + [1e-2]) / 2, max(tops) * 3)
+        ax.set_ylim(min(tops) / 2, max(tops) * 3)
     ax.set_title(f"smssh fan-out vs peers ({data['cores']} cores, median of {data['rounds']} runs)")
     ax.legend(fontsize=8, ncol=2)
     ax.grid(axis="y", which="both", alpha=0.3)

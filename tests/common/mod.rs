@@ -34,7 +34,7 @@ pub const SECRET_ID: &str = "/dev/ssh";
 /// How long [`run`] lets a command take before killing it.
 pub const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long moto may take to answer HTTP after being started.
-const MOTO_DEADLINE: Duration = Duration::from_secs(20);
+const MOTO_DEADLINE: Duration = Duration::from_secs(60);
 /// How long sshd may take to accept connections after being started.
 const SSHD_DEADLINE: Duration = Duration::from_secs(10);
 const SSHD: &str = "/usr/sbin/sshd";
