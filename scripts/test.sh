@@ -2,7 +2,7 @@
 # Runs every test: installs the test dependencies, builds every target once,
 # then runs the unit and integration tests. The integration tests start the
 # binaries that this build produced, plus real sshd and moto processes.
-# Extra arguments go to `cargo test`, e.g. `./scripts/test.sh --test harness`.
+# Extra arguments go to `cargo test`, e.g. `./scripts/test.sh -- --test-threads=1`.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -15,4 +15,6 @@ bash "$REPO/scripts/test-deps.sh"
 export SMSSH_TEST_MOTO="$REPO/.venv/bin/moto_server"
 
 cargo build --all-targets
-cargo test --all-targets "$@"
+# Benchmarks are built above (so they cannot rot) but not run: they are reports, not tests,
+# and need the peers that scripts/bench-deps.sh installs.
+cargo test --lib --bins --tests "$@"
