@@ -10,13 +10,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::args::{FanoutArgs, ScpArgs, SshArgs};
+use crate::args::{FanoutArgs, ScpArgs, SecretArgs, SshArgs, SshOptionArgs};
 use crate::copy::{self, CopyContext, CopyRequest, FanoutCopy};
 use crate::diag;
 use crate::exec::{self, Captured, ExecRequest, RemoteExit};
 use crate::fanout::{self, FanoutOptions};
 use crate::hostlist::{self, HostSpec};
-use crate::keysource::{KeySource, LoadedKey};
+use crate::keysource::{KeySource, LoadedKey, SecretSpec};
 use crate::known_hosts::KnownHosts;
 use crate::operand::{self, Operand};
 use crate::plan::{self, HostPlan, Local, SshOptions};
@@ -64,6 +64,31 @@ fn host_key_db(plans: &[HostPlan], key: &LoadedKey) -> Result<HostKeyDb, String>
     Ok(HostKeyDb {
         known_hosts: Arc::new(known),
     })
+}
+
+/// The steps both programs take before any work: SSH options, the secret, the runtime.
+fn prepare(
+    ssh: &SshOptionArgs,
+    fanout: &FanoutArgs,
+    secret: &SecretArgs,
+    extra: &[&str],
+) -> Result<(SshOptions, SecretSpec, tokio::runtime::Runtime), String> {
+    let local = Local::detect();
+    let implied = implied_options(fanout, extra);
+    let implied: Vec<&str> = implied.iter().map(String::as_str).collect();
+    let ssh = SshOptions::load(ssh, &implied, &local).map_err(|e| e.to_string())?;
+    let spec = plan::resolve_secret(secret, &local).map_err(|e| e.to_string())?;
+    let runtime = runtime().map_err(|err| format!("cannot start: {err}"))?;
+    Ok((ssh, spec, runtime))
+}
+
+/// Fetches the key (once for the invocation) and loads the host keys `plans` need. The
+/// plans' LogLevel is applied first, so the fetch is already reported at that level.
+async fn key_and_host_keys(keys: &KeySource, plans: &[HostPlan]) -> Result<HostKeyDb, String> {
+    diag::apply_log_level(plans.first().and_then(|p| p.log_level));
+    let key = keys.initial().await.map_err(|e| e.to_string())?;
+    diag::debug(format_args!("key {} from {}", key.key, keys.spec().id));
+    host_key_db(plans, &key)
 }
 
 /// `-o` options implied by tool flags, applied before the user's own `-o`.
@@ -248,7 +273,6 @@ pub fn smscp(args: ScpArgs) -> u8 {
         Ok(mode) => mode,
         Err(err) => return fail(err),
     };
-    let local = Local::detect();
     let mut extra = Vec::new();
     if args.batch {
         extra.push("BatchMode=yes");
@@ -256,31 +280,16 @@ pub fn smscp(args: ScpArgs) -> u8 {
     if args.compression {
         extra.push("Compression=yes");
     }
-    let implied = implied_options(&args.fanout, &extra);
-    let implied: Vec<&str> = implied.iter().map(String::as_str).collect();
-    let ssh = match SshOptions::load(&args.ssh, &implied, &local) {
-        Ok(ssh) => ssh,
-        Err(err) => return fail(err.to_string()),
-    };
-    let spec = match plan::resolve_secret(&args.secret, &local) {
-        Ok(spec) => spec,
-        Err(err) => return fail(err.to_string()),
-    };
-    let runtime = match runtime() {
-        Ok(runtime) => runtime,
-        Err(err) => return fail(format!("cannot start: {err}")),
+    let (ssh, spec, runtime) = match prepare(&args.ssh, &args.fanout, &args.secret, &extra) {
+        Ok(prepared) => prepared,
+        Err(err) => return fail(err),
     };
     let show_progress = !args.ssh.quiet && crate::tty::stderr_is_terminal();
     runtime.block_on(async move {
         crate::cancel::watch_ctrl_c();
+        let keys = Arc::new(KeySource::new(spec));
         let (copy, hosts) = match mode {
             CopyMode::Single(request) => {
-                let keys = KeySource::new(spec);
-                let key = match keys.initial().await {
-                    Ok(key) => key,
-                    Err(err) => return fail(err.to_string()),
-                };
-                diag::debug(format_args!("key {} from {}", key.key, keys.spec().id));
                 let plans: Vec<HostPlan> = request
                     .sources
                     .iter()
@@ -292,8 +301,7 @@ pub fn smscp(args: ScpArgs) -> u8 {
                         Operand::Local(_) => None,
                     })
                     .collect();
-                diag::apply_log_level(plans.first().and_then(|p| p.log_level));
-                let db = match host_key_db(&plans, &key) {
+                let db = match key_and_host_keys(&keys, &plans).await {
                     Ok(db) => db,
                     Err(err) => return fail(err),
                 };
@@ -307,7 +315,7 @@ pub fn smscp(args: ScpArgs) -> u8 {
             }
             CopyMode::Fanout { copy, hosts } => (copy, hosts),
             CopyMode::FanoutFromFlags(copy) => {
-                match crate::targets::resolve(&args.fanout, &spec.aws).await {
+                match crate::targets::resolve(&args.fanout, keys.aws_config().await).await {
                     Ok(hosts) => (copy, hosts),
                     Err(err) => return fail(err.to_string()),
                 }
@@ -345,14 +353,8 @@ pub fn smscp(args: ScpArgs) -> u8 {
             }
             gather => gather,
         };
-        let keys = Arc::new(KeySource::new(spec));
-        let key = match keys.initial().await {
-            Ok(key) => key,
-            Err(err) => return fail(err.to_string()),
-        };
         let plans = plans_for(&hosts, &ssh, None, args.port);
-        diag::apply_log_level(plans.first().and_then(|p| p.log_level));
-        let db = match host_key_db(&plans, &key) {
+        let db = match key_and_host_keys(&keys, &plans).await {
             Ok(db) => db,
             Err(err) => return fail(err),
         };
@@ -386,20 +388,9 @@ pub fn smssh(args: SshArgs) -> u8 {
         diag::error(message);
         SSH_FAILURE
     };
-    let local = Local::detect();
-    let implied = implied_options(&args.fanout, &[]);
-    let implied: Vec<&str> = implied.iter().map(String::as_str).collect();
-    let ssh = match SshOptions::load(&args.ssh, &implied, &local) {
-        Ok(ssh) => ssh,
-        Err(err) => return fail(err.to_string()),
-    };
-    let spec = match plan::resolve_secret(&args.secret, &local) {
-        Ok(spec) => spec,
-        Err(err) => return fail(err.to_string()),
-    };
-    let runtime = match runtime() {
-        Ok(runtime) => runtime,
-        Err(err) => return fail(format!("cannot start: {err}")),
+    let (ssh, spec, runtime) = match prepare(&args.ssh, &args.fanout, &args.secret, &[]) {
+        Ok(prepared) => prepared,
+        Err(err) => return fail(err),
     };
     let code = if args.fanout.names_hosts() {
         runtime.block_on(smssh_fanout(&args, &ssh, spec))
@@ -417,7 +408,7 @@ pub fn smssh(args: SshArgs) -> u8 {
     code
 }
 
-async fn smssh_single(args: &SshArgs, ssh: &SshOptions, spec: crate::keysource::SecretSpec) -> u8 {
+async fn smssh_single(args: &SshArgs, ssh: &SshOptions, spec: SecretSpec) -> u8 {
     let fail = |message: String| {
         diag::error(message);
         SSH_FAILURE
@@ -436,7 +427,6 @@ async fn smssh_single(args: &SshArgs, ssh: &SshOptions, spec: crate::keysource::
         destination.user.as_deref().or(args.login.as_deref()),
         destination.port.or(args.port),
     );
-    diag::apply_log_level(plan.log_level);
     let command = (!args.command.is_empty()).then(|| args.command.join(" "));
     // As ssh: a PTY for an interactive shell on a terminal, for -t on a terminal, or always
     // for -tt; never with -T.
@@ -453,12 +443,7 @@ async fn smssh_single(args: &SshArgs, ssh: &SshOptions, spec: crate::keysource::
         forward_stdin: !args.null_stdin,
     };
     let keys = KeySource::new(spec);
-    let key = match keys.initial().await {
-        Ok(key) => key,
-        Err(err) => return fail(err.to_string()),
-    };
-    diag::debug(format_args!("key {} from {}", key.key, keys.spec().id));
-    let db = match host_key_db(std::slice::from_ref(&plan), &key) {
+    let db = match key_and_host_keys(&keys, std::slice::from_ref(&plan)).await {
         Ok(db) => db,
         Err(err) => return fail(err),
     };
@@ -490,7 +475,7 @@ struct HostRun {
     captured: Option<Captured>,
 }
 
-async fn smssh_fanout(args: &SshArgs, ssh: &SshOptions, spec: crate::keysource::SecretSpec) -> u8 {
+async fn smssh_fanout(args: &SshArgs, ssh: &SshOptions, spec: SecretSpec) -> u8 {
     let fail = |message: String| {
         diag::error(message);
         SSH_FAILURE
@@ -513,18 +498,13 @@ async fn smssh_fanout(args: &SshArgs, ssh: &SshOptions, spec: crate::keysource::
     } else {
         Presentation::Prefixed
     };
-    let hosts = match crate::targets::resolve(&args.fanout, &spec.aws).await {
+    let keys = Arc::new(KeySource::new(spec));
+    let hosts = match crate::targets::resolve(&args.fanout, keys.aws_config().await).await {
         Ok(hosts) => hosts,
         Err(err) => return fail(err.to_string()),
     };
-    let keys = Arc::new(KeySource::new(spec));
-    let key = match keys.initial().await {
-        Ok(key) => key,
-        Err(err) => return fail(err.to_string()),
-    };
     let plans = plans_for(&hosts, ssh, args.login.as_deref(), args.port);
-    diag::apply_log_level(plans.first().and_then(|p| p.log_level));
-    let db = match host_key_db(&plans, &key) {
+    let db = match key_and_host_keys(&keys, &plans).await {
         Ok(db) => db,
         Err(err) => return fail(err),
     };

@@ -48,6 +48,7 @@ pub struct LoadedKey {
 #[derive(Debug)]
 pub struct KeySource {
     spec: SecretSpec,
+    aws: OnceCell<aws_config::SdkConfig>,
     client: OnceCell<SecretsClient>,
     initial: OnceCell<Arc<LoadedKey>>,
     refetched: OnceCell<Arc<LoadedKey>>,
@@ -58,6 +59,7 @@ impl KeySource {
     pub fn new(spec: SecretSpec) -> KeySource {
         KeySource {
             spec,
+            aws: OnceCell::new(),
             client: OnceCell::new(),
             initial: OnceCell::new(),
             refetched: OnceCell::new(),
@@ -67,6 +69,14 @@ impl KeySource {
 
     pub fn spec(&self) -> &SecretSpec {
         &self.spec
+    }
+
+    /// The AWS configuration of this invocation, loaded once; other AWS clients (EC2
+    /// discovery) share it so that credentials are resolved once.
+    pub async fn aws_config(&self) -> &aws_config::SdkConfig {
+        self.aws
+            .get_or_init(|| crate::aws::sdk_config(&self.spec.aws))
+            .await
     }
 
     /// The key to try first. Fetched on first use, then shared.
@@ -112,9 +122,7 @@ impl KeySource {
     async fn load(&self, selector: &VersionSelector) -> Result<Arc<LoadedKey>, KeyLoadError> {
         let client = self
             .client
-            .get_or_init(|| async {
-                SecretsClient::new(&crate::aws::sdk_config(&self.spec.aws).await)
-            })
+            .get_or_init(|| async { SecretsClient::new(self.aws_config().await) })
             .await;
         let fetched = client.fetch(&self.spec.id, selector).await?;
         crate::diag::debug(format_args!(

@@ -26,7 +26,7 @@ pub enum TargetError {
 /// Resolves the hosts the flags name. EC2 discovery runs only when a filter is given.
 pub async fn resolve(
     args: &FanoutArgs,
-    aws: &crate::aws::AwsSettings,
+    aws: &aws_config::SdkConfig,
 ) -> Result<Vec<HostSpec>, TargetError> {
     let mut hosts: Vec<HostSpec> = Vec::new();
     let mut add = |more: Vec<HostSpec>| {
@@ -55,8 +55,7 @@ pub async fn resolve(
             .iter()
             .map(|f| ec2::parse_filter(f))
             .collect::<Result<Vec<_>, _>>()?;
-        let config = crate::aws::sdk_config(aws).await;
-        let addresses = ec2::discover(&config, &filters).await?;
+        let addresses = ec2::discover(aws, &filters).await?;
         add(addresses
             .into_iter()
             .map(|host| HostSpec {
