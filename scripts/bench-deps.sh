@@ -15,33 +15,14 @@ PIP_PACKAGES=(ansible-core matplotlib)
 export DEBIAN_FRONTEND=noninteractive
 log() { echo "bench-deps: $*"; }
 
-as_root() {
-    if [ "$(id -u)" -eq 0 ]; then
-        "$@"
-    elif command -v sudo >/dev/null 2>&1; then
-        sudo -n env DEBIAN_FRONTEND=noninteractive "$@"
-    else
-        echo "bench-deps: must run as root (or with sudo available) to run: $*" >&2
-        exit 1
-    fi
-}
+PROG=bench-deps
+# shellcheck source=scripts/lib.sh
+. "$REPO/scripts/lib.sh"
 
 # openssh-server, the moto venv (.venv), procps.
 "$REPO/scripts/test-deps.sh"
 
-missing=()
-for pkg in "${APT_PACKAGES[@]}"; do
-    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
-        missing+=("$pkg")
-    fi
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-    log "installing ${missing[*]}"
-    as_root apt-get update
-    as_root apt-get install -y --no-install-recommends "${missing[@]}"
-else
-    log "apt packages already installed"
-fi
+apt_install_missing "${APT_PACKAGES[@]}"
 
 for tool in pdsh pdcp parallel-ssh parallel-scp clush /usr/bin/time; do
     if ! command -v "$tool" >/dev/null 2>&1; then

@@ -17,32 +17,11 @@ export DEBIAN_FRONTEND=noninteractive
 
 log() { echo "test-deps: $*"; }
 
-# Root runs apt-get directly; anyone else needs a password-less sudo, because
-# CI has no terminal to type a password into.
-as_root() {
-    if [ "$(id -u)" -eq 0 ]; then
-        "$@"
-    elif command -v sudo >/dev/null 2>&1; then
-        sudo -n env DEBIAN_FRONTEND=noninteractive "$@"
-    else
-        echo "test-deps: must run as root (or with sudo available) to run: $*" >&2
-        exit 1
-    fi
-}
+PROG=test-deps
+# shellcheck source=scripts/lib.sh
+. "$REPO/scripts/lib.sh"
 
-missing=()
-for pkg in "${APT_PACKAGES[@]}"; do
-    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
-        missing+=("$pkg")
-    fi
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-    log "installing ${missing[*]}"
-    as_root apt-get update
-    as_root apt-get install -y --no-install-recommends "${missing[@]}"
-else
-    log "apt packages already installed"
-fi
+apt_install_missing "${APT_PACKAGES[@]}"
 
 for tool in /usr/sbin/sshd /usr/lib/openssh/sftp-server ssh ssh-keygen scp kill pkill; do
     if ! command -v "$tool" >/dev/null 2>&1; then
