@@ -166,6 +166,7 @@ for n in 2 3 4; do
     mkdir "$dir"
     run ssh-keygen -q -t ed25519 -N '' -C "worker 127.0.0.$n" -f "$dir/host_ed25519_key"
     : >"$dir/authorized_keys"
+    mkdir -p "$dir/home/.ssh"
     # Each worker is a complete, separate sshd that touches nothing of the
     # system's own sshd: its own address, host key, PID file and authorized
     # keys.  StrictModes is off because the files live in a temporary
@@ -173,19 +174,21 @@ for n in 2 3 4; do
     # Only public-key logins are allowed, as on the cluster; PAM is off so
     # that this also works where no PAM service for sshd is set up.
     # SetEnv pins SHLVL for every session, so the remote commands see the
-    # same environment however sshd itself was started.
+    # same environment however sshd itself was started, and gives each worker
+    # its own HOME: the rotation below edits ~/.ssh/authorized_keys, which
+    # must be this worker's file, never the home of whoever runs the demo.
     cat >"$dir/sshd_config" <<EOF
 ListenAddress 127.0.0.$n:$ssh_port
 HostKey $dir/host_ed25519_key
 PidFile $dir/sshd.pid
-AuthorizedKeysFile $dir/authorized_keys
+AuthorizedKeysFile $dir/authorized_keys $dir/home/.ssh/authorized_keys
 StrictModes no
 UsePAM no
 PasswordAuthentication no
 KbdInteractiveAuthentication no
 PubkeyAuthentication yes
 Subsystem sftp /usr/lib/openssh/sftp-server
-SetEnv SHLVL=1
+SetEnv SHLVL=1 HOME=$dir/home
 EOF
     # The demo logs in as whoever runs it, which may be root.
     if [ "$(id -u)" -eq 0 ]; then
@@ -311,6 +314,18 @@ status=0
 demo smssh 127.0.0.4 'kill -TERM $$' </dev/null || status=$?
 echo "exit status: $status (128 + 15, the remote shell was killed by SIGTERM)"
 [ "$status" -eq 143 ] || die "smssh returned $status for a remote shell killed by SIGTERM"
+
+step "Rotating the key pair on every worker, with no moment of lock-out"
+# The four rotation steps, as the Lambda function runs them: a new ed25519 key
+# pair stored as AWSPENDING, its public key added to each worker's managed
+# block, a login with it everywhere, then AWSCURRENT moved to it and the
+# block reduced to exactly that key.
+must smssh rotate -w '127.0.0.[2-4]'
+must smssh 127.0.0.3 cat .ssh/authorized_keys
+# The workers still accept the demo's original key (an unmanaged line that the
+# rotation never touches); smscp itself now logs in with the new key.
+must smscp -v "$payload" "127.0.0.2:$remote/after-rotation.bin" 2>"$work/rotated.err"
+grep -F "GetSecretValue" "$work/rotated.err" >&2 || die "smscp -v did not report its key fetch"
 
 step "A changed host key is refused"
 # Pretend that 127.0.0.4 was replaced by an impostor: known_hosts now holds a

@@ -3,6 +3,9 @@
 # already has the Rust toolchain: OpenSSH (the tests start real sshd workers and
 # compare against the real ssh/scp), procps (the harness pauses and stops
 # workers with kill and pkill), pdsh, and moto's server in a venv at .venv.
+# The same venv gets cfn-lint, which CI runs on deploy/template.yaml, and
+# cargo-lambda, whose local Lambda runtime the tests start the rotation
+# function under.
 # It is idempotent: what is already installed is left alone, so running it
 # before every test run costs well under a second.
 set -euo pipefail
@@ -11,6 +14,10 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$REPO/.venv"
 # A bounded range keeps CI reproducible if moto ever ships a breaking 6.x.
 MOTO_SPEC='moto[server]>=5,<6'
+# Bounded for the same reason. cargo-lambda's PyPI wheel carries the binary and
+# pulls ziglang, which it uses to link.
+CFN_LINT_SPEC='cfn-lint>=1,<2'
+CARGO_LAMBDA_SPEC='cargo-lambda>=1.9,<2'
 APT_PACKAGES=(openssh-server openssh-client python3 python3-venv procps pdsh ca-certificates)
 
 export DEBIAN_FRONTEND=noninteractive
@@ -48,4 +55,29 @@ else
     "$VENV/bin/python" -c 'import moto.server, moto.secretsmanager' \
         || { echo "test-deps: moto was installed but cannot be imported" >&2; exit 1; }
 fi
-log "ready (moto_server: $VENV/bin/moto_server)"
+
+# True when the venv has the command and its distribution has the major version
+# the spec pins; metadata again, because running either tool costs far more.
+venv_has() {
+    local cmd="$1" dist="$2" major="$3"
+    [ -x "$VENV/bin/$cmd" ] && "$VENV/bin/python" -c \
+        'import importlib.metadata as m, sys; sys.exit(m.version(sys.argv[1]).split(".")[0] != sys.argv[2])' \
+        "$dist" "$major" >/dev/null 2>&1
+}
+
+missing=()
+venv_has cfn-lint cfn-lint 1 || missing+=("$CFN_LINT_SPEC")
+venv_has cargo-lambda cargo-lambda 1 || missing+=("$CARGO_LAMBDA_SPEC")
+if [ "${#missing[@]}" -eq 0 ]; then
+    log "cfn-lint and cargo-lambda already installed in $VENV"
+else
+    log "installing ${missing[*]} into $VENV"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${missing[@]}"
+    # Off PATH, cargo cannot find the subcommand, so the binary is called directly
+    # and is given the subcommand name itself: `cargo-lambda lambda ...`.
+    "$VENV/bin/cfn-lint" --version >/dev/null \
+        || { echo "test-deps: cfn-lint was installed but does not run" >&2; exit 1; }
+    "$VENV/bin/cargo-lambda" lambda --version >/dev/null \
+        || { echo "test-deps: cargo-lambda was installed but does not run" >&2; exit 1; }
+fi
+log "ready (moto_server: $VENV/bin/moto_server, cfn-lint: $VENV/bin/cfn-lint, cargo-lambda: $VENV/bin/cargo-lambda)"

@@ -14,7 +14,9 @@ bash "$REPO/scripts/test-deps.sh"
 # that happens to be on PATH.
 export SMSSH_TEST_MOTO="$REPO/.venv/bin/moto_server"
 
-cargo build --all-targets
+# The whole workspace: tests/lambda_runtime.rs runs the rotation function's binary, which
+# belongs to the lambda/ member, so it must be built before the tests start.
+cargo build --workspace --all-targets
 # Benchmarks are built above (so they cannot rot) but not run: they are reports, not tests,
 # and need the peers that scripts/bench-deps.sh installs.
-cargo test --lib --bins --tests "$@"
+cargo test --workspace --lib --bins --tests "$@"

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::args::{FanoutArgs, ScpArgs, SecretArgs, SshArgs, SshOptionArgs};
+use crate::args::{FanoutArgs, RotateArgs, ScpArgs, SecretArgs, SshArgs, SshOptionArgs};
 use crate::copy::{self, CopyContext, CopyRequest, FanoutCopy};
 use crate::diag;
 use crate::exec::{self, Captured, ExecRequest, RemoteExit};
@@ -21,6 +21,7 @@ use crate::known_hosts::KnownHosts;
 use crate::operand::{self, Operand};
 use crate::plan::{self, HostPlan, Local, SshOptions};
 use crate::progress::Progress;
+use crate::rotation;
 use crate::session::{self, HostKeyDb};
 
 /// ssh's exit status for its own failures (connection, host key, authentication, secret).
@@ -61,9 +62,7 @@ fn host_key_db(plans: &[HostPlan], key: &LoadedKey) -> Result<HostKeyDb, String>
     if let Some(lines) = &key.known_hosts {
         known.extend_from_text(lines, "secret KnownHosts");
     }
-    Ok(HostKeyDb {
-        known_hosts: Arc::new(known),
-    })
+    Ok(HostKeyDb::new(known))
 }
 
 /// The steps both programs take before any work: SSH options, the secret, the runtime.
@@ -441,6 +440,7 @@ async fn smssh_single(args: &SshArgs, ssh: &SshOptions, spec: SecretSpec) -> u8 
         command,
         pty,
         forward_stdin: !args.null_stdin,
+        input: None,
     };
     let keys = KeySource::new(spec);
     let db = match key_and_host_keys(&keys, std::slice::from_ref(&plan)).await {
@@ -513,6 +513,7 @@ async fn smssh_fanout(args: &SshArgs, ssh: &SshOptions, spec: SecretSpec) -> u8 
         pty: false,
         // As pdsh: the remote commands read no stdin, so one host cannot swallow it.
         forward_stdin: false,
+        input: None,
     });
     let outcomes = fanout::run(
         plans,
@@ -652,5 +653,242 @@ fn print_groups(outcomes: &[fanout::HostOutcome<HostRun>]) {
         if !text.ends_with(b"\n") && !text.is_empty() {
             let _ = writeln!(out);
         }
+    }
+}
+
+/// `smssh rotate`'s exit status when a step failed (its hosts are named on stderr).
+pub const ROTATE_FAILED: u8 = 1;
+/// `smssh rotate`'s exit status for a command line it cannot run.
+pub const ROTATE_USAGE: u8 = 2;
+
+/// `smssh rotate`: a whole rotation, one step, or a reconciliation.
+pub fn rotate(args: RotateArgs) -> u8 {
+    start("smssh", args.ssh.verbose, args.ssh.quiet);
+    let usage = |message: String| {
+        diag::error(message);
+        ROTATE_USAGE
+    };
+    let plan = match rotation_plan(&args) {
+        Ok(plan) => plan,
+        Err(message) => return usage(message),
+    };
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(err) => return usage(format!("cannot start: {err}")),
+    };
+    let code = runtime.block_on(run_rotation(&args, plan));
+    runtime.shutdown_background();
+    code
+}
+
+/// What `smssh rotate` was asked to do, checked before anything touches AWS.
+struct RotationPlan {
+    spec: SecretSpec,
+    ssh: SshOptions,
+    settings: rotation::Settings,
+    mode: RotationMode,
+}
+
+enum RotationMode {
+    Rotate,
+    Step(rotation::Step, String),
+    Reconcile,
+}
+
+fn rotation_plan(args: &RotateArgs) -> Result<RotationPlan, String> {
+    let local = Local::detect();
+    let secret_args = SecretArgs {
+        location: args.secret.clone(),
+        ..SecretArgs::default()
+    };
+    let spec = plan::resolve_secret(&secret_args, &local).map_err(|e| e.to_string())?;
+    let implied = implied_options(&args.fanout, &[]);
+    let implied: Vec<&str> = implied.iter().map(String::as_str).collect();
+    let ssh = SshOptions::load(&args.ssh, &implied, &local).map_err(|e| e.to_string())?;
+    if !args.fanout.names_hosts() {
+        return Err(
+            "no hosts given: select the workers with -w HOSTS, --hosts-file FILE or --ec2-filter FILTER"
+                .to_owned(),
+        );
+    }
+    let channel: rotation::Channel = args.deploy.parse().map_err(|e| format!("--deploy: {e}"))?;
+    if channel == rotation::Channel::Ssm && args.fanout.ec2_filter.is_empty() {
+        return Err(rotation::RotationError::SsmNeedsInstances.to_string());
+    }
+    let key_type = args
+        .key_type
+        .parse()
+        .map_err(|e| format!("--key-type: {e}"))?;
+    let grace = rotation::parse_duration(&args.grace).map_err(|e| format!("--grace: {e}"))?;
+    if let Some(file) = &args.authorized_keys_file {
+        rotation::block::validate_file(file).map_err(|e| format!("--authorized-keys-file: {e}"))?;
+    }
+    let ssm_user = args.login.clone().unwrap_or_else(|| "ec2-user".to_owned());
+    if channel == rotation::Channel::Ssm {
+        rotation::block::validate_user(&ssm_user).map_err(|e| format!("-l: {e}"))?;
+    }
+    let mode = match (&args.step, &args.token, args.reconcile) {
+        (Some(step), Some(token), false) => {
+            let step = step.parse().map_err(|e| format!("--step: {e}"))?;
+            rotation::block::validate_version_id(token).map_err(|e| format!("--token: {e}"))?;
+            RotationMode::Step(step, token.clone())
+        }
+        (None, None, true) => RotationMode::Reconcile,
+        (None, None, false) => RotationMode::Rotate,
+        _ => return Err("--step and --token go together, without --reconcile".to_owned()),
+    };
+    Ok(RotationPlan {
+        spec,
+        ssh,
+        settings: rotation::Settings {
+            key_type,
+            grace,
+            learn_host_keys: args.learn_host_keys,
+            channel,
+            ssm_user,
+            authorized_keys_file: args.authorized_keys_file.clone(),
+            ssm_timeout: Duration::from_secs(args.ssm_timeout.max(1)),
+            fanout: fanout_options(&args.fanout),
+            require_rotation_enabled: false,
+        },
+        mode,
+    })
+}
+
+/// The workers, with their instance ids when SSM needs them.
+async fn rotation_targets(
+    args: &RotateArgs,
+    ssh: &SshOptions,
+    settings: &rotation::Settings,
+    aws: &aws_config::SdkConfig,
+) -> Result<Vec<rotation::Target>, String> {
+    if settings.channel == rotation::Channel::Ssh {
+        let hosts = crate::targets::resolve(&args.fanout, aws)
+            .await
+            .map_err(|e| e.to_string())?;
+        return Ok(plans_for(&hosts, ssh, args.login.as_deref(), args.port)
+            .into_iter()
+            .map(|plan| rotation::Target {
+                plan,
+                instance_id: None,
+            })
+            .collect());
+    }
+    let filters = args
+        .fanout
+        .ec2_filter
+        .iter()
+        .map(|f| crate::ec2::parse_filter(f))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    let instances = crate::ec2::discover_instances(aws, &filters)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut targets = Vec::new();
+    for instance in instances {
+        let mut spec = vec![HostSpec {
+            user: None,
+            host: instance.private_address.clone(),
+            port: None,
+        }];
+        for expr in &args.fanout.exclude {
+            spec = hostlist::exclude(spec, expr).map_err(|e| format!("-x {expr}: {e}"))?;
+        }
+        if spec.is_empty() {
+            continue;
+        }
+        targets.push(rotation::Target {
+            plan: ssh.plan(
+                &instance.private_address,
+                Some(&settings.ssm_user),
+                args.port,
+            ),
+            instance_id: Some(instance.instance_id),
+        });
+    }
+    if targets.is_empty() {
+        return Err("-x excluded every instance the EC2 filter found".to_owned());
+    }
+    Ok(targets)
+}
+
+/// Reads `--bootstrap-key` into the same wrappers a key from the secret lives in.
+fn bootstrap_key(path: &std::path::Path) -> Result<Arc<LoadedKey>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|err| format!("--bootstrap-key {}: {err}", path.display()))?;
+    let material = crate::secret::KeyMaterial {
+        private_key: crate::secret::PrivateKeyBytes::Text(secrecy::SecretString::from(text)),
+        passphrase: None,
+        known_hosts: None,
+    };
+    let key = crate::key::ClientKey::decode(&material).map_err(|err| match err {
+        crate::key::KeyError::NeedsPassphrase => format!(
+            "--bootstrap-key {}: the key is encrypted: give an unencrypted copy (e.g. on a tmpfs) for the first rotation",
+            path.display()
+        ),
+        other => format!("--bootstrap-key {}: {other}", path.display()),
+    })?;
+    Ok(Arc::new(LoadedKey {
+        key,
+        version_id: None,
+        known_hosts: None,
+    }))
+}
+
+async fn run_rotation(args: &RotateArgs, plan: RotationPlan) -> u8 {
+    let failed = |message: String| {
+        diag::error(message);
+        if crate::cancel::requested() {
+            130
+        } else {
+            ROTATE_FAILED
+        }
+    };
+    crate::cancel::watch_ctrl_c();
+    let aws = crate::aws::sdk_config(&plan.spec.aws).await;
+    let targets = match rotation_targets(args, &plan.ssh, &plan.settings, &aws).await {
+        Ok(targets) => targets,
+        Err(err) => return failed(err),
+    };
+    diag::apply_log_level(targets.first().and_then(|t| t.plan.log_level));
+    let bootstrap = match args.bootstrap_key.as_deref().map(bootstrap_key).transpose() {
+        Ok(key) => key,
+        Err(err) => return failed(err),
+    };
+    let quiet = args.ssh.quiet;
+    let report: rotation::Reporter = Arc::new(move |note, line: &str| match note {
+        rotation::Note::Progress if !quiet => println!("{line}"),
+        rotation::Note::Progress => {}
+        rotation::Note::HostFailed => diag::error(line),
+    });
+    let rotation =
+        match rotation::Rotation::new(&aws, plan.spec, plan.settings, targets, bootstrap, report) {
+            Ok(rotation) => rotation,
+            Err(err) => return failed(err.to_string()),
+        };
+    let result = match plan.mode {
+        RotationMode::Rotate => rotation.rotate().await.map(|outcomes| {
+            outcomes
+                .last()
+                .map(|o| format!("rotated to version {}", o.token))
+                .unwrap_or_default()
+        }),
+        RotationMode::Step(step, token) => rotation
+            .run_step(step, &token, true)
+            .await
+            .map(|o| format!("{}: {}", o.step, o.summary)),
+        RotationMode::Reconcile => rotation
+            .reconcile()
+            .await
+            .map(|s| format!("reconcile: {s}")),
+    };
+    match result {
+        Ok(summary) => {
+            if !args.ssh.quiet {
+                println!("{summary}");
+            }
+            0
+        }
+        Err(err) => failed(err.to_string()),
     }
 }

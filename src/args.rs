@@ -7,12 +7,25 @@
 
 use clap::{ArgAction, Args, Parser};
 
-/// Where the key comes from; shared by both binaries.
+/// Which secret, in which region, with which credentials; shared by every command.
 #[derive(Debug, Clone, Args, Default)]
-pub struct SecretArgs {
+pub struct SecretLocationArgs {
     /// Secret holding the private key (name or ARN).
     #[arg(long, env = "SMSSH_SECRET_ID", value_name = "ID")]
     pub secret_id: Option<String>,
+    /// AWS region of the secret.
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
+    /// AWS profile for credentials.
+    #[arg(long, value_name = "PROFILE")]
+    pub profile: Option<String>,
+}
+
+/// Where the key comes from; shared by both binaries.
+#[derive(Debug, Clone, Args, Default)]
+pub struct SecretArgs {
+    #[command(flatten)]
+    pub location: SecretLocationArgs,
     /// Staging label of the version to read [default: AWSCURRENT].
     #[arg(long, value_name = "STAGE", conflicts_with = "version_id")]
     pub version_stage: Option<String>,
@@ -25,12 +38,6 @@ pub struct SecretArgs {
     /// Stage to try when the server refuses the current key, e.g. AWSPREVIOUS.
     #[arg(long, value_name = "STAGE")]
     pub fallback_stage: Option<String>,
-    /// AWS region of the secret.
-    #[arg(long, value_name = "REGION")]
-    pub region: Option<String>,
-    /// AWS profile for credentials.
-    #[arg(long, value_name = "PROFILE")]
-    pub profile: Option<String>,
 }
 
 /// SSH options both binaries take, with OpenSSH's letters where they agree.
@@ -163,6 +170,61 @@ pub struct SshArgs {
         value_name = "COMMAND"
     )]
     pub command: Vec<String>,
+}
+
+/// smssh rotate: rotate the cluster key pair with Secrets Manager's four steps, from here.
+#[derive(Debug, Parser)]
+#[command(name = "smssh rotate", version, about)]
+pub struct RotateArgs {
+    #[command(flatten)]
+    pub secret: SecretLocationArgs,
+    /// How the public key reaches the workers: ssh (with the current key) or ssm (Run
+    /// Command as root on EC2 instances selected with --ec2-filter).
+    #[arg(long = "deploy", value_name = "ssh|ssm", default_value = "ssh")]
+    pub deploy: String,
+    /// Type of the new key: ed25519, rsa-2048, rsa-3072, rsa-4096 or ecdsa-p256.
+    #[arg(long, value_name = "TYPE", default_value = "ed25519")]
+    pub key_type: String,
+    /// A private key file already authorized on every worker, to push the first key of a
+    /// secret that holds none yet ({}).
+    #[arg(long, value_name = "FILE")]
+    pub bootstrap_key: Option<std::path::PathBuf>,
+    /// How long the previous key stays authorized after a rotation (0, 90s, 30m, 12h, 7d).
+    #[arg(long, value_name = "DURATION", default_value = "0")]
+    pub grace: String,
+    /// Accept unknown host keys on first contact and record them in the secret's KnownHosts.
+    #[arg(long)]
+    pub learn_host_keys: bool,
+    /// authorized_keys path on the workers, relative to the home [default: .ssh/authorized_keys].
+    #[arg(long, value_name = "PATH")]
+    pub authorized_keys_file: Option<String>,
+    /// Run one step only (createSecret, setSecret, testSecret, finishSecret) for --token.
+    #[arg(
+        long,
+        value_name = "STEP",
+        requires = "token",
+        conflicts_with = "reconcile"
+    )]
+    pub step: Option<String>,
+    /// The version (ClientRequestToken) the step works on.
+    #[arg(long, value_name = "TOKEN", requires = "step")]
+    pub token: Option<String>,
+    /// Bring every host to the current state without rotating (new or previously offline hosts).
+    #[arg(long)]
+    pub reconcile: bool,
+    /// Seconds to wait for every SSM invocation to finish.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+    pub ssm_timeout: u64,
+    /// Port to connect to on the workers.
+    #[arg(short = 'p', value_name = "PORT")]
+    pub port: Option<u16>,
+    /// User whose authorized_keys is managed (and who logs in) [default for ssm: ec2-user].
+    #[arg(short = 'l', value_name = "LOGIN")]
+    pub login: Option<String>,
+    #[command(flatten)]
+    pub ssh: SshOptionArgs,
+    #[command(flatten)]
+    pub fanout: FanoutArgs,
 }
 
 #[cfg(test)]

@@ -114,6 +114,21 @@ pub async fn discover(
     discover_with_page_size(config, filters, PAGE_SIZE).await
 }
 
+/// A running instance found by [`discover_instances`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instance {
+    pub instance_id: String,
+    pub private_address: String,
+}
+
+/// [`discover`] with each address's instance id, for SSM, which addresses instances by id.
+pub async fn discover_instances(
+    config: &aws_config::SdkConfig,
+    filters: &[Ec2Filter],
+) -> Result<Vec<Instance>, Ec2Error> {
+    discover_all(config, filters, PAGE_SIZE).await
+}
+
 /// [`discover`] with the number of reservations asked per page, which EC2 accepts from 5 to
 /// 1000. Public so that tests can make a small fleet span several pages.
 pub async fn discover_with_page_size(
@@ -121,6 +136,18 @@ pub async fn discover_with_page_size(
     filters: &[Ec2Filter],
     page_size: i32,
 ) -> Result<Vec<String>, Ec2Error> {
+    Ok(discover_all(config, filters, page_size)
+        .await?
+        .into_iter()
+        .map(|instance| instance.private_address)
+        .collect())
+}
+
+async fn discover_all(
+    config: &aws_config::SdkConfig,
+    filters: &[Ec2Filter],
+    page_size: i32,
+) -> Result<Vec<Instance>, Ec2Error> {
     let client = aws_sdk_ec2::Client::new(config);
     let mut request_filters: Vec<Filter> = filters
         .iter()
@@ -145,33 +172,40 @@ pub async fn discover_with_page_size(
         .into_paginator()
         .page_size(page_size)
         .send();
-    let mut addresses: Vec<(Ipv4Addr, String)> = Vec::new();
-    let mut unparsed: Vec<String> = Vec::new();
+    let mut addresses: Vec<(Ipv4Addr, Instance)> = Vec::new();
+    let mut unparsed: Vec<Instance> = Vec::new();
     while let Some(page) = pages.next().await {
         let page = match page {
             Ok(page) => page,
             Err(err) => return Err(map_sdk_error(config, err).await),
         };
         let instances = page.reservations().iter().flat_map(|r| r.instances());
-        for address in instances.filter_map(|instance| instance.private_ip_address()) {
+        for instance in instances {
+            let Some(address) = instance.private_ip_address() else {
+                continue;
+            };
+            let found = Instance {
+                instance_id: instance.instance_id().unwrap_or_default().to_owned(),
+                private_address: address.to_owned(),
+            };
             // EC2 documents PrivateIpAddress as IPv4; anything else is still handed out as
             // text (after the IPv4 addresses) rather than dropped, so that a surprise shows up
             // as a failed connection naming the address instead of a missing worker.
             match address.parse::<Ipv4Addr>() {
-                Ok(ip) => addresses.push((ip, address.to_owned())),
-                Err(_) => unparsed.push(address.to_owned()),
+                Ok(ip) => addresses.push((ip, found)),
+                Err(_) => unparsed.push(found),
             }
         }
     }
-    addresses.sort();
+    addresses.sort_by_key(|a| a.0);
     // Instances in two VPCs with overlapping CIDRs can share an address, but from this host
     // the address reaches one machine only; visiting it twice would run the command twice.
     addresses.dedup_by(|a, b| a.0 == b.0);
-    unparsed.sort();
-    unparsed.dedup();
-    let found: Vec<String> = addresses
+    unparsed.sort_by(|a, b| a.private_address.cmp(&b.private_address));
+    unparsed.dedup_by(|a, b| a.private_address == b.private_address);
+    let found: Vec<Instance> = addresses
         .into_iter()
-        .map(|(_, text)| text)
+        .map(|(_, instance)| instance)
         .chain(unparsed)
         .collect();
     if found.is_empty() {

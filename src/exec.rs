@@ -7,6 +7,7 @@
 //! the exit code is returned. Must not know: how the connection was made or which key it used.
 
 use std::io::Write;
+use std::sync::Arc;
 
 use russh::{ChannelMsg, Sig};
 use tokio::io::AsyncReadExt;
@@ -21,6 +22,9 @@ pub struct ExecRequest {
     pub pty: bool,
     /// false with `-n`: the remote command sees end-of-file at once.
     pub forward_stdin: bool,
+    /// Bytes sent as the command's whole stdin instead of ours (the rotation's script for
+    /// `sh -s`); wins over `forward_stdin`.
+    pub input: Option<Arc<[u8]>>,
 }
 
 /// How the remote side ended.
@@ -254,7 +258,17 @@ pub async fn run(
     let (mut reader, writer) = channel.split();
 
     // stdin is pumped on its own task: a blocking read of the terminal must not hold up output.
-    let stdin_task = if request.forward_stdin {
+    let stdin_task = if let Some(input) = request.input.clone() {
+        let mut remote = writer.make_writer();
+        Some(tokio::spawn(async move {
+            if tokio::io::AsyncWriteExt::write_all(&mut remote, &input)
+                .await
+                .is_ok()
+            {
+                let _ = tokio::io::AsyncWriteExt::shutdown(&mut remote).await;
+            }
+        }))
+    } else if request.forward_stdin {
         let writer_for_stdin = writer.make_writer();
         Some(tokio::spawn(async move {
             let mut stdin = tokio::io::stdin();

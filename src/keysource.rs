@@ -53,6 +53,11 @@ pub struct KeySource {
     initial: OnceCell<Arc<LoadedKey>>,
     refetched: OnceCell<Arc<LoadedKey>>,
     fallback: OnceCell<Option<Arc<LoadedKey>>>,
+    /// Keys from outside the usual fetch (the rotation's previous key, `--bootstrap-key`),
+    /// tried in order after every other.
+    last_resort: Vec<Arc<LoadedKey>>,
+    /// True when the key is fixed (a rotation's pending key): no re-fetch.
+    pinned: bool,
 }
 
 impl KeySource {
@@ -64,7 +69,30 @@ impl KeySource {
             initial: OnceCell::new(),
             refetched: OnceCell::new(),
             fallback: OnceCell::new(),
+            last_resort: Vec::new(),
+            pinned: false,
         }
+    }
+
+    /// A source that offers exactly `key`: no fetch, no re-fetch, no fallback. The rotation
+    /// logs in with the pending key this way, or with the bootstrap key before the secret
+    /// holds one.
+    pub fn pinned(spec: SecretSpec, key: Arc<LoadedKey>) -> KeySource {
+        KeySource {
+            initial: OnceCell::new_with(Some(key)),
+            pinned: true,
+            ..KeySource::new(spec)
+        }
+    }
+
+    /// Adds keys tried, in order, after the secret's (and the fallback stage's) were refused.
+    pub fn with_last_resort(mut self, keys: Vec<Arc<LoadedKey>>) -> KeySource {
+        self.last_resort.extend(keys);
+        self
+    }
+
+    pub fn last_resort(&self) -> &[Arc<LoadedKey>] {
+        &self.last_resort
     }
 
     pub fn spec(&self) -> &SecretSpec {
@@ -93,6 +121,9 @@ impl KeySource {
         &self,
         tried: &LoadedKey,
     ) -> Result<Option<Arc<LoadedKey>>, KeyLoadError> {
+        if self.pinned {
+            return Ok(None);
+        }
         crate::diag::debug(format_args!(
             "the server refused {}: fetching secret {} again in case it was rotated",
             tried.key, self.spec.id
@@ -106,7 +137,7 @@ impl KeySource {
 
     /// The `--fallback-stage` key (e.g. AWSPREVIOUS), when one was asked for.
     pub async fn fallback(&self) -> Result<Option<Arc<LoadedKey>>, KeyLoadError> {
-        let Some(stage) = &self.spec.fallback_stage else {
+        let Some(stage) = self.spec.fallback_stage.as_ref().filter(|_| !self.pinned) else {
             return Ok(None);
         };
         self.fallback

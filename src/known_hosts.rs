@@ -252,20 +252,15 @@ impl KnownHosts {
     }
 }
 
-/// Appends `host algorithm base64` to the known_hosts file at `path`, for
-/// StrictHostKeyChecking=accept-new.
-///
-/// The parent directory is created with mode 0700 and a new file with mode
-/// 0600, matching what OpenSSH creates. `rsa-sha2-*` is recorded as
-/// `ssh-rsa`. The line goes out in one buffer in append mode so that
-/// concurrent readers and writers never see a partial line.
-pub fn append_entry(
-    path: &Path,
+/// The known_hosts line (`host algorithm base64`, newline-terminated) for a host key, after
+/// refusing host names that would corrupt the file or turn the entry into a pattern. Used by
+/// [`append_entry`] and by the rotation, which records host keys in the secret.
+pub fn entry_line(
     host: &str,
     port: u16,
     algorithm: &str,
     blob: &[u8],
-) -> Result<(), KnownHostsError> {
+) -> Result<String, KnownHostsError> {
     let invalid = |reason| KnownHostsError::InvalidEntry {
         host: host.to_string(),
         reason,
@@ -293,13 +288,29 @@ pub fn append_entry(
     if blob.is_empty() {
         return Err(invalid("empty key"));
     }
-    let mut line = format!(
+    Ok(format!(
         "{} {} {}\n",
         lookup_name(host, port),
         key_type,
         STANDARD.encode(blob)
-    );
+    ))
+}
 
+/// Appends `host algorithm base64` to the known_hosts file at `path`, for
+/// StrictHostKeyChecking=accept-new.
+///
+/// The parent directory is created with mode 0700 and a new file with mode
+/// 0600, matching what OpenSSH creates. `rsa-sha2-*` is recorded as
+/// `ssh-rsa`. The line goes out in one buffer in append mode so that
+/// concurrent readers and writers never see a partial line.
+pub fn append_entry(
+    path: &Path,
+    host: &str,
+    port: u16,
+    algorithm: &str,
+    blob: &[u8],
+) -> Result<(), KnownHostsError> {
+    let mut line = entry_line(host, port, algorithm, blob)?;
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         if !parent.exists() {
             fs::DirBuilder::new()

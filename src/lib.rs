@@ -19,6 +19,7 @@ pub mod known_hosts;
 pub mod operand;
 pub mod plan;
 pub mod progress;
+pub mod rotation;
 pub mod secret;
 pub mod session;
 pub mod ssh_config;

@@ -100,6 +100,7 @@ pub fn resolve_secret(args: &SecretArgs, local: &Local) -> Result<SecretSpec, Pl
     let path = local.tool_config_path();
     let file = load_tool_config(&path)?;
     let id = args
+        .location
         .secret_id
         .clone()
         .or(file.secret_id)
@@ -119,12 +120,12 @@ pub fn resolve_secret(args: &SecretArgs, local: &Local) -> Result<SecretSpec, Pl
             .iter()
             .any(|n| std::env::var_os(n).is_some_and(|v| !v.is_empty()))
     };
-    let region = args.region.clone().or_else(|| {
+    let region = args.location.region.clone().or_else(|| {
         (!env_set(&["AWS_REGION", "AWS_DEFAULT_REGION"]))
             .then_some(file.region)
             .flatten()
     });
-    let profile = args.profile.clone().or_else(|| {
+    let profile = args.location.profile.clone().or_else(|| {
         (!env_set(&["AWS_PROFILE"]))
             .then_some(file.profile)
             .flatten()

@@ -202,6 +202,7 @@ pub struct Verifier {
     policy: StrictHostKeyChecking,
     batch_mode: bool,
     record_to: Option<PathBuf>,
+    learn: Option<Arc<Mutex<Vec<String>>>>,
     refusal: Arc<Mutex<Option<Refusal>>>,
 }
 
@@ -215,6 +216,22 @@ impl Verifier {
 
     async fn decide_unknown(&self, algorithm: &str, blob: &[u8]) -> Result<bool, russh::Error> {
         let fingerprint = known_hosts::fingerprint_sha256(blob);
+        if let Some(learned) = &self.learn {
+            // The operator allowed learning on first contact (rotate --learn-host-keys): the
+            // key is trusted for this run and recorded by the caller, never a changed key.
+            return match known_hosts::entry_line(&self.host, self.port, algorithm, blob) {
+                Ok(line) => {
+                    if let Ok(mut lines) = learned.lock() {
+                        lines.push(line.trim_end().to_owned());
+                    }
+                    Ok(true)
+                }
+                Err(err) => self.refuse(Refusal::Record {
+                    path: "the secret's KnownHosts".to_owned(),
+                    reason: err.to_string(),
+                }),
+            };
+        }
         let record = match self.policy {
             StrictHostKeyChecking::AcceptNew | StrictHostKeyChecking::No => true,
             StrictHostKeyChecking::Yes => {
@@ -315,6 +332,34 @@ impl client::Handler for Verifier {
 #[derive(Debug, Clone)]
 pub struct HostKeyDb {
     pub known_hosts: Arc<KnownHosts>,
+    /// When set, unknown host keys are accepted and their known_hosts lines collected here
+    /// instead of following StrictHostKeyChecking (the rotation's first-contact learning).
+    pub learn: Option<Arc<Mutex<Vec<String>>>>,
+}
+
+impl HostKeyDb {
+    pub fn new(known_hosts: KnownHosts) -> HostKeyDb {
+        HostKeyDb {
+            known_hosts: Arc::new(known_hosts),
+            learn: None,
+        }
+    }
+
+    /// The same database, learning unknown keys into a fresh list.
+    pub fn learning(&self) -> HostKeyDb {
+        HostKeyDb {
+            known_hosts: Arc::clone(&self.known_hosts),
+            learn: Some(Arc::new(Mutex::new(Vec::new()))),
+        }
+    }
+
+    /// The known_hosts lines learned so far.
+    pub fn learned(&self) -> Vec<String> {
+        self.learn
+            .as_ref()
+            .and_then(|lines| lines.lock().ok().map(|lines| lines.clone()))
+            .unwrap_or_default()
+    }
 }
 
 /// An authenticated connection.
@@ -330,17 +375,23 @@ pub async fn connect(
     keys: &KeySource,
     db: &HostKeyDb,
 ) -> Result<Connection, ConnectError> {
+    within_connect_timeout(plan, connect_inner(plan, keys, db)).await
+}
+
+/// Runs `work` within the plan's ConnectTimeout, which bounds the whole login.
+async fn within_connect_timeout<T>(
+    plan: &HostPlan,
+    work: impl std::future::Future<Output = Result<T, ConnectError>>,
+) -> Result<T, ConnectError> {
     match plan.connect_timeout {
-        Some(limit) => tokio::time::timeout(limit, connect_inner(plan, keys, db))
-            .await
-            .unwrap_or_else(|_| {
-                Err(ConnectError::Timeout {
-                    host: plan.hostname.clone(),
-                    port: plan.port,
-                    seconds: limit.as_secs().max(1),
-                })
-            }),
-        None => connect_inner(plan, keys, db).await,
+        Some(limit) => tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+            Err(ConnectError::Timeout {
+                host: plan.hostname.clone(),
+                port: plan.port,
+                seconds: limit.as_secs().max(1),
+            })
+        }),
+        None => work.await,
     }
 }
 
@@ -372,6 +423,12 @@ async fn connect_inner(
             return Ok(connection(handle, plan, fallback));
         }
         tried.push(describe_key(&fallback));
+    }
+    for last_resort in keys.last_resort() {
+        if authenticate(&mut handle, plan, last_resort).await? {
+            return Ok(connection(handle, plan, Arc::clone(last_resort)));
+        }
+        tried.push(describe_key(last_resort));
     }
     Err(ConnectError::AuthRefused {
         user: plan.user.clone(),
@@ -442,6 +499,7 @@ async fn open_transport(plan: &HostPlan, db: &HostKeyDb) -> Result<Handle<Verifi
         policy: plan.strict_host_key_checking,
         batch_mode: plan.batch_mode,
         record_to: plan.user_known_hosts.first().cloned(),
+        learn: db.learn.clone(),
         refusal: Arc::clone(&refusal),
     };
     match client::connect_stream(config, socket, verifier).await {
@@ -491,6 +549,19 @@ async fn open_transport(plan: &HostPlan, db: &HostKeyDb) -> Result<Handle<Verifi
             })
         }
     }
+}
+
+/// Opens the transport to the host and checks its host key, without logging in. The rotation
+/// uses it to learn host keys before any key is pushed.
+pub async fn probe_host_key(plan: &HostPlan, db: &HostKeyDb) -> Result<(), ConnectError> {
+    let probe = async {
+        let handle = open_transport(plan, db).await?;
+        let _ = handle
+            .disconnect(russh::Disconnect::ByApplication, "", "en")
+            .await;
+        Ok(())
+    };
+    within_connect_timeout(plan, probe).await
 }
 
 /// One public-key attempt. Ok(false) means the server said no to this key.

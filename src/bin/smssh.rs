@@ -13,6 +13,26 @@ static ALLOCATOR: zeroizing_alloc::ZeroAlloc<std::alloc::System> =
     zeroizing_alloc::ZeroAlloc(std::alloc::System);
 
 fn main() -> ExitCode {
+    // `rotate` as the first word is the rotation subcommand; a host of that name is reached
+    // as `user@rotate` (see the man page).
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|word| word == "rotate")
+    {
+        let words = std::iter::once(std::ffi::OsString::from("smssh rotate"))
+            .chain(std::env::args_os().skip(2));
+        return match smssh::args::RotateArgs::try_parse_from(words) {
+            Ok(args) => ExitCode::from(smssh::app::rotate(args)),
+            Err(err) => {
+                let _ = err.print();
+                ExitCode::from(if err.use_stderr() {
+                    smssh::app::ROTATE_USAGE
+                } else {
+                    0
+                })
+            }
+        };
+    }
     let args = match smssh::args::SshArgs::try_parse() {
         Ok(args) => args,
         Err(err) => {

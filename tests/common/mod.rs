@@ -690,6 +690,28 @@ impl Moto {
         });
     }
 
+    /// Version id → staging labels of secret `name`, as DescribeSecret lists them.
+    pub fn stages(&self, name: &str) -> std::collections::BTreeMap<String, Vec<String>> {
+        let out = self
+            .block_on(self.client.describe_secret().secret_id(name).send())
+            .unwrap_or_else(|e| panic!("DescribeSecret {name} failed: {}", error_text(&e)));
+        out.version_ids_to_stages()
+            .map(|map| {
+                map.iter()
+                    .map(|(id, labels)| (id.clone(), labels.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The version of secret `name` that holds staging label `stage`.
+    pub fn version_with_stage(&self, name: &str, stage: &str) -> Option<String> {
+        self.stages(name)
+            .into_iter()
+            .find(|(_, labels)| labels.iter().any(|l| l == stage))
+            .map(|(id, _)| id)
+    }
+
     /// Deletes a secret at once, without a recovery window.
     pub fn delete_secret(&self, name: &str) {
         self.block_on(
@@ -862,6 +884,46 @@ def update_secret_version_stage(self, *args, **kwargs):
     return result
 
 SecretsManagerBackend.update_secret_version_stage = update_secret_version_stage
+
+# moto records Run Command invocations but runs nothing. Instances tagged SmsshTestHome
+# stand for SSM-managed machines: their command runs here, as the SSM agent runs it (as
+# root, through /bin/sh), with that tag as HOME, and the invocation reports the real exit
+# status and output. Untagged instances keep moto's empty "Success".
+import os, subprocess
+from moto.ec2.models import ec2_backends
+from moto.ssm.models import Command, SimpleSystemManagerBackend
+
+# moto turns an empty Targets list into a filter matching every instance, so a command sent
+# to a list of instance ids would reach all of them; AWS adds no instance for no target.
+_from_targets = Command._get_instance_ids_from_targets
+Command._get_instance_ids_from_targets = lambda self: _from_targets(self) if self.targets else []
+
+_send_command = SimpleSystemManagerBackend.send_command
+
+def send_command(self, *args, **kwargs):
+    command = _send_command(self, *args, **kwargs)
+    if command.document_name != "AWS-RunShellScript":
+        return command
+    ec2 = ec2_backends[self.account_id][self.region_name]
+    script = "\n".join(command.parameters.get("commands", []))
+    for invocation in command.invocations:
+        tags = {t["key"]: t["value"] for t in ec2.describe_tags(filters={"resource-id": [invocation["InstanceId"]]})}
+        home = tags.get("SmsshTestHome")
+        if not home:
+            continue
+        run = subprocess.run(
+            ["/bin/sh", "-c", script],
+            env={"HOME": home, "PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+            capture_output=True, text=True, timeout=60,
+        )
+        status = "Success" if run.returncode == 0 else "Failed"
+        invocation.update(
+            Status=status, StatusDetails=status, ResponseCode=run.returncode,
+            StandardOutputContent=run.stdout[-24000:], StandardErrorContent=run.stderr[-8000:],
+        )
+    return command
+
+SimpleSystemManagerBackend.send_command = send_command
 sys.exit(main())
 "#;
 
@@ -953,8 +1015,9 @@ impl Worker {
             dir,
             child: None,
         };
+        fs::create_dir_all(worker.sftp_home().join(".ssh"))
+            .expect("cannot create the worker's home and its .ssh");
         fs::write(worker.authorized_keys_path(), "").expect("cannot create authorized_keys");
-        fs::create_dir_all(worker.sftp_home()).expect("cannot create the worker's SFTP home");
         worker.generate_host_key();
         fs::write(worker.config_path(), worker.config()).expect("cannot write sshd_config");
         worker.start();
@@ -990,8 +1053,13 @@ impl Worker {
         // With SHLVL already 1, bash run by sshd does not source root's
         // ~/.bashrc, which on these machines runs a slow `pyenv init`. No
         // AcceptEnv line is written, so the client's environment never
-        // reaches the session.
-        config.push_str("SetEnv SHLVL=1\n");
+        // reaches the session. HOME gives each worker its own home although
+        // they all log in as the same account, so that the rotation's script
+        // edits this worker's `~/.ssh/authorized_keys`, the file sshd reads.
+        config.push_str(&format!(
+            "SetEnv SHLVL=1 HOME={}\n",
+            self.sftp_home().display()
+        ));
         // OpenSSH 9.8 and later penalise addresses with many failed
         // logins, which would turn the failures that tests provoke into
         // refused connections; older versions reject the keyword.
@@ -1104,13 +1172,14 @@ impl Worker {
         );
     }
 
-    /// The known_hosts line for this worker: `[ADDR]:PORT ssh-ed25519 AAAA...`.
-    /// Where this worker's SFTP sessions start: relative remote paths (`host:file`) land
-    /// here, so that workers sharing this machine's file system still get separate copies.
+    /// This worker's home: SFTP sessions start here and sessions see it as HOME, so relative
+    /// remote paths (`host:file`) and `~/.ssh` are per worker although workers share this
+    /// machine's file system and account.
     pub fn sftp_home(&self) -> PathBuf {
         self.dir.path().join("home")
     }
 
+    /// The known_hosts line for this worker: `[ADDR]:PORT ssh-ed25519 AAAA...`.
     pub fn host_key_line(&self) -> String {
         let public = fs::read_to_string(self.host_key_path().with_extension("pub"))
             .expect("cannot read the worker's public host key");
@@ -1164,8 +1233,9 @@ impl Worker {
         self.dir.path().join("ssh_host_ed25519_key")
     }
 
+    /// `~/.ssh/authorized_keys` in this worker's home (see `sftp_home`).
     pub fn authorized_keys_path(&self) -> PathBuf {
-        self.dir.path().join("authorized_keys")
+        self.sftp_home().join(".ssh/authorized_keys")
     }
 
     pub fn log_path(&self) -> PathBuf {

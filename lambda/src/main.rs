@@ -1,0 +1,54 @@
+//! The Secrets Manager rotation function for smssh's cluster key pair. It reads its settings
+//! from the environment once, then hands each rotation event to the smssh library, which does
+//! the step exactly as `smssh rotate --step` would. See ARCHITECTURE.md and deploy/.
+#![forbid(unsafe_code)]
+
+use std::sync::Arc;
+
+use lambda_runtime::{service_fn, Error, LambdaEvent};
+use smssh::rotation::function::{self, FunctionConfig, RotationEvent};
+use smssh::rotation::{Note, Reporter};
+
+/// As in the binaries: every freed heap block is wiped, so copies of the private key made by
+/// the SDK and serde do not outlive their use.
+#[global_allocator]
+static ALLOCATOR: zeroizing_alloc::ZeroAlloc<std::alloc::System> =
+    zeroizing_alloc::ZeroAlloc(std::alloc::System);
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    // No core dumps, not dumpable: the function holds private keys in memory.
+    let _ = smssh::hardening::lock_down();
+    let config = FunctionConfig::from_env(&|name| std::env::var(name).ok())?;
+    let aws = smssh::aws::sdk_config(&smssh::aws::AwsSettings::default()).await;
+    let config = Arc::new(config);
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<RotationEvent>| {
+        let config = Arc::clone(&config);
+        let aws = aws.clone();
+        async move {
+            let event = event.payload;
+            // CloudWatch keeps what the function prints; key material never reaches here.
+            let report: Reporter = Arc::new(|note, line: &str| match note {
+                Note::Progress => println!("{line}"),
+                Note::HostFailed => eprintln!("{line}"),
+            });
+            println!(
+                "{} for secret {} version {}",
+                event.step, event.secret_id, event.client_request_token
+            );
+            match function::handle(&config, &aws, &event, report).await {
+                Ok(summary) => {
+                    println!("{summary}");
+                    Ok::<String, Error>(summary)
+                }
+                Err(err) => {
+                    // The message goes back to Secrets Manager, which records the failure
+                    // and retries the step.
+                    eprintln!("{err}");
+                    Err(Error::from(err.to_string()))
+                }
+            }
+        }
+    }))
+    .await
+}

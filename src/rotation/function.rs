@@ -1,0 +1,317 @@
+//! The rotation function's half: its settings from environment variables and one Secrets
+//! Manager rotation event (`{"SecretId", "ClientRequestToken", "Step"}`) run through the same
+//! steps `smssh rotate` uses. The Lambda crate only wires this to lambda_runtime.
+//!
+//! Owns: the environment variables the function reads (the original sample's `USERNAME`,
+//! `TAGNAME`, `TAGVALUE`, and `SMSSH_*`) and their defaults, and how the function finds its
+//! workers. Invariant: the function has no disk state; host keys come from the secret's
+//! `KnownHosts` (or are learned at createSecret when `SMSSH_LEARN_HOST_KEYS=true`), and an
+//! unknown host is refused, never trusted silently. Must not know: lambda_runtime.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::args::SshOptionArgs;
+use crate::ec2;
+use crate::fanout::FanoutOptions;
+use crate::hostlist;
+use crate::keysource::SecretSpec;
+use crate::plan::{Local, SshOptions};
+use crate::rotation::{self, Channel, Reporter, Rotation, RotationError, Settings, Step, Target};
+use crate::secret::VersionSelector;
+
+/// A rotation event as Secrets Manager sends it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+pub struct RotationEvent {
+    #[serde(rename = "SecretId")]
+    pub secret_id: String,
+    #[serde(rename = "ClientRequestToken")]
+    pub client_request_token: String,
+    #[serde(rename = "Step")]
+    pub step: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FunctionError {
+    #[error("environment variable {name}={value:?}: {reason}")]
+    Setting {
+        name: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error(transparent)]
+    Step(#[from] rotation::UnknownStep),
+    #[error("workers: {0}")]
+    Targets(String),
+    #[error(transparent)]
+    Rotation(#[from] RotationError),
+}
+
+/// The function's settings.
+#[derive(Debug, Clone)]
+pub struct FunctionConfig {
+    /// The account on the workers (`USERNAME`, default ec2-user).
+    pub user: String,
+    /// EC2 tag selecting the workers (`TAGNAME`=`TAGVALUE`, default RotateSSHKeys=True).
+    pub tag_name: String,
+    pub tag_value: String,
+    /// A hostlist instead of the EC2 tag (`SMSSH_TARGETS`; SSH deploy only).
+    pub targets: Option<String>,
+    /// SSH port of the workers (`SMSSH_PORT`, default 22).
+    pub port: Option<u16>,
+    pub connect_timeout: Duration,
+    pub settings: Settings,
+}
+
+fn setting<T>(
+    vars: &dyn Fn(&str) -> Option<String>,
+    name: &'static str,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<Option<T>, FunctionError> {
+    match vars(name).filter(|v| !v.trim().is_empty()) {
+        None => Ok(None),
+        Some(value) => parse(value.trim())
+            .map(Some)
+            .map_err(|reason| FunctionError::Setting {
+                name,
+                value,
+                reason,
+            }),
+    }
+}
+
+fn parse_bool(text: &str) -> Result<bool, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "true" | "yes" | "1" => Ok(true),
+        "false" | "no" | "0" => Ok(false),
+        _ => Err("use true or false".to_owned()),
+    }
+}
+
+fn parse_number<T: std::str::FromStr>(text: &str) -> Result<T, String> {
+    text.parse().map_err(|_| "not a number in range".to_owned())
+}
+
+impl FunctionConfig {
+    /// Reads the settings through `vars` (the process environment in the function).
+    pub fn from_env(
+        vars: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<FunctionConfig, FunctionError> {
+        let user = setting(vars, "USERNAME", |u| {
+            rotation::block::validate_user(u)
+                .map(|()| u.to_owned())
+                .map_err(|e| e.to_string())
+        })?
+        .unwrap_or_else(|| "ec2-user".to_owned());
+        let channel =
+            setting(vars, "SMSSH_DEPLOY", |t| t.parse::<Channel>())?.unwrap_or(Channel::Ssm);
+        let targets = setting(vars, "SMSSH_TARGETS", |t| Ok(t.to_owned()))?;
+        if channel == Channel::Ssm && targets.is_some() {
+            return Err(FunctionError::Setting {
+                name: "SMSSH_TARGETS",
+                value: targets.unwrap_or_default(),
+                reason: "SSM reaches instances by id: leave SMSSH_TARGETS unset and tag the instances, or set SMSSH_DEPLOY=ssh".to_owned(),
+            });
+        }
+        let authorized_keys_file = setting(vars, "SMSSH_AUTHORIZED_KEYS_FILE", |f| {
+            rotation::block::validate_file(f)
+                .map(|()| f.to_owned())
+                .map_err(|e| e.to_string())
+        })?;
+        let settings = Settings {
+            key_type: setting(vars, "SMSSH_KEY_TYPE", |t| {
+                t.parse()
+                    .map_err(|e: rotation::keygen::UnknownKeyType| e.to_string())
+            })?
+            .unwrap_or_default(),
+            grace: setting(vars, "SMSSH_GRACE", rotation::parse_duration)?.unwrap_or_default(),
+            learn_host_keys: setting(vars, "SMSSH_LEARN_HOST_KEYS", parse_bool)?.unwrap_or(false),
+            channel,
+            ssm_user: user.clone(),
+            authorized_keys_file,
+            ssm_timeout: Duration::from_secs(
+                setting(vars, "SMSSH_SSM_TIMEOUT", parse_number::<u64>)?
+                    .unwrap_or(120)
+                    .max(1),
+            ),
+            fanout: FanoutOptions {
+                parallel: setting(vars, "SMSSH_PARALLEL", parse_number::<usize>)?
+                    .unwrap_or(64)
+                    .max(1),
+                host_timeout: Some(Duration::from_secs(60)),
+                retries: 2,
+                ..FanoutOptions::default()
+            },
+            require_rotation_enabled: true,
+        };
+        Ok(FunctionConfig {
+            user,
+            tag_name: setting(vars, "TAGNAME", |t| Ok(t.to_owned()))?
+                .unwrap_or_else(|| "RotateSSHKeys".to_owned()),
+            tag_value: setting(vars, "TAGVALUE", |t| Ok(t.to_owned()))?
+                .unwrap_or_else(|| "True".to_owned()),
+            targets,
+            port: setting(vars, "SMSSH_PORT", parse_number::<u16>)?,
+            connect_timeout: Duration::from_secs(
+                setting(vars, "SMSSH_CONNECT_TIMEOUT", parse_number::<u64>)?
+                    .unwrap_or(10)
+                    .max(1),
+            ),
+            settings,
+        })
+    }
+
+    /// The SSH options of every login: no config file, no known_hosts file (the secret's
+    /// KnownHosts is the only source), never a prompt.
+    fn ssh_options(&self) -> Result<SshOptions, FunctionError> {
+        let args = SshOptionArgs {
+            options: vec![
+                "BatchMode=yes".to_owned(),
+                "StrictHostKeyChecking=yes".to_owned(),
+                "UserKnownHostsFile=/dev/null".to_owned(),
+                "GlobalKnownHostsFile=/dev/null".to_owned(),
+                format!("ConnectTimeout={}", self.connect_timeout.as_secs()),
+            ],
+            config_file: Some("none".to_owned()),
+            verbose: 0,
+            quiet: true,
+        };
+        let local = Local {
+            home: PathBuf::from("/tmp"),
+            user: self.user.clone(),
+        };
+        SshOptions::load(&args, &[], &local).map_err(|e| FunctionError::Targets(e.to_string()))
+    }
+
+    async fn targets(&self, aws: &aws_config::SdkConfig) -> Result<Vec<Target>, FunctionError> {
+        let ssh = self.ssh_options()?;
+        let plan = |host: &str, port: Option<u16>, user: Option<&str>| {
+            ssh.plan(host, Some(user.unwrap_or(&self.user)), port.or(self.port))
+        };
+        if let Some(expr) = &self.targets {
+            let hosts =
+                hostlist::expand(expr).map_err(|e| FunctionError::Targets(e.to_string()))?;
+            return Ok(hosts
+                .iter()
+                .map(|h| Target {
+                    plan: plan(&h.host, h.port, h.user.as_deref()),
+                    instance_id: None,
+                })
+                .collect());
+        }
+        let filter = ec2::parse_filter(&format!("tag:{}={}", self.tag_name, self.tag_value))
+            .map_err(|e| FunctionError::Targets(e.to_string()))?;
+        let instances = ec2::discover_instances(aws, &[filter])
+            .await
+            .map_err(|e| FunctionError::Targets(e.to_string()))?;
+        Ok(instances
+            .into_iter()
+            .map(|instance| Target {
+                plan: plan(&instance.private_address, None, None),
+                instance_id: Some(instance.instance_id),
+            })
+            .collect())
+    }
+}
+
+/// Runs the event's step. Returns the step's one-line summary.
+pub async fn handle(
+    config: &FunctionConfig,
+    aws: &aws_config::SdkConfig,
+    event: &RotationEvent,
+    report: Reporter,
+) -> Result<String, FunctionError> {
+    let step: Step = event.step.parse()?;
+    rotation::block::validate_version_id(&event.client_request_token).map_err(|e| {
+        FunctionError::Setting {
+            name: "ClientRequestToken",
+            value: event.client_request_token.clone(),
+            reason: e.to_string(),
+        }
+    })?;
+    let targets = config.targets(aws).await?;
+    let spec = SecretSpec {
+        id: event.secret_id.clone(),
+        selector: VersionSelector::Stage(rotation::store::AWSCURRENT.to_owned()),
+        field: None,
+        fallback_stage: None,
+        aws: crate::aws::AwsSettings::default(),
+    };
+    let rotation = Rotation::new(aws, spec, config.settings.clone(), targets, None, report)?;
+    let outcome = rotation
+        .run_step(step, &event.client_request_token, false)
+        .await?;
+    Ok(format!("{}: {}", outcome.step, outcome.summary))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<FunctionConfig, FunctionError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        FunctionConfig::from_env(&move |name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_follow_the_original_sample() {
+        let config = config(&[]).unwrap();
+        assert_eq!(config.user, "ec2-user");
+        assert_eq!(config.tag_name, "RotateSSHKeys");
+        assert_eq!(config.tag_value, "True");
+        assert_eq!(config.settings.channel, Channel::Ssm);
+        assert_eq!(config.settings.key_type, rotation::keygen::KeyType::Ed25519);
+        assert!(config.settings.require_rotation_enabled);
+        assert!(!config.settings.learn_host_keys);
+    }
+
+    #[test]
+    fn settings_are_read_and_bad_ones_name_the_variable() {
+        let good = config(&[
+            ("USERNAME", "hpc"),
+            ("SMSSH_DEPLOY", "ssh"),
+            ("SMSSH_TARGETS", "worker[01-04]"),
+            ("SMSSH_KEY_TYPE", "rsa-3072"),
+            ("SMSSH_GRACE", "2h"),
+            ("SMSSH_LEARN_HOST_KEYS", "TRUE"),
+            ("SMSSH_PORT", "2222"),
+        ])
+        .unwrap();
+        assert_eq!(good.user, "hpc");
+        assert_eq!(good.settings.ssm_user, "hpc");
+        assert_eq!(good.settings.grace, Duration::from_secs(7200));
+        assert!(good.settings.learn_host_keys);
+        assert_eq!(good.port, Some(2222));
+        let cases = [
+            ("USERNAME", "a b"),
+            ("SMSSH_DEPLOY", "scp"),
+            ("SMSSH_KEY_TYPE", "dsa"),
+            ("SMSSH_GRACE", "soon"),
+            ("SMSSH_LEARN_HOST_KEYS", "maybe"),
+            ("SMSSH_PORT", "70000"),
+            ("SMSSH_SSM_TIMEOUT", "-1"),
+            ("SMSSH_AUTHORIZED_KEYS_FILE", "a\nb"),
+        ];
+        for (name, value) in cases {
+            let err = config(&[(name, value)]).unwrap_err();
+            assert!(err.to_string().contains(name), "{name}: {err}");
+        }
+        let err = config(&[("SMSSH_TARGETS", "w1")]).unwrap_err();
+        assert!(err.to_string().contains("SMSSH_DEPLOY=ssh"), "{err}");
+    }
+
+    #[test]
+    fn events_parse_with_the_services_field_names() {
+        let event: RotationEvent = serde_json::from_str(
+            r#"{"SecretId":"/dev/ssh","ClientRequestToken":"t-1","Step":"setSecret"}"#,
+        )
+        .unwrap();
+        assert_eq!(event.secret_id, "/dev/ssh");
+        assert_eq!(event.client_request_token, "t-1");
+        assert_eq!(event.step.parse::<Step>().unwrap(), Step::Set);
+    }
+}

@@ -1,0 +1,1037 @@
+//! Rotating the cluster key pair with Secrets Manager's four steps, shared by the Lambda
+//! function and `smssh rotate`.
+//!
+//! Owns: the steps' semantics (validation of the token as AWS's rotation templates do,
+//! createSecret, setSecret, testSecret, finishSecret), what every worker's managed block must
+//! hold at each moment, and the local driver that does what RotateSecret does. Invariants:
+//! - Until finishSecret moves AWSCURRENT, every worker keeps the current key: setSecret only
+//!   adds, and a failed step promotes nothing. The master is never locked out.
+//! - Every edit of a worker is a reconciliation to the desired state (the keys of the versions
+//!   still valid), never a relative edit, so any retry finishes a partial run.
+//! - Host keys are always verified; unknown ones are learned only when the operator allowed it,
+//!   at createSecret, and recorded in the new version's `KnownHosts`.
+//!
+//! Must not know: how arguments or Lambda events were parsed, or how results are printed
+//! (a reporter callback receives progress lines).
+
+pub mod block;
+pub mod deploy;
+pub mod function;
+pub mod keygen;
+pub mod store;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures::StreamExt;
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::exec::{self, Captured, ExecRequest, RemoteExit};
+use crate::fanout::{self, FanoutOptions};
+use crate::key::ClientKey;
+use crate::keysource::{KeySource, LoadedKey, SecretSpec};
+use crate::known_hosts::KnownHosts;
+use crate::plan::HostPlan;
+use crate::secret::{KeyMaterial, PrivateKeyBytes};
+use crate::session::{self, HostKeyDb};
+use block::{BlockError, ManagedKey, PublicKeyLine};
+use deploy::{HostResult, SsmError, SsmTarget};
+use keygen::{KeyType, KeygenError};
+use store::{Description, Document, Store, StoreError, AWSCURRENT, AWSPENDING, AWSPREVIOUS};
+
+/// One of Secrets Manager's rotation steps, spelled as in the rotation event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Create,
+    Set,
+    Test,
+    Finish,
+}
+
+impl Step {
+    pub const ALL: [Step; 4] = [Step::Create, Step::Set, Step::Test, Step::Finish];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Create => "createSecret",
+            Step::Set => "setSecret",
+            Step::Test => "testSecret",
+            Step::Finish => "finishSecret",
+        }
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown rotation step {given:?}: use createSecret, setSecret, testSecret or finishSecret")]
+pub struct UnknownStep {
+    pub given: String,
+}
+
+impl FromStr for Step {
+    type Err = UnknownStep;
+
+    fn from_str(text: &str) -> Result<Step, UnknownStep> {
+        Step::ALL
+            .into_iter()
+            .find(|step| step.name().eq_ignore_ascii_case(text))
+            .ok_or_else(|| UnknownStep {
+                given: text.to_owned(),
+            })
+    }
+}
+
+/// How the authorized_keys script reaches the workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Channel {
+    /// Over SSH with the current key (or the bootstrap key), through the fan-out engine.
+    #[default]
+    Ssh,
+    /// Through SSM Run Command, as root, on EC2 instances.
+    Ssm,
+}
+
+impl FromStr for Channel {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Channel, String> {
+        match text.to_ascii_lowercase().as_str() {
+            "ssh" => Ok(Channel::Ssh),
+            "ssm" => Ok(Channel::Ssm),
+            _ => Err(format!("unknown deploy channel {text:?}: use ssh or ssm")),
+        }
+    }
+}
+
+/// One worker: where to log in, and its instance id when it was found in EC2.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    pub plan: HostPlan,
+    pub instance_id: Option<String>,
+}
+
+/// The rotation's settings, resolved from flags or the Lambda's environment.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub key_type: KeyType,
+    /// How long AWSPREVIOUS stays authorized after the current version was created.
+    pub grace: Duration,
+    /// Accept and record unknown host keys at createSecret (first contact only).
+    pub learn_host_keys: bool,
+    pub channel: Channel,
+    /// The account whose authorized_keys SSM edits (SSH edits the login user's own).
+    pub ssm_user: String,
+    /// authorized_keys path on the workers; None is `~/.ssh/authorized_keys`.
+    pub authorized_keys_file: Option<String>,
+    pub ssm_timeout: Duration,
+    pub fanout: FanoutOptions,
+    /// Refuse to run a step when the secret's rotation is not enabled (the Lambda's check).
+    pub require_rotation_enabled: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RotationError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("secret {id}: rotation is not enabled for it: enable rotation with this function, or rotate with smssh rotate")]
+    RotationDisabled { id: String },
+    #[error("secret {id}: version {token} is not a version of this secret: pass the ClientRequestToken of a rotation in progress")]
+    UnknownToken { id: String, token: String },
+    #[error("secret {id}: version {token} is not AWSPENDING (stages: {stages}): only the pending version of a rotation can be set, tested or promoted")]
+    NotPending {
+        id: String,
+        token: String,
+        stages: String,
+    },
+    #[error(
+        "secret {id}: version {token} holds no key yet: run createSecret with this token first"
+    )]
+    PendingEmpty { id: String, token: String },
+    #[error("secret {id}: {source}")]
+    Keygen { id: String, source: KeygenError },
+    #[error(
+        "secret {id}: version {version}: {reason}: store a valid key pair or start over from {{}}"
+    )]
+    BadKey {
+        id: String,
+        version: String,
+        reason: String,
+    },
+    #[error("secret {id} holds no key yet, so nothing can log in to push the first one: pass --bootstrap-key FILE (a private key already authorized on every worker), or deploy with --deploy ssm")]
+    NoCurrentKey { id: String },
+    #[error("{step}: {failed} of {total} hosts failed ({hosts}): {consequence}")]
+    Hosts {
+        step: Step,
+        failed: usize,
+        total: usize,
+        hosts: String,
+        consequence: &'static str,
+    },
+    #[error("createSecret: cannot learn the host keys of {failed} of {total} hosts ({hosts}): every host must answer for --learn-host-keys; nothing was stored")]
+    Learn {
+        failed: usize,
+        total: usize,
+        hosts: String,
+    },
+    #[error(transparent)]
+    Ssm(#[from] SsmError),
+    #[error("--deploy ssm reaches EC2 instances by id: select the hosts with --ec2-filter (not -w or --hosts-file)")]
+    SsmNeedsInstances,
+    #[error("known_hosts: {0}")]
+    KnownHosts(String),
+    #[error("secret {id}: {source}")]
+    Block { id: String, source: BlockError },
+    #[error("interrupted")]
+    Cancelled,
+}
+
+/// What a step (or a whole rotation) did, for the caller to print.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepOutcome {
+    pub step: Step,
+    pub token: String,
+    pub summary: String,
+}
+
+/// What a reported line is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Note {
+    /// A step's progress (stdout for `smssh rotate`).
+    Progress,
+    /// One host that failed a step, named with its reason (stderr).
+    HostFailed,
+}
+
+/// Receives one line per event: each finished step, each failed host.
+pub type Reporter = Arc<dyn Fn(Note, &str) + Send + Sync>;
+
+/// Everything a rotation of one secret needs.
+pub struct Rotation {
+    store: Store,
+    spec: SecretSpec,
+    settings: Settings,
+    targets: Vec<Target>,
+    /// The known_hosts files the plans name; loaded at each step, so that a step run long
+    /// after another sees the files as they are then.
+    known_hosts_files: Vec<PathBuf>,
+    bootstrap: Option<Arc<LoadedKey>>,
+    ssm: Option<aws_sdk_ssm::Client>,
+    report: Reporter,
+}
+
+impl fmt::Debug for Rotation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Rotation")
+            .field("secret", &self.store.id())
+            .field("settings", &self.settings)
+            .field("targets", &self.targets.len())
+            .field(
+                "bootstrap",
+                &self.bootstrap.as_ref().map(|k| k.key.fingerprint()),
+            )
+            .finish()
+    }
+}
+
+/// The versions a step works with, read once per step.
+struct Versions {
+    description: Description,
+    current: Option<Document>,
+    pending: Option<Document>,
+    /// AWSPREVIOUS: a login key for hosts that missed the last rotation, and a desired key
+    /// only while the grace period runs.
+    previous: Option<Document>,
+    previous_in_grace: bool,
+}
+
+impl Rotation {
+    pub fn new(
+        aws: &aws_config::SdkConfig,
+        spec: SecretSpec,
+        settings: Settings,
+        targets: Vec<Target>,
+        bootstrap: Option<Arc<LoadedKey>>,
+        report: Reporter,
+    ) -> Result<Rotation, RotationError> {
+        if settings.channel == Channel::Ssm && targets.iter().any(|t| t.instance_id.is_none()) {
+            return Err(RotationError::SsmNeedsInstances);
+        }
+        let mut known_hosts_files = Vec::new();
+        for target in &targets {
+            for path in target
+                .plan
+                .user_known_hosts
+                .iter()
+                .chain(&target.plan.global_known_hosts)
+            {
+                if !known_hosts_files.contains(path) {
+                    known_hosts_files.push(path.clone());
+                }
+            }
+        }
+        Ok(Rotation {
+            store: Store::new(aws, &spec.id),
+            ssm: (settings.channel == Channel::Ssm).then(|| aws_sdk_ssm::Client::new(aws)),
+            spec,
+            settings,
+            targets,
+            known_hosts_files,
+            bootstrap,
+            report,
+        })
+    }
+
+    /// Runs one step for `token`, as the Lambda does for each event. `local` allows
+    /// createSecret for a token Secrets Manager has not listed (smssh rotate makes its own).
+    pub async fn run_step(
+        &self,
+        step: Step,
+        token: &str,
+        local: bool,
+    ) -> Result<StepOutcome, RotationError> {
+        let description = self.store.describe().await?;
+        if self.settings.require_rotation_enabled && !description.rotation_enabled {
+            return Err(RotationError::RotationDisabled {
+                id: description.name,
+            });
+        }
+        let listed = description.stages.contains_key(token);
+        let may_create_unlisted = local && step == Step::Create;
+        if !listed && !may_create_unlisted {
+            return Err(RotationError::UnknownToken {
+                id: description.name,
+                token: token.to_owned(),
+            });
+        }
+        let outcome = |summary: String| StepOutcome {
+            step,
+            token: token.to_owned(),
+            summary,
+        };
+        if description.has_stage(token, AWSCURRENT) {
+            // finishSecret does its reconciliation even then: a retry after a failed removal
+            // must still remove the old key (the original sample returned early here).
+            if step == Step::Finish {
+                let summary = self.reconcile_with(description, Step::Finish).await?;
+                return Ok(outcome(summary));
+            }
+            return Ok(outcome(format!(
+                "version {token} is already AWSCURRENT: nothing to do"
+            )));
+        }
+        if listed && !description.has_stage(token, AWSPENDING) {
+            return Err(RotationError::NotPending {
+                id: description.name.clone(),
+                token: token.to_owned(),
+                stages: description.stages[token].join(", "),
+            });
+        }
+        let summary = match step {
+            Step::Create => self.create(&description, token).await?,
+            Step::Set => {
+                let versions = self.versions(description, Some(token)).await?;
+                self.require_pending(&versions, token)?;
+                self.deploy(&versions, Step::Set).await?
+            }
+            Step::Test => {
+                let versions = self.versions(description, Some(token)).await?;
+                self.test(&versions, token).await?
+            }
+            Step::Finish => {
+                let current = description.version_with(AWSCURRENT).map(str::to_owned);
+                self.store
+                    .move_stage(AWSCURRENT, Some(token), current.as_deref())
+                    .await?;
+                (self.report)(
+                    Note::Progress,
+                    &format!(
+                        "finishSecret: AWSCURRENT moved to {token}{}",
+                        current
+                            .map(|old| format!(" (AWSPREVIOUS is now {old})"))
+                            .unwrap_or_default()
+                    ),
+                );
+                let description = self.store.describe().await?;
+                self.reconcile_with(description, Step::Finish).await?
+            }
+        };
+        Ok(outcome(summary))
+    }
+
+    /// Does what RotateSecret does: the four steps in order for one token. A rotation left
+    /// pending by an earlier run is resumed rather than a new one piled on top of it.
+    pub async fn rotate(&self) -> Result<Vec<StepOutcome>, RotationError> {
+        let description = self.store.describe().await?;
+        let token = match description.version_with(AWSPENDING) {
+            Some(pending) if self.pending_lacks_host_keys(pending).await? => {
+                // The pending version cannot change, and its KnownHosts misses hosts the
+                // operator now allows to learn: a new version replaces it (PutSecretValue
+                // moves AWSPENDING to it).
+                (self.report)(
+                    Note::Progress,
+                    &format!(
+                        "version {pending} lacks host keys learned now: starting a new version"
+                    ),
+                );
+                new_token()
+            }
+            Some(pending) => {
+                (self.report)(
+                    Note::Progress,
+                    &format!("resuming the rotation to version {pending}"),
+                );
+                pending.to_owned()
+            }
+            None => new_token(),
+        };
+        let mut outcomes = Vec::new();
+        for step in Step::ALL {
+            if crate::cancel::requested() {
+                return Err(RotationError::Cancelled);
+            }
+            let outcome = self.run_step(step, &token, true).await?;
+            (self.report)(
+                Note::Progress,
+                &format!("{}: {}", outcome.step, outcome.summary),
+            );
+            outcomes.push(outcome);
+        }
+        // Secrets Manager removes AWSPENDING itself after a Lambda rotation; the local driver
+        // does it here, so that the next run starts a new rotation.
+        self.store
+            .move_stage(AWSPENDING, None, Some(&token))
+            .await?;
+        Ok(outcomes)
+    }
+
+    /// True when learning is on and some target's host key is in neither the known_hosts
+    /// files nor the pending version's KnownHosts.
+    async fn pending_lacks_host_keys(&self, pending: &str) -> Result<bool, RotationError> {
+        if !self.settings.learn_host_keys {
+            return Ok(false);
+        }
+        let known = match self.store.document(pending).await? {
+            Some(doc) => doc
+                .text(store::FIELD_KNOWN_HOSTS)
+                .unwrap_or_default()
+                .to_owned(),
+            None => return Ok(false),
+        };
+        Ok(!self.learn_host_keys(&known).await?.is_empty())
+    }
+
+    /// Brings every target to the desired state without rotating (`--reconcile`): hosts that
+    /// were offline or are new get the current key, stale keys go.
+    pub async fn reconcile(&self) -> Result<String, RotationError> {
+        let description = self.store.describe().await?;
+        self.reconcile_with(description, Step::Finish).await
+    }
+
+    async fn reconcile_with(
+        &self,
+        description: Description,
+        step: Step,
+    ) -> Result<String, RotationError> {
+        let versions = self.versions(description, None).await?;
+        self.deploy(&versions, step).await
+    }
+
+    async fn create(
+        &self,
+        description: &Description,
+        token: &str,
+    ) -> Result<String, RotationError> {
+        let id = &description.name;
+        if let Some(existing) = self.store.document(token).await? {
+            if existing.private_key.is_some() {
+                return Ok(format!("version {token} already holds a key: kept"));
+            }
+        }
+        let current = match description.version_with(AWSCURRENT) {
+            Some(version) => self.store.document(version).await?,
+            None => None,
+        };
+        let generated =
+            keygen::generate(self.settings.key_type).map_err(|source| RotationError::Keygen {
+                id: id.clone(),
+                source,
+            })?;
+        let mut fields = current.map(|doc| doc.fields).unwrap_or_default();
+        let tagged = format!("{} smssh:{id}:{token}", generated.public_line);
+        for (field, value) in [
+            (store::FIELD_PUBLIC_KEY, tagged),
+            (store::FIELD_KEY_TYPE, generated.key_type.name().to_owned()),
+            (store::FIELD_FINGERPRINT, generated.fingerprint.clone()),
+        ] {
+            fields.insert(field.to_owned(), serde_json::Value::String(value));
+        }
+        if self.settings.learn_host_keys {
+            let known = fields
+                .get(store::FIELD_KNOWN_HOSTS)
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            let learned = self.learn_host_keys(&known).await?;
+            if !learned.is_empty() {
+                (self.report)(
+                    Note::Progress,
+                    &format!(
+                        "createSecret: learned {} host key(s) on first contact",
+                        learned.len()
+                    ),
+                );
+                let mut lines: Vec<&str> = known.lines().filter(|l| !l.trim().is_empty()).collect();
+                lines.extend(learned.iter().map(String::as_str));
+                fields.insert(
+                    store::FIELD_KNOWN_HOSTS.to_owned(),
+                    serde_json::Value::String(lines.join("\n") + "\n"),
+                );
+            }
+        }
+        let document = Document {
+            version_id: token.to_owned(),
+            private_key: Some(generated.private_text),
+            // The new key is stored unencrypted (the secret's KMS key protects it); an old
+            // passphrase would only make clients try to decrypt it.
+            passphrase: None,
+            fields,
+        };
+        self.store.put_pending(token, &document).await?;
+        Ok(format!(
+            "new {} key {} stored as version {token} (AWSPENDING)",
+            generated.key_type, generated.fingerprint
+        ))
+    }
+
+    /// Reads the versions a step needs. `pending` names the token being rotated to; without
+    /// it, a pending version that is not yet current is still kept on the workers, so that a
+    /// reconciliation during a rotation does not undo its setSecret.
+    async fn versions(
+        &self,
+        description: Description,
+        pending: Option<&str>,
+    ) -> Result<Versions, RotationError> {
+        let current_id = description.version_with(AWSCURRENT).map(str::to_owned);
+        let pending_id = pending
+            .map(str::to_owned)
+            .or_else(|| description.version_with(AWSPENDING).map(str::to_owned))
+            .filter(|p| Some(p) != current_id.as_ref());
+        let previous_id = description
+            .version_with(AWSPREVIOUS)
+            .map(str::to_owned)
+            .filter(|p| Some(p) != current_id.as_ref());
+        let current = match &current_id {
+            Some(id) => self.store.document(id).await?,
+            None => None,
+        };
+        let pending = match &pending_id {
+            Some(id) => self.store.document(id).await?,
+            None => None,
+        };
+        let previous = match &previous_id {
+            Some(id) => self.store.document(id).await?,
+            None => None,
+        };
+        let previous_in_grace = match (&previous, &current_id) {
+            (Some(_), Some(current)) if !self.settings.grace.is_zero() => {
+                let dates = self.store.created_dates().await?;
+                dates
+                    .get(current)
+                    .is_some_and(|created| SystemTime::now() < *created + self.settings.grace)
+            }
+            _ => false,
+        };
+        Ok(Versions {
+            description,
+            current,
+            pending,
+            previous,
+            previous_in_grace,
+        })
+    }
+
+    fn require_pending<'a>(
+        &self,
+        versions: &'a Versions,
+        token: &str,
+    ) -> Result<&'a Document, RotationError> {
+        versions
+            .pending
+            .as_ref()
+            .filter(|doc| doc.private_key.is_some())
+            .ok_or_else(|| RotationError::PendingEmpty {
+                id: versions.description.name.clone(),
+                token: token.to_owned(),
+            })
+    }
+
+    /// The keys every worker's block must hold now: CURRENT, the pending key of a rotation in
+    /// progress, and PREVIOUS during its grace period. Versions without a key (`{}`) add none.
+    fn desired_keys(&self, versions: &Versions) -> Result<Vec<ManagedKey>, RotationError> {
+        let id = &versions.description.name;
+        let mut keys: Vec<ManagedKey> = Vec::new();
+        let previous = versions
+            .previous
+            .as_ref()
+            .filter(|_| versions.previous_in_grace);
+        for doc in [
+            versions.current.as_ref(),
+            versions.pending.as_ref(),
+            previous,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let Some(line) = public_key_line(id, doc)? else {
+                continue;
+            };
+            if keys.iter().any(|k| k.key == line) {
+                continue;
+            }
+            keys.push(ManagedKey::new(line, &doc.version_id).map_err(|source| {
+                RotationError::Block {
+                    id: id.clone(),
+                    source,
+                }
+            })?);
+        }
+        Ok(keys)
+    }
+
+    /// Known hosts: the plans' files plus the KnownHosts lines of the versions read.
+    fn host_key_db(&self, versions: &Versions) -> Result<HostKeyDb, RotationError> {
+        let mut known = KnownHosts::load(&self.known_hosts_files)
+            .map_err(|e| RotationError::KnownHosts(e.to_string()))?;
+        for doc in [&versions.current, &versions.pending, &versions.previous]
+            .into_iter()
+            .flatten()
+        {
+            if let Some(lines) = doc.text(store::FIELD_KNOWN_HOSTS) {
+                known.extend_from_text(lines, "secret KnownHosts");
+            }
+        }
+        Ok(HostKeyDb::new(known))
+    }
+
+    fn key_spec(&self) -> SecretSpec {
+        self.spec.clone()
+    }
+
+    /// Writes the desired block on every target and fails the step if any host failed.
+    async fn deploy(&self, versions: &Versions, step: Step) -> Result<String, RotationError> {
+        let id = &versions.description.name;
+        let keys = self.desired_keys(versions)?;
+        let user = match self.settings.channel {
+            Channel::Ssh => "",
+            Channel::Ssm => self.settings.ssm_user.as_str(),
+        };
+        let script = block::script(
+            user,
+            id,
+            self.settings.authorized_keys_file.as_deref(),
+            &keys,
+        )
+        .map_err(|source| RotationError::Block {
+            id: id.clone(),
+            source,
+        })?;
+        let results = match self.settings.channel {
+            Channel::Ssh => {
+                let source = self.login_keys(versions)?;
+                let db = self.host_key_db(versions)?;
+                let plans = self.targets.iter().map(|t| t.plan.clone()).collect();
+                deploy::over_ssh(plans, Arc::new(source), db, &self.settings.fanout, &script).await
+            }
+            Channel::Ssm => {
+                let client = self.ssm.as_ref().ok_or(RotationError::SsmNeedsInstances)?;
+                let targets: Vec<SsmTarget> = self
+                    .targets
+                    .iter()
+                    .filter_map(|t| {
+                        t.instance_id.as_ref().map(|instance| SsmTarget {
+                            instance_id: instance.clone(),
+                            label: t.plan.label.clone(),
+                        })
+                    })
+                    .collect();
+                let comment = format!("smssh {step} {id}");
+                deploy::over_ssm(
+                    client,
+                    &targets,
+                    &script,
+                    &comment,
+                    self.settings.ssm_timeout,
+                )
+                .await?
+            }
+        };
+        let versions_wanted: Vec<&str> = keys.iter().map(|k| k.version_id.as_str()).collect();
+        let mut changed = 0usize;
+        let mut failures: Vec<String> = Vec::new();
+        for HostResult { host, result } in &results {
+            match result {
+                Ok(report) if report.version_ids == versions_wanted => {
+                    changed += usize::from(report.changed);
+                }
+                Ok(report) => {
+                    (self.report)(
+                        Note::HostFailed,
+                        &format!(
+                            "{step}: {host}: the block holds [{}] after the edit, expected [{}]",
+                            report.version_ids.join(" "),
+                            versions_wanted.join(" ")
+                        ),
+                    );
+                    failures.push(host.clone());
+                }
+                Err(reason) => {
+                    // Connection errors already start with the host's name.
+                    let line = if reason.starts_with(host.as_str()) {
+                        format!("{step}: {reason}")
+                    } else {
+                        format!("{step}: {host}: {reason}")
+                    };
+                    (self.report)(Note::HostFailed, &line);
+                    failures.push(host.clone());
+                }
+            }
+        }
+        if !failures.is_empty() {
+            return Err(RotationError::Hosts {
+                step,
+                failed: failures.len(),
+                total: results.len(),
+                hosts: abbreviate(&failures),
+                consequence: match step {
+                    Step::Finish => "the new key is current and works on every host that was tested; stale keys stay on these hosts until a retry or smssh rotate --reconcile removes them",
+                    _ => "nothing was promoted and the current key still logs in everywhere; fix these hosts and run the step again",
+                },
+            });
+        }
+        Ok(format!(
+            "{} hosts hold [{}] ({} updated, {} unchanged)",
+            results.len(),
+            versions_wanted.join(" "),
+            changed,
+            results.len() - changed
+        ))
+    }
+
+    /// The keys the SSH channel logs in with: CURRENT, then PREVIOUS for hosts that missed the
+    /// last rotation, then the bootstrap key. Before the secret holds any key, only the
+    /// bootstrap key.
+    fn login_keys(&self, versions: &Versions) -> Result<KeySource, RotationError> {
+        let id = &versions.description.name;
+        let current = match &versions.current {
+            Some(doc) if doc.private_key.is_some() => Some(loaded_key(id, doc)?),
+            _ => None,
+        };
+        let mut extra: Vec<Arc<LoadedKey>> = Vec::new();
+        if let Some(doc) = versions
+            .previous
+            .as_ref()
+            .filter(|d| d.private_key.is_some())
+        {
+            extra.push(loaded_key(id, doc)?);
+        }
+        if let Some(bootstrap) = &self.bootstrap {
+            extra.push(Arc::clone(bootstrap));
+        }
+        match current {
+            Some(current) => {
+                Ok(KeySource::pinned(self.key_spec(), current).with_last_resort(extra))
+            }
+            None => match extra.split_first() {
+                Some((first, rest)) => Ok(KeySource::pinned(self.key_spec(), Arc::clone(first))
+                    .with_last_resort(rest.to_vec())),
+                None => Err(RotationError::NoCurrentKey { id: id.clone() }),
+            },
+        }
+    }
+
+    /// testSecret: a login with the pending key on every target, host key verified, and a
+    /// command whose exit status must be 0.
+    async fn test(&self, versions: &Versions, token: &str) -> Result<String, RotationError> {
+        let id = &versions.description.name;
+        // createSecret always stores a key before Secrets Manager calls testSecret, so a
+        // pending version without one is the service's configuration check (RotateSecret
+        // without immediate rotation makes a temporary AWSPENDING copy and tests it).
+        if versions
+            .pending
+            .as_ref()
+            .is_none_or(|doc| doc.private_key.is_none())
+        {
+            return Ok(format!(
+                "version {token} holds no key: a configuration check, nothing to test"
+            ));
+        }
+        let pending = self.require_pending(versions, token)?;
+        let key = loaded_key(id, pending)?;
+        let keys = Arc::new(KeySource::pinned(self.key_spec(), key));
+        let db = self.host_key_db(versions)?;
+        let plans: Vec<HostPlan> = self.targets.iter().map(|t| t.plan.clone()).collect();
+        let total = plans.len();
+        let request = Arc::new(ExecRequest {
+            command: Some("true".to_owned()),
+            pty: false,
+            forward_stdin: false,
+            input: None,
+        });
+        let outcomes = fanout::run(plans, keys, db, &self.settings.fanout, move |conn, _| {
+            let request = Arc::clone(&request);
+            async move {
+                let mut sink = Captured::default();
+                match exec::run(&conn, &request, &mut sink).await {
+                    Ok(RemoteExit::Status(0)) => Ok(()),
+                    Ok(other) => Err(format!(
+                        "the test command exited {}: {}",
+                        other.code(),
+                        String::from_utf8_lossy(&sink.stderr).trim()
+                    )),
+                    Err(err) => Err(err.to_string()),
+                }
+            }
+        })
+        .await;
+        let mut failures = Vec::new();
+        for outcome in &outcomes {
+            if let Err(err) = &outcome.result {
+                (self.report)(Note::HostFailed, &format!("testSecret: {err}"));
+                failures.push(outcome.plan.label.clone());
+            }
+        }
+        if !failures.is_empty() {
+            return Err(RotationError::Hosts {
+                step: Step::Test,
+                failed: failures.len(),
+                total,
+                hosts: abbreviate(&failures),
+                consequence: "nothing was promoted and the current key still logs in everywhere; fix these hosts and run the step again",
+            });
+        }
+        Ok(format!("the pending key logged in on all {total} hosts"))
+    }
+
+    /// Connects to every target once to learn the host keys nobody knows yet.
+    async fn learn_host_keys(
+        &self,
+        secret_known_hosts: &str,
+    ) -> Result<Vec<String>, RotationError> {
+        let mut known = KnownHosts::load(&self.known_hosts_files)
+            .map_err(|e| RotationError::KnownHosts(e.to_string()))?;
+        known.extend_from_text(secret_known_hosts, "secret KnownHosts");
+        let db = HostKeyDb::new(known).learning();
+        let parallel = self.settings.fanout.parallel.max(1);
+        let results: Vec<(String, Result<(), session::ConnectError>)> =
+            futures::stream::iter(self.targets.iter().map(|target| {
+                let db = db.clone();
+                async move {
+                    let result = session::probe_host_key(&target.plan, &db).await;
+                    (target.plan.label.clone(), result)
+                }
+            }))
+            .buffered(parallel)
+            .collect()
+            .await;
+        let mut failures = Vec::new();
+        for (host, result) in &results {
+            if let Err(err) = result {
+                (self.report)(Note::HostFailed, &format!("createSecret: {err}"));
+                failures.push(host.clone());
+            }
+        }
+        if !failures.is_empty() {
+            return Err(RotationError::Learn {
+                failed: failures.len(),
+                total: results.len(),
+                hosts: abbreviate(&failures),
+            });
+        }
+        let mut learned = db.learned();
+        learned.sort();
+        learned.dedup();
+        Ok(learned)
+    }
+}
+
+/// A version's public key: its PublicKey field, or else derived from its private key.
+fn public_key_line(id: &str, doc: &Document) -> Result<Option<PublicKeyLine>, RotationError> {
+    let bad = |reason: String| RotationError::BadKey {
+        id: id.to_owned(),
+        version: doc.version_id.clone(),
+        reason,
+    };
+    if let Some(text) = doc.text(store::FIELD_PUBLIC_KEY) {
+        return PublicKeyLine::parse(text)
+            .map(Some)
+            .map_err(|e| bad(format!("PublicKey: {e}")));
+    }
+    if doc.private_key.is_none() {
+        return Ok(None);
+    }
+    let key = loaded_key(id, doc)?;
+    let line = key
+        .key
+        .private()
+        .public_key()
+        .to_openssh()
+        .map_err(|e| bad(e.to_string()))?;
+    PublicKeyLine::parse(&line)
+        .map(Some)
+        .map_err(|e| bad(e.to_string()))
+}
+
+/// Decodes a version's private key for logging in.
+fn loaded_key(id: &str, doc: &Document) -> Result<Arc<LoadedKey>, RotationError> {
+    let bad = |reason: String| RotationError::BadKey {
+        id: id.to_owned(),
+        version: doc.version_id.clone(),
+        reason,
+    };
+    let private = doc
+        .private_key
+        .as_ref()
+        .ok_or_else(|| bad("no PrivateKey".to_owned()))?;
+    let material = KeyMaterial {
+        private_key: PrivateKeyBytes::Text(SecretString::from(private.expose_secret())),
+        passphrase: doc
+            .passphrase
+            .as_ref()
+            .map(|p| SecretString::from(p.expose_secret())),
+        known_hosts: doc.text(store::FIELD_KNOWN_HOSTS).map(str::to_owned),
+    };
+    let key = ClientKey::decode(&material).map_err(|e| bad(e.to_string()))?;
+    Ok(Arc::new(LoadedKey {
+        key,
+        version_id: Some(doc.version_id.clone()),
+        known_hosts: material.known_hosts,
+    }))
+}
+
+/// A new ClientRequestToken: a random UUID (version 4), as the AWS CLI and SDKs make.
+pub fn new_token() -> String {
+    let mut bytes: [u8; 16] = rand::random();
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+/// At most five names, then a count, so that a fleet-wide failure stays one readable line.
+fn abbreviate(hosts: &[String]) -> String {
+    const SHOWN: usize = 5;
+    let mut text = hosts
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if hosts.len() > SHOWN {
+        text.push_str(&format!(" and {} more", hosts.len() - SHOWN));
+    }
+    text
+}
+
+/// Parses durations as `--grace` takes them: `0`, `90s`, `30m`, `12h`, `7d` (bare = seconds).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(split) => text.split_at(split),
+        None => (text, "s"),
+    };
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?}: write e.g. 0, 90s, 30m, 12h or 7d"))?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => {
+            return Err(format!(
+                "invalid duration {text:?}: the unit must be s, m, h or d"
+            ))
+        }
+    };
+    value
+        .checked_mul(seconds)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("invalid duration {text:?}: too long"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_parse_as_the_event_spells_them() {
+        for step in Step::ALL {
+            assert_eq!(step.name().parse::<Step>().unwrap(), step);
+        }
+        assert_eq!("FINISHSECRET".parse::<Step>().unwrap(), Step::Finish);
+        assert!("rotate".parse::<Step>().is_err());
+    }
+
+    #[test]
+    fn tokens_are_version_4_uuids() {
+        let a = new_token();
+        let b = new_token();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 36);
+        assert_eq!(&a[14..15], "4");
+        assert!("89ab".contains(&a[19..20]), "{a}");
+        block::validate_version_id(&a).unwrap();
+    }
+
+    #[test]
+    fn durations_parse_with_units() {
+        let cases = [
+            ("0", Some(0)),
+            ("90", Some(90)),
+            ("90s", Some(90)),
+            ("30m", Some(1800)),
+            ("12h", Some(43200)),
+            ("7d", Some(604800)),
+            ("", None),
+            ("5w", None),
+            ("-1s", None),
+            ("99999999999999999999d", None),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(
+                parse_duration(text).ok().map(|d| d.as_secs()),
+                expected,
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn host_lists_are_abbreviated() {
+        let hosts: Vec<String> = (1..=7).map(|i| format!("h{i}")).collect();
+        assert_eq!(abbreviate(&hosts[..2]), "h1, h2");
+        assert_eq!(abbreviate(&hosts), "h1, h2, h3, h4, h5 and 2 more");
+    }
+
+    #[test]
+    fn channels_parse() {
+        assert_eq!("ssh".parse::<Channel>().unwrap(), Channel::Ssh);
+        assert_eq!("SSM".parse::<Channel>().unwrap(), Channel::Ssm);
+        assert!("scp".parse::<Channel>().is_err());
+    }
+}

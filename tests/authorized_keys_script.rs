@@ -1,0 +1,695 @@
+//! Runs the rendered authorized_keys script with real shells (`sh`, which is
+//! dash on Debian and Ubuntu workers, and `bash`) against real files in
+//! temporary homes, the script text on stdin exactly as `sh -s` receives it
+//! over SSH.
+//!
+//! The root-mode test needs root (CI runs as root) and fails, rather than
+//! skips, without it.
+
+use std::collections::hash_map::RandomState;
+use std::ffi::OsString;
+use std::fs;
+use std::hash::{BuildHasher, Hasher};
+use std::io::Write;
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use smssh::rotation::block::{
+    parse_block, parse_report, render_lines, script, shell_quote, ManagedKey, PublicKeyLine,
+    EXIT_BAD_INPUT, EXIT_IO, EXIT_REFUSED, SCRIPT_BODY, SCRIPT_ERROR_PREFIX,
+};
+use tempfile::TempDir;
+
+const SHELLS: [&str; 2] = ["sh", "bash"];
+const ID: &str = "prod/cluster-key";
+
+const ED25519: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGHOZKbNeUgKlOBSlf6yk3OyTGhFi4g18wYEA/Vtd5DU a";
+const P256: &str = "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBNOAoUqnaak041YK7IiB1TZkPDGgX8GooVkP1LNCCvi+17pyu/kB7J/lJgGrIasBqvzZdeTt9uCo3pllw3YBAwY= b";
+const P384: &str = "ecdsa-sha2-nistp384 AAAAE2VjZHNhLXNoYTItbmlzdHAzODQAAAAIbmlzdHAzODQAAABhBIdk/kAIcgLB1xv/hQPyXzPVjiEbk8IyZkCx+IgiHULAfUsmHx6O8AeYIBQ18HI8qwvRj0OYOM2enMue6sGdU85EhK3wEvHd5e6xOwjKrlSmCdlHLm6QLHNG54efr5weAg== c";
+
+/// What one run of the script produced.
+#[derive(Debug)]
+struct Run {
+    status: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn key(line: &str, version: &str) -> ManagedKey {
+    ManagedKey::new(PublicKeyLine::parse(line).unwrap(), version).unwrap()
+}
+
+fn current() -> Vec<ManagedKey> {
+    vec![key(ED25519, "v1")]
+}
+
+fn rotated() -> Vec<ManagedKey> {
+    vec![key(ED25519, "v1"), key(P256, "v2")]
+}
+
+fn current_user() -> String {
+    let out = Command::new("id").arg("-un").output().unwrap();
+    assert!(out.status.success(), "id -un failed");
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+fn is_root() -> bool {
+    let out = Command::new("id").arg("-u").output().unwrap();
+    String::from_utf8(out.stdout).unwrap().trim() == "0"
+}
+
+/// The block exactly as the script writes it.
+fn block(id: &str, keys: &[ManagedKey]) -> String {
+    if keys.is_empty() {
+        return String::new();
+    }
+    format!(
+        "# BEGIN smssh-managed {id}\n{}\n# END smssh-managed {id}\n",
+        render_lines(id, keys).unwrap()
+    )
+}
+
+/// Runs `text` with `shell -s`, the text on stdin, in a clean environment
+/// holding only PATH (optionally with `bin_first` in front) and HOME.
+fn run_text(shell: &str, text: &str, home: Option<&Path>, bin_first: Option<&Path>) -> Run {
+    let mut path = OsString::new();
+    if let Some(bin) = bin_first {
+        path.push(bin);
+        path.push(":");
+    }
+    path.push(std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into()));
+    let mut command = Command::new(shell);
+    command
+        .arg("-s")
+        .env_clear()
+        .env("PATH", path)
+        .current_dir("/")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(home) = home {
+        command.env("HOME", home);
+    }
+    let mut child = command.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    Run {
+        status: out.status.code().expect("the shell was killed by a signal"),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
+
+/// Renders the script for the current user and runs it.
+fn rotate(shell: &str, home: &Path, file: Option<&str>, keys: &[ManagedKey]) -> Run {
+    let text = script(&current_user(), ID, file, keys).unwrap();
+    run_text(shell, &text, Some(home), None)
+}
+
+fn assert_success(run: &Run, changed: bool, keys: &[ManagedKey]) {
+    assert_eq!(run.status, 0, "{run:?}");
+    assert_eq!(run.stderr, "", "{run:?}");
+    let report = parse_report(&run.stdout).unwrap();
+    assert_eq!(report.changed, changed, "{run:?}");
+    let ids: Vec<&str> = keys.iter().map(|k| k.version_id.as_str()).collect();
+    assert_eq!(report.version_ids, ids, "{run:?}");
+    let expected = if changed { "updated" } else { "unchanged" };
+    assert!(run.stdout.starts_with(expected), "{run:?}");
+}
+
+fn assert_failure(run: &Run, status: i32, reason: &str) {
+    assert_eq!(run.status, status, "{run:?}");
+    assert_eq!(run.stdout, "", "{run:?}");
+    assert_eq!(run.stderr.lines().count(), 1, "{run:?}");
+    assert!(run.stderr.ends_with('\n'), "{run:?}");
+    assert!(run.stderr.starts_with(SCRIPT_ERROR_PREFIX), "{run:?}");
+    assert!(run.stderr.contains(reason), "wanted {reason:?} in {run:?}");
+}
+
+/// The names in a directory, sorted; a leftover temporary file shows up here.
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+fn mode(path: &Path) -> u32 {
+    fs::symlink_metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+/// A home with `.ssh/authorized_keys` holding `content`.
+fn home_with(content: &[u8]) -> (TempDir, PathBuf) {
+    let home = TempDir::new().unwrap();
+    let ssh = home.path().join(".ssh");
+    fs::create_dir(&ssh).unwrap();
+    fs::set_permissions(&ssh, fs::Permissions::from_mode(0o700)).unwrap();
+    let file = ssh.join("authorized_keys");
+    fs::write(&file, content).unwrap();
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
+    (home, file)
+}
+
+/// Identity and timestamps that any write (or rename) would change.
+fn stamp(path: &Path) -> (u64, i64, i64, i64, i64) {
+    let m = fs::metadata(path).unwrap();
+    (
+        m.ino(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec(),
+    )
+}
+
+#[test]
+fn fresh_home_gets_ssh_dir_700_and_file_600() {
+    for shell in SHELLS {
+        let home = TempDir::new().unwrap();
+        let run = rotate(shell, home.path(), None, &current());
+        assert_success(&run, true, &current());
+        let ssh = home.path().join(".ssh");
+        let file = ssh.join("authorized_keys");
+        assert_eq!(mode(&ssh), 0o700, "{shell}");
+        assert_eq!(mode(&file), 0o600, "{shell}");
+        let uid = fs::metadata(home.path()).unwrap().uid();
+        assert_eq!(fs::metadata(&file).unwrap().uid(), uid, "{shell}");
+        assert_eq!(fs::read_to_string(&file).unwrap(), block(ID, &current()));
+        assert_eq!(entries(&ssh), ["authorized_keys"], "{shell}");
+        let text = fs::read_to_string(&file).unwrap();
+        assert_eq!(parse_block(&text, ID).unwrap(), current());
+    }
+}
+
+#[test]
+fn unmanaged_lines_and_other_blocks_stay_byte_for_byte() {
+    // Bytes a line-based rewrite could easily disturb: CRLF, tabs, trailing
+    // blanks, invalid UTF-8, options with quotes, an empty line, another
+    // secret's block and a block whose id starts with ours.
+    let mut before = Vec::new();
+    before.extend_from_slice(b"# hand-written header\r\n");
+    before.extend_from_slice(
+        b"from=\"10.0.0.0/8\",command=\"echo 'hi' $(x)\" ssh-ed25519 AAAA\tme@host  \n",
+    );
+    before.extend_from_slice(b"\n");
+    before.extend_from_slice(b"ssh-rsa AAAA latin1 \xe9\xff bytes\n");
+    before.extend_from_slice(block("other/secret", &[key(P384, "o1")]).as_bytes());
+    let mut after = before.clone();
+    before.extend_from_slice(block(ID, &current()).as_bytes());
+    after.extend_from_slice(block(ID, &rotated()).as_bytes());
+    let tail = format!(
+        "   leading blanks\n{}# last line without newline",
+        block(&format!("{ID}2"), &[key(ED25519, "x1")])
+    );
+    before.extend_from_slice(tail.as_bytes());
+    after.extend_from_slice(tail.as_bytes());
+
+    for shell in SHELLS {
+        let (home, file) = home_with(&before);
+        let run = rotate(shell, home.path(), None, &rotated());
+        assert_success(&run, true, &rotated());
+        assert_eq!(fs::read(&file).unwrap(), after, "{shell}");
+        assert_eq!(entries(file.parent().unwrap()), ["authorized_keys"]);
+    }
+}
+
+#[test]
+fn block_is_replaced_where_it_stands() {
+    let old = block(ID, &current());
+    let new = block(ID, &rotated());
+    for (prefix, suffix) in [
+        ("", "ssh-ed25519 AAAA after\n"),
+        ("ssh-ed25519 AAAA before\n", "ssh-ed25519 AAAA after\n"),
+        ("ssh-ed25519 AAAA before\n", ""),
+    ] {
+        for shell in SHELLS {
+            let (home, file) = home_with(format!("{prefix}{old}{suffix}").as_bytes());
+            let run = rotate(shell, home.path(), None, &rotated());
+            assert_success(&run, true, &rotated());
+            assert_eq!(
+                fs::read_to_string(&file).unwrap(),
+                format!("{prefix}{new}{suffix}"),
+                "{shell}"
+            );
+        }
+    }
+}
+
+#[test]
+fn block_is_appended_when_missing() {
+    for shell in SHELLS {
+        let (home, file) = home_with(b"ssh-ed25519 AAAA mine\n");
+        let run = rotate(shell, home.path(), None, &current());
+        assert_success(&run, true, &current());
+        assert_eq!(
+            fs::read_to_string(&file).unwrap(),
+            format!("ssh-ed25519 AAAA mine\n{}", block(ID, &current()))
+        );
+    }
+}
+
+#[test]
+fn empty_key_list_removes_the_block() {
+    for shell in SHELLS {
+        let content = format!("a\n{}b\n", block(ID, &rotated()));
+        let (home, file) = home_with(content.as_bytes());
+        let run = rotate(shell, home.path(), None, &[]);
+        assert_success(&run, true, &[]);
+        assert_eq!(fs::read_to_string(&file).unwrap(), "a\nb\n", "{shell}");
+        let again = rotate(shell, home.path(), None, &[]);
+        assert_success(&again, false, &[]);
+
+        // Nothing to remove and no file: nothing is created, not even .ssh.
+        let empty = TempDir::new().unwrap();
+        let run = rotate(shell, empty.path(), None, &[]);
+        assert_success(&run, false, &[]);
+        assert!(entries(empty.path()).is_empty(), "{shell}");
+    }
+}
+
+#[test]
+fn second_run_is_unchanged_and_writes_nothing() {
+    for shell in SHELLS {
+        let home = TempDir::new().unwrap();
+        let first = rotate(shell, home.path(), None, &rotated());
+        assert_success(&first, true, &rotated());
+        let ssh = home.path().join(".ssh");
+        let file = ssh.join("authorized_keys");
+        let (file_before, dir_before) = (stamp(&file), stamp(&ssh));
+        let content = fs::read(&file).unwrap();
+        // Let a coarse clock tick so that a rewrite could not hide in the
+        // same timestamp.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let second = rotate(shell, home.path(), None, &rotated());
+        assert_success(&second, false, &rotated());
+        assert_eq!(stamp(&file), file_before, "{shell}: file was rewritten");
+        assert_eq!(
+            stamp(&ssh),
+            dir_before,
+            "{shell}: a temporary file was made"
+        );
+        assert_eq!(fs::read(&file).unwrap(), content);
+    }
+}
+
+#[test]
+fn missing_final_newline_is_handled() {
+    for shell in SHELLS {
+        // Appending: the old last line gets its newline before the block.
+        let (home, file) = home_with(b"a\nb");
+        let run = rotate(shell, home.path(), None, &current());
+        assert_success(&run, true, &current());
+        assert_eq!(
+            fs::read_to_string(&file).unwrap(),
+            format!("a\nb\n{}", block(ID, &current()))
+        );
+
+        // Replacing in the middle: the unmanaged last line keeps its missing
+        // newline.
+        let content = format!("a\n{}b", block(ID, &current()));
+        let (home, file) = home_with(content.as_bytes());
+        let run = rotate(shell, home.path(), None, &rotated());
+        assert_success(&run, true, &rotated());
+        assert_eq!(
+            fs::read_to_string(&file).unwrap(),
+            format!("a\n{}b", block(ID, &rotated()))
+        );
+
+        // Block last, END without newline: the block is written whole.
+        let content = format!("a\n{}", block(ID, &current()));
+        let (home, file) = home_with(content.trim_end().as_bytes());
+        let run = rotate(shell, home.path(), None, &current());
+        assert_success(&run, true, &current());
+        assert_eq!(fs::read_to_string(&file).unwrap(), content);
+    }
+}
+
+#[test]
+fn existing_mode_and_owner_are_kept() {
+    // As root (CI) the file is given to another owner first, so that keeping
+    // the owner is a real check; otherwise the owner must stay ours.
+    let root = is_root();
+    for shell in SHELLS {
+        let (home, file) = home_with(b"x\n");
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o640)).unwrap();
+        if root {
+            let status = Command::new("chown")
+                .arg("65534:65534")
+                .arg(&file)
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+        let before = fs::metadata(&file).unwrap();
+        let run = rotate(shell, home.path(), None, &current());
+        assert_success(&run, true, &current());
+        let after = fs::metadata(&file).unwrap();
+        assert_ne!(after.ino(), before.ino(), "{shell}: not replaced by rename");
+        assert_eq!(mode(&file), 0o640, "{shell}");
+        assert_eq!((after.uid(), after.gid()), (before.uid(), before.gid()));
+        assert_eq!(entries(file.parent().unwrap()), ["authorized_keys"]);
+    }
+}
+
+#[test]
+fn ambiguous_markers_are_refused_and_nothing_is_written() {
+    let b = format!("# BEGIN smssh-managed {ID}\n");
+    let e = format!("# END smssh-managed {ID}\n");
+    let line = format!("{}\n", render_lines(ID, &current()).unwrap());
+    let cases = [
+        format!("x\n{b}{line}"),
+        format!("x\n{line}{e}"),
+        format!("{b}{b}{line}{e}"),
+        format!("{b}{line}{e}y\n{b}{line}{e}"),
+        format!("# BEGIN smssh-managed {ID} \n{line}{e}"),
+        format!("{b}{line}# END smssh-managed {ID}\r\n"),
+        format!("{b}# BEGIN smssh-managed other\n{e}"),
+    ];
+    for content in &cases {
+        // The Rust reader refuses exactly what the script refuses.
+        assert!(parse_block(content, ID).is_err(), "{content:?}");
+        for shell in SHELLS {
+            let (home, file) = home_with(content.as_bytes());
+            let before = stamp(&file);
+            let run = rotate(shell, home.path(), None, &rotated());
+            assert_failure(&run, EXIT_REFUSED, "by hand");
+            assert_eq!(fs::read_to_string(&file).unwrap(), *content, "{shell}");
+            assert_eq!(stamp(&file), before, "{shell}");
+            assert_eq!(entries(file.parent().unwrap()), ["authorized_keys"]);
+        }
+    }
+}
+
+/// A script whose prologue is written by hand, bypassing every check the
+/// Rust side makes, as a compromised or buggy caller could.
+fn forged(user: &str, id: &str, file: &str, block: &str) -> String {
+    format!(
+        "SMSSH_USER={}\nSMSSH_BLOCK_ID={}\nSMSSH_FILE={}\nSMSSH_BLOCK={}\n{SCRIPT_BODY}",
+        shell_quote(user),
+        shell_quote(id),
+        shell_quote(file),
+        shell_quote(block)
+    )
+}
+
+#[test]
+fn forged_block_lines_are_refused_and_nothing_is_written() {
+    let good = render_lines(ID, &current()).unwrap();
+    let blob = ED25519.split(' ').nth(1).unwrap();
+    let forged_blocks = [
+        format!("ssh-ed25519 {blob} smssh:other/secret:v1"),
+        format!("ssh-ed25519 {blob} smssh:{ID}:v1;touch PWNED"),
+        format!("ssh-ed25519 {blob} smssh:{ID}:$(touch PWNED)"),
+        format!("command=\"touch PWNED\" ssh-ed25519 {blob} smssh:{ID}:v1"),
+        format!("ssh-ed25519 {blob} smssh:{ID}:v1 extra"),
+        format!("ssh-ed25519  {blob} smssh:{ID}:v1"),
+        format!("ssh-dss {blob} smssh:{ID}:v1"),
+        format!("ssh-ed25519 {blob}' smssh:{ID}:v1"),
+        format!("ssh-ed25519 {blob}=== smssh:{ID}:v1"),
+        format!("ssh-ed25519 {blob} smssh:{ID}:"),
+        format!("ssh-ed25519 {blob} smssh:{ID}:v1\r"),
+        format!("{good}\n\n{good}"),
+        format!("{good}\n"),
+        format!("{good}\n{good}"),
+        format!("{good}\n# END smssh-managed {ID}"),
+        format!("{good}\nssh-ed25519 {blob} unmanaged"),
+    ];
+    let user = current_user();
+    for content in &forged_blocks {
+        for shell in SHELLS {
+            let (home, file) = home_with(b"keep\n");
+            let before = stamp(&file);
+            let text = forged(&user, ID, "", content);
+            let run = run_text(shell, &text, Some(home.path()), None);
+            assert_failure(&run, EXIT_BAD_INPUT, "refusing to write anything");
+            assert_eq!(fs::read_to_string(&file).unwrap(), "keep\n", "{content:?}");
+            assert_eq!(stamp(&file), before);
+            assert_eq!(entries(file.parent().unwrap()), ["authorized_keys"]);
+            assert!(!Path::new("/PWNED").exists());
+        }
+    }
+}
+
+#[test]
+fn forged_block_id_and_user_are_refused() {
+    let user = current_user();
+    let good = render_lines(ID, &current()).unwrap();
+    let cases = [
+        (user.as_str(), "", "block id"),
+        (user.as_str(), "a b", "block id"),
+        (user.as_str(), "a'$(touch PWNED)", "block id"),
+        (user.as_str(), "a\nb", "block id"),
+        ("-x", ID, "user name"),
+        ("a;b", ID, "user name"),
+        ("Root", ID, "user name"),
+    ];
+    for (user, id, reason) in cases {
+        for shell in SHELLS {
+            let home = TempDir::new().unwrap();
+            let run = run_text(shell, &forged(user, id, "", &good), Some(home.path()), None);
+            assert_failure(&run, EXIT_BAD_INPUT, reason);
+            assert!(entries(home.path()).is_empty());
+        }
+    }
+    // A prologue cut short is refused, not read as empty values.
+    for shell in SHELLS {
+        let home = TempDir::new().unwrap();
+        let text = format!("SMSSH_USER=''\nSMSSH_BLOCK_ID='{ID}'\n{SCRIPT_BODY}");
+        let run = run_text(shell, &text, Some(home.path()), None);
+        assert_failure(&run, EXIT_BAD_INPUT, "SMSSH_FILE is not set");
+    }
+}
+
+#[test]
+fn failed_rename_leaves_no_temporary_file() {
+    for shell in SHELLS {
+        let bin = TempDir::new().unwrap();
+        let mv = bin.path().join("mv");
+        fs::write(&mv, "#!/bin/sh\necho 'mv: simulated failure' >&2\nexit 1\n").unwrap();
+        fs::set_permissions(&mv, fs::Permissions::from_mode(0o755)).unwrap();
+        let (home, file) = home_with(b"keep\n");
+        let text = script(&current_user(), ID, None, &current()).unwrap();
+        let run = run_text(shell, &text, Some(home.path()), Some(bin.path()));
+        assert_failure(&run, EXIT_IO, "simulated failure");
+        assert_eq!(fs::read_to_string(&file).unwrap(), "keep\n");
+        assert_eq!(
+            entries(file.parent().unwrap()),
+            ["authorized_keys"],
+            "{shell}"
+        );
+    }
+}
+
+#[test]
+fn relative_and_absolute_paths() {
+    for shell in SHELLS {
+        // Relative to the home; a missing parent directory is created 700.
+        let home = TempDir::new().unwrap();
+        let run = rotate(shell, home.path(), Some("keys.d/smssh"), &current());
+        assert_success(&run, true, &current());
+        let dir = home.path().join("keys.d");
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join("smssh")), 0o600);
+        assert_eq!(
+            fs::read_to_string(dir.join("smssh")).unwrap(),
+            block(ID, &current())
+        );
+        assert!(!home.path().join(".ssh").exists());
+
+        // Absolute: used as is, wherever HOME points.
+        let elsewhere = TempDir::new().unwrap();
+        let target = elsewhere.path().join("authorized_keys");
+        fs::write(&target, "mine\n").unwrap();
+        let run = rotate(shell, home.path(), target.to_str(), &current());
+        assert_success(&run, true, &current());
+        assert_eq!(
+            fs::read_to_string(&target).unwrap(),
+            format!("mine\n{}", block(ID, &current()))
+        );
+        assert_eq!(entries(elsewhere.path()), ["authorized_keys"]);
+    }
+}
+
+#[test]
+fn symbolic_links_and_nul_bytes_are_refused() {
+    for shell in SHELLS {
+        let (home, file) = home_with(b"real\n");
+        let link_home = TempDir::new().unwrap();
+        let ssh = link_home.path().join(".ssh");
+        fs::create_dir(&ssh).unwrap();
+        symlink(&file, ssh.join("authorized_keys")).unwrap();
+        let run = rotate(shell, link_home.path(), None, &current());
+        assert_failure(&run, EXIT_REFUSED, "symbolic link");
+        assert_eq!(fs::read_to_string(&file).unwrap(), "real\n");
+        assert!(fs::symlink_metadata(ssh.join("authorized_keys"))
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        drop(home);
+
+        let (home, file) = home_with(b"a\0b\n");
+        let run = rotate(shell, home.path(), None, &current());
+        assert_failure(&run, EXIT_REFUSED, "NUL");
+        assert_eq!(fs::read(&file).unwrap(), b"a\0b\n");
+    }
+}
+
+#[test]
+fn stdin_is_never_read() {
+    // Over SSH the script arrives on stdin. Text after it must still be there
+    // for the shell once the script is done, so no command consumed stdin.
+    for shell in SHELLS {
+        let home = TempDir::new().unwrap();
+        let text = format!(
+            "{}printf 'stdin-intact\\n'\n",
+            script(&current_user(), ID, None, &current()).unwrap()
+        );
+        let run = run_text(shell, &text, Some(home.path()), None);
+        assert_eq!(run.status, 0, "{run:?}");
+        assert!(run.stdout.ends_with("keys: v1\nstdin-intact\n"), "{run:?}");
+    }
+}
+
+/// A local account created for the root-mode test and deleted on drop, even
+/// when an assertion fails.
+struct ThrowawayUser {
+    name: String,
+}
+
+impl ThrowawayUser {
+    fn create(home: &Path) -> ThrowawayUser {
+        let suffix = RandomState::new().build_hasher().finish() & 0xffff_ffff;
+        let name = format!("smssh-akt-{suffix:08x}");
+        let status = Command::new("useradd")
+            .arg("--no-create-home")
+            .arg("--home-dir")
+            .arg(home)
+            .arg("--shell")
+            .arg("/bin/sh")
+            .arg(&name)
+            .status()
+            .expect("useradd must be installed to test root mode");
+        assert!(status.success(), "useradd {name} failed");
+        ThrowawayUser { name }
+    }
+
+    fn ids(&self) -> (u32, u32) {
+        let id = |flag| {
+            let out = Command::new("id")
+                .arg(flag)
+                .arg(&self.name)
+                .output()
+                .unwrap();
+            String::from_utf8(out.stdout)
+                .unwrap()
+                .trim()
+                .parse::<u32>()
+                .unwrap()
+        };
+        (id("-u"), id("-g"))
+    }
+}
+
+impl Drop for ThrowawayUser {
+    fn drop(&mut self) {
+        let _ = Command::new("userdel").arg(&self.name).status();
+    }
+}
+
+#[test]
+fn root_edits_another_users_file() {
+    assert!(
+        is_root(),
+        "this test edits another account's authorized_keys and must run as root \
+         (CI does); run `cargo test` as root or in the CI container"
+    );
+    for shell in SHELLS {
+        let home = TempDir::new().unwrap();
+        let user = ThrowawayUser::create(home.path());
+        let (uid, gid) = user.ids();
+        // HOME points elsewhere: in root mode the home comes from getent.
+        let decoy = TempDir::new().unwrap();
+        let text = script(&user.name, ID, None, &current()).unwrap();
+
+        let run = run_text(shell, &text, Some(decoy.path()), None);
+        assert_success(&run, true, &current());
+        let ssh = home.path().join(".ssh");
+        let file = ssh.join("authorized_keys");
+        let (dir_meta, file_meta) = (fs::metadata(&ssh).unwrap(), fs::metadata(&file).unwrap());
+        assert_eq!((dir_meta.uid(), dir_meta.gid()), (uid, gid), "{shell}");
+        assert_eq!((file_meta.uid(), file_meta.gid()), (uid, gid), "{shell}");
+        assert_eq!(mode(&ssh), 0o700);
+        assert_eq!(mode(&file), 0o600);
+        assert_eq!(fs::read_to_string(&file).unwrap(), block(ID, &current()));
+        assert!(entries(decoy.path()).is_empty());
+
+        // SSM may run without HOME at all.
+        let again = run_text(shell, &text, None, None);
+        assert_success(&again, false, &current());
+
+        // The owner and mode of the existing file are kept on rotation.
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o640)).unwrap();
+        let rotated_text = script(&user.name, ID, None, &rotated()).unwrap();
+        let run = run_text(shell, &rotated_text, Some(decoy.path()), None);
+        assert_success(&run, true, &rotated());
+        let file_meta = fs::metadata(&file).unwrap();
+        assert_eq!((file_meta.uid(), file_meta.gid()), (uid, gid));
+        assert_eq!(mode(&file), 0o640);
+        assert_eq!(entries(&ssh), ["authorized_keys"]);
+
+        // A .ssh that is a link (say to /root/.ssh) is refused as root.
+        let target = TempDir::new().unwrap();
+        fs::remove_file(&file).unwrap();
+        fs::remove_dir(&ssh).unwrap();
+        symlink(target.path(), &ssh).unwrap();
+        let run = run_text(shell, &text, Some(decoy.path()), None);
+        assert_failure(&run, EXIT_REFUSED, "symbolic link");
+        assert!(entries(target.path()).is_empty());
+
+        // An account that does not exist.
+        let text = script("smssh-akt-no-such-user", ID, None, &current()).unwrap();
+        let run = run_text(shell, &text, Some(decoy.path()), None);
+        assert_failure(&run, EXIT_BAD_INPUT, "unknown on this host");
+
+        // The other direction is real too: the throwaway account, not root,
+        // asking for root's file is refused before anything is read.
+        let text = script("root", ID, None, &current()).unwrap();
+        let mut child = Command::new("runuser")
+            .arg("-u")
+            .arg(&user.name)
+            .arg("--")
+            .arg(shell)
+            .arg("-s")
+            .current_dir("/")
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("HOME", home.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("runuser (util-linux) must be installed to test root mode");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let run = Run {
+            status: out.status.code().unwrap(),
+            stdout: String::from_utf8(out.stdout).unwrap(),
+            stderr: String::from_utf8(out.stderr).unwrap(),
+        };
+        assert_failure(&run, EXIT_BAD_INPUT, "needs root");
+    }
+}

@@ -1,0 +1,219 @@
+//! The rotation function's binary under cargo-lambda's local runtime: cargo-lambda serves the
+//! Lambda runtime API and the invoke endpoint, the function (built by `cargo build
+//! --workspace`, as scripts/test.sh does first) polls it, and each invoke is one rotation step
+//! against moto and real sshd workers.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use smssh::rotation::block;
+
+/// cargo-lambda from the test venv (scripts/test-deps.sh installs it next to moto).
+fn cargo_lambda() -> PathBuf {
+    let moto = PathBuf::from(
+        std::env::var("SMSSH_TEST_MOTO")
+            .unwrap_or_else(|_| format!("{}/.venv/bin/moto_server", env!("CARGO_MANIFEST_DIR"))),
+    );
+    let path = moto.with_file_name("cargo-lambda");
+    assert!(
+        path.is_file(),
+        "{} not found: run ./scripts/test-deps.sh (it installs cargo-lambda from PyPI)",
+        path.display()
+    );
+    path
+}
+
+/// The function binary, built into the same directory as this package's binaries.
+fn function_binary() -> PathBuf {
+    let smssh = Path::new(env!("CARGO_BIN_EXE_smssh"));
+    let path = smssh.with_file_name("smssh-rotation-lambda");
+    assert!(
+        path.is_file(),
+        "{} not found: build the workspace first (cargo build --workspace; scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// Kills a child process when dropped, so that a failing assertion leaves nothing behind.
+struct Guard(std::process::Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn invoke(lambda: &Path, port: u16, payload: &str) -> Output {
+    run(Command::new(lambda)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "lambda",
+            "invoke",
+            "--invoke-address",
+            "127.0.0.1",
+            "--invoke-port",
+        ])
+        .arg(port.to_string())
+        .args(["--data-ascii", payload]))
+}
+
+fn event(step: &str, token: &str) -> String {
+    serde_json::json!({"SecretId": SECRET_ID, "ClientRequestToken": token, "Step": step})
+        .to_string()
+}
+
+#[test]
+fn the_function_rotates_a_pending_version_step_by_step_under_cargo_lambdas_runtime() {
+    let cluster = Cluster::new(2);
+    let hosts = "127.0.0.[2-3]";
+    // Rotation must be enabled on the secret, as the function checks like AWS's templates.
+    cluster
+        .moto
+        .block_on(
+            cluster
+                .moto
+                .client()
+                .rotate_secret()
+                .secret_id(SECRET_ID)
+                .rotation_rules(
+                    aws_sdk_secretsmanager::types::RotationRulesType::builder()
+                        .automatically_after_days(30)
+                        .build(),
+                )
+                .rotate_immediately(false)
+                .send(),
+        )
+        .expect("RotateSecret enabling rotation");
+    // After RotateSecret, because moto's RotateSecret without a function copies the first
+    // version's value into the new current one.
+
+    // The function has no disk: the workers' host keys travel in the secret.
+    let known: String = cluster
+        .workers
+        .iter()
+        .map(|w| w.host_key_line() + "\n")
+        .collect();
+    cluster.moto.put_secret_value(
+        SECRET_ID,
+        &serde_json::json!({
+            "PrivateKey": cluster.private_key,
+            "PublicKey": cluster.public_key,
+            "KnownHosts": known,
+        })
+        .to_string(),
+    );
+    // createSecret runs locally (moto cannot start a rotation without a Lambda of its own);
+    // the function does the three steps that touch the workers.
+    let token = "0badc0de-0000-4000-8000-00000000cafe";
+    assert_success(&run(cluster.command("smssh").args([
+        "rotate",
+        "-w",
+        hosts,
+        "--step",
+        "createSecret",
+        "--token",
+        token,
+    ])));
+
+    let lambda = cargo_lambda();
+    let port = free_port(&["127.0.0.1"]);
+    let _runtime = Guard(
+        Command::new(&lambda)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args([
+                "lambda",
+                "watch",
+                "--only-lambda-apis",
+                "--invoke-address",
+                "127.0.0.1",
+                "--invoke-port",
+            ])
+            .arg(port.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cargo lambda watch starts"),
+    );
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "cargo lambda watch did not listen on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = cluster.scratch.path().join("function.log");
+    let log_file = std::fs::File::create(&log).expect("function log");
+    let _function = Guard(
+        Command::new(function_binary())
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env(
+                "AWS_LAMBDA_RUNTIME_API",
+                format!("http://127.0.0.1:{port}/.rt"),
+            )
+            // cargo-lambda's runtime without --function serves the function named `_`, which
+            // is also what `cargo lambda invoke` calls by default.
+            .env("AWS_LAMBDA_FUNCTION_NAME", "_")
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+            .env("AWS_ENDPOINT_URL", cluster.moto.endpoint())
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", "us-east-1")
+            .env("USERNAME", "root")
+            .env("SMSSH_DEPLOY", "ssh")
+            .env("SMSSH_TARGETS", hosts)
+            .env("SMSSH_PORT", cluster.port.to_string())
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("log"))
+            .stderr(log_file)
+            .spawn()
+            .expect("the function starts"),
+    );
+
+    // A token Secrets Manager never listed is refused, and the function keeps serving.
+    let out = invoke(&lambda, port, &event("setSecret", "not-a-version"));
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(
+        text.contains("is not a version of this secret"),
+        "{}\nfunction log:\n{}",
+        describe(&out),
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+
+    for step in ["setSecret", "testSecret", "finishSecret"] {
+        let out = invoke(&lambda, port, &event(step, token));
+        assert!(
+            out.status.success() && stdout(&out).contains(step),
+            "{step}: {}\nfunction log:\n{}",
+            describe(&out),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+    assert_eq!(
+        cluster
+            .moto
+            .version_with_stage(SECRET_ID, "AWSCURRENT")
+            .as_deref(),
+        Some(token)
+    );
+    for worker in &cluster.workers {
+        let keys = block::parse_block(&worker.authorized_keys(), SECRET_ID).expect("block");
+        let versions: Vec<&str> = keys.iter().map(|k| k.version_id.as_str()).collect();
+        assert_eq!(versions, [token]);
+    }
+    let file = cluster.scratch_file("after-lambda.txt", b"rotated by the function\n");
+    assert_success(&run(cluster
+        .command("smscp")
+        .args(["-q", "-o", "BatchMode=yes", "-w", hosts])
+        .arg(&file)
+        .arg("after-lambda.txt")));
+}
