@@ -30,7 +30,30 @@ pub struct HostResult {
 }
 
 /// The shell command that runs the script read from stdin. POSIX sh, as the script is.
-const SSH_COMMAND: &str = "/bin/sh -s";
+pub const SSH_COMMAND: &str = "/bin/sh -s";
+
+/// Why a script run on an open session gave no verdict or a failing one.
+#[derive(Debug, thiserror::Error)]
+pub enum RunFailure {
+    /// The session broke before the script's end was known; a fresh login may succeed.
+    #[error("{0}")]
+    Session(String),
+    /// The script ran and failed, or its report was wrong.
+    #[error("{0}")]
+    Script(String),
+}
+
+/// Runs the script request on an open session.
+pub async fn run_script(
+    conn: &crate::session::Connection,
+    request: &ExecRequest,
+) -> Result<ScriptReport, RunFailure> {
+    let mut sink = Captured::default();
+    let exit = exec::run(conn, request, &mut sink)
+        .await
+        .map_err(|e| RunFailure::Session(e.to_string()))?;
+    verdict(exit, &sink.stdout, &sink.stderr).map_err(RunFailure::Script)
+}
 
 /// Runs `script` on every host over SSH, logged in with `keys`.
 pub async fn over_ssh(
@@ -48,13 +71,7 @@ pub async fn over_ssh(
     });
     let outcomes = fanout::run(plans, keys, db, options, move |conn, _plan| {
         let request = Arc::clone(&request);
-        async move {
-            let mut sink = Captured::default();
-            let exit = exec::run(&conn, &request, &mut sink)
-                .await
-                .map_err(|e| e.to_string())?;
-            verdict(exit, &sink.stdout, &sink.stderr)
-        }
+        async move { run_script(&conn, &request).await.map_err(|e| e.to_string()) }
     })
     .await;
     outcomes

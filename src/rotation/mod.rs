@@ -36,7 +36,7 @@ use crate::keysource::{KeySource, LoadedKey, SecretSpec};
 use crate::known_hosts::KnownHosts;
 use crate::plan::HostPlan;
 use crate::secret::{KeyMaterial, PrivateKeyBytes};
-use crate::session::{self, HostKeyDb};
+use crate::session::{self, Connection, HostKeyDb};
 use block::{BlockError, ManagedKey, PublicKeyLine};
 use deploy::{HostResult, SsmError, SsmTarget};
 use keygen::{KeyType, KeygenError};
@@ -346,20 +346,7 @@ impl Rotation {
                 self.test(&versions, token).await?
             }
             Step::Finish => {
-                let current = description.version_with(AWSCURRENT).map(str::to_owned);
-                self.store
-                    .move_stage(AWSCURRENT, Some(token), current.as_deref())
-                    .await?;
-                (self.report)(
-                    Note::Progress,
-                    &format!(
-                        "finishSecret: AWSCURRENT moved to {token}{}",
-                        current
-                            .map(|old| format!(" (AWSPREVIOUS is now {old})"))
-                            .unwrap_or_default()
-                    ),
-                );
-                let description = self.store.describe().await?;
+                let description = self.promote(&description, token).await?;
                 self.reconcile_with(description, Step::Finish).await?
             }
         };
@@ -393,7 +380,7 @@ impl Rotation {
             None => new_token(),
         };
         let mut outcomes = Vec::new();
-        for step in Step::ALL {
+        for step in [Step::Create, Step::Set] {
             if crate::cancel::requested() {
                 return Err(RotationError::Cancelled);
             }
@@ -403,6 +390,25 @@ impl Rotation {
                 &format!("{}: {}", outcome.step, outcome.summary),
             );
             outcomes.push(outcome);
+        }
+        if crate::cancel::requested() {
+            return Err(RotationError::Cancelled);
+        }
+        let description = self.store.describe().await?;
+        let fused = self.settings.channel == Channel::Ssh
+            && description.has_stage(&token, AWSPENDING)
+            && !description.has_stage(&token, AWSCURRENT);
+        if fused {
+            outcomes.extend(self.test_and_finish(description, &token).await?);
+        } else {
+            for step in [Step::Test, Step::Finish] {
+                let outcome = self.run_step(step, &token, true).await?;
+                (self.report)(
+                    Note::Progress,
+                    &format!("{}: {}", outcome.step, outcome.summary),
+                );
+                outcomes.push(outcome);
+            }
         }
         // Secrets Manager removes AWSPENDING itself after a Lambda rotation; the local driver
         // does it here, so that the next run starts a new rotation.
@@ -426,6 +432,29 @@ impl Rotation {
             None => return Ok(false),
         };
         Ok(!self.learn_host_keys(&known).await?.is_empty())
+    }
+
+    /// finishSecret's first half: AWSCURRENT moves to `token` (Secrets Manager moves
+    /// AWSPREVIOUS to the old current version). Returns the secret's new description.
+    async fn promote(
+        &self,
+        description: &Description,
+        token: &str,
+    ) -> Result<Description, RotationError> {
+        let current = description.version_with(AWSCURRENT).map(str::to_owned);
+        self.store
+            .move_stage(AWSCURRENT, Some(token), current.as_deref())
+            .await?;
+        (self.report)(
+            Note::Progress,
+            &format!(
+                "finishSecret: AWSCURRENT moved to {token}{}",
+                current
+                    .map(|old| format!(" (AWSPREVIOUS is now {old})"))
+                    .unwrap_or_default()
+            ),
+        );
+        Ok(self.store.describe().await?)
     }
 
     /// Brings every target to the desired state without rotating (`--reconcile`): hosts that
@@ -625,8 +654,8 @@ impl Rotation {
         self.spec.clone()
     }
 
-    /// Writes the desired block on every target and fails the step if any host failed.
-    async fn deploy(&self, versions: &Versions, step: Step) -> Result<String, RotationError> {
+    /// The desired keys and the script that writes them, for the configured channel.
+    fn render(&self, versions: &Versions) -> Result<(Vec<ManagedKey>, String), RotationError> {
         let id = &versions.description.name;
         let keys = self.desired_keys(versions)?;
         let user = match self.settings.channel {
@@ -643,6 +672,13 @@ impl Rotation {
             id: id.clone(),
             source,
         })?;
+        Ok((keys, script))
+    }
+
+    /// Writes the desired block on every target and fails the step if any host failed.
+    async fn deploy(&self, versions: &Versions, step: Step) -> Result<String, RotationError> {
+        let id = &versions.description.name;
+        let (keys, script) = self.render(versions)?;
         let results = match self.settings.channel {
             Channel::Ssh => {
                 let source = self.login_keys(versions)?;
@@ -673,10 +709,21 @@ impl Rotation {
                 .await?
             }
         };
+        self.judge(step, &keys, &results)
+    }
+
+    /// A deploy's verdict: every host's block must hold exactly `keys`, or the step fails
+    /// naming each host that does not.
+    fn judge(
+        &self,
+        step: Step,
+        keys: &[ManagedKey],
+        results: &[HostResult],
+    ) -> Result<String, RotationError> {
         let versions_wanted: Vec<&str> = keys.iter().map(|k| k.version_id.as_str()).collect();
         let mut changed = 0usize;
         let mut failures: Vec<String> = Vec::new();
-        for HostResult { host, result } in &results {
+        for HostResult { host, result } in results {
             match result {
                 Ok(report) if report.version_ids == versions_wanted => {
                     changed += usize::from(report.changed);
@@ -760,6 +807,24 @@ impl Rotation {
     /// testSecret: a login with the pending key on every target, host key verified, and a
     /// command whose exit status must be 0.
     async fn test(&self, versions: &Versions, token: &str) -> Result<String, RotationError> {
+        match self.test_logins(versions, token).await? {
+            Some(sessions) => Ok(format!(
+                "the pending key logged in on all {} hosts",
+                sessions.len()
+            )),
+            None => Ok(format!(
+                "version {token} holds no key: a configuration check, nothing to test"
+            )),
+        }
+    }
+
+    /// testSecret's logins; returns their open sessions, or None for a pending version
+    /// without a key.
+    async fn test_logins(
+        &self,
+        versions: &Versions,
+        token: &str,
+    ) -> Result<Option<Vec<(HostPlan, Connection)>>, RotationError> {
         let id = &versions.description.name;
         // createSecret always stores a key before Secrets Manager calls testSecret, so a
         // pending version without one is the service's configuration check (RotateSecret
@@ -769,9 +834,7 @@ impl Rotation {
             .as_ref()
             .is_none_or(|doc| doc.private_key.is_none())
         {
-            return Ok(format!(
-                "version {token} holds no key: a configuration check, nothing to test"
-            ));
+            return Ok(None);
         }
         let pending = self.require_pending(versions, token)?;
         let key = loaded_key(id, pending)?;
@@ -790,7 +853,7 @@ impl Rotation {
             async move {
                 let mut sink = Captured::default();
                 match exec::run(&conn, &request, &mut sink).await {
-                    Ok(RemoteExit::Status(0)) => Ok(()),
+                    Ok(RemoteExit::Status(0)) => Ok(conn),
                     Ok(other) => Err(format!(
                         "the test command exited {}: {}",
                         other.code(),
@@ -802,10 +865,14 @@ impl Rotation {
         })
         .await;
         let mut failures = Vec::new();
-        for outcome in &outcomes {
-            if let Err(err) = &outcome.result {
-                (self.report)(Note::HostFailed, &format!("testSecret: {err}"));
-                failures.push(outcome.plan.label.clone());
+        let mut sessions = Vec::with_capacity(total);
+        for outcome in outcomes {
+            match outcome.result {
+                Ok(conn) => sessions.push((outcome.plan, conn)),
+                Err(err) => {
+                    (self.report)(Note::HostFailed, &format!("testSecret: {err}"));
+                    failures.push(outcome.plan.label.clone());
+                }
             }
         }
         if !failures.is_empty() {
@@ -817,7 +884,93 @@ impl Rotation {
                 consequence: "nothing was promoted and the current key still logs in everywhere; fix these hosts and run the step again",
             });
         }
-        Ok(format!("the pending key logged in on all {total} hosts"))
+        Ok(Some(sessions))
+    }
+
+    /// testSecret then finishSecret, for the local driver over SSH. The sessions that proved
+    /// the pending key stay open and, once AWSCURRENT has moved to it, carry finishSecret's
+    /// reconciliation, so each worker costs one login fewer than two separate steps. A host
+    /// whose session was lost in between gets a fresh login.
+    async fn test_and_finish(
+        &self,
+        description: Description,
+        token: &str,
+    ) -> Result<Vec<StepOutcome>, RotationError> {
+        let versions = self.versions(description, Some(token)).await?;
+        let outcome = |step: Step, summary: String| {
+            (self.report)(Note::Progress, &format!("{step}: {summary}"));
+            StepOutcome {
+                step,
+                token: token.to_owned(),
+                summary,
+            }
+        };
+        let Some(sessions) = self.test_logins(&versions, token).await? else {
+            let tested = outcome(Step::Test, self.test(&versions, token).await?);
+            let finished = self.run_step(Step::Finish, token, true).await?;
+            return Ok(vec![tested, finished]);
+        };
+        let tested = outcome(
+            Step::Test,
+            format!("the pending key logged in on all {} hosts", sessions.len()),
+        );
+        if crate::cancel::requested() {
+            return Err(RotationError::Cancelled);
+        }
+        let description = self.promote(&versions.description, token).await?;
+        let versions = self.versions(description, None).await?;
+        let (keys, script) = self.render(&versions)?;
+        let request = Arc::new(ExecRequest {
+            command: Some(deploy::SSH_COMMAND.to_owned()),
+            pty: false,
+            forward_stdin: false,
+            input: Some(Arc::from(script.as_bytes())),
+        });
+        let host_timeout = self.settings.fanout.host_timeout;
+        let ran: Vec<(HostPlan, Result<block::ScriptReport, deploy::RunFailure>)> =
+            futures::stream::iter(sessions.into_iter().map(|(plan, conn)| {
+                let request = Arc::clone(&request);
+                async move {
+                    let run = deploy::run_script(&conn, &request);
+                    let result = match host_timeout {
+                        Some(limit) => {
+                            tokio::time::timeout(limit, run).await.unwrap_or_else(|_| {
+                                Err(deploy::RunFailure::Session(format!(
+                                    "no result within {}s (--timeout)",
+                                    limit.as_secs().max(1)
+                                )))
+                            })
+                        }
+                        None => run.await,
+                    };
+                    (plan, result)
+                }
+            }))
+            .buffer_unordered(self.settings.fanout.parallel.max(1))
+            .collect()
+            .await;
+        // A session lost since testSecret is not the host's fault: it gets a fresh login.
+        let mut lost: Vec<HostPlan> = Vec::new();
+        let mut results: Vec<HostResult> = Vec::with_capacity(ran.len());
+        for (plan, result) in ran {
+            match result {
+                Err(deploy::RunFailure::Session(_)) => lost.push(plan),
+                other => results.push(HostResult {
+                    host: plan.label,
+                    result: other.map_err(|e| e.to_string()),
+                }),
+            }
+        }
+        if !lost.is_empty() {
+            let source = self.login_keys(&versions)?;
+            let db = self.host_key_db(&versions)?;
+            results.extend(
+                deploy::over_ssh(lost, Arc::new(source), db, &self.settings.fanout, &script).await,
+            );
+        }
+        let summary = self.judge(Step::Finish, &keys, &results)?;
+        let finished = outcome(Step::Finish, summary);
+        Ok(vec![tested, finished])
     }
 
     /// Connects to every target once to learn the host keys nobody knows yet.
