@@ -321,7 +321,7 @@ step "Rotating the key pair on every worker, with no moment of lock-out"
 # block, a login with it everywhere, then AWSCURRENT moved to it and the
 # block reduced to exactly that key.
 must smssh rotate -w '127.0.0.[2-4]'
-must smssh 127.0.0.3 cat .ssh/authorized_keys
+must smssh 127.0.0.3 'cat ~/.ssh/authorized_keys'
 # The workers still accept the demo's original key (an unmanaged line that the
 # rotation never touches); smscp itself now logs in with the new key.
 must smscp -v "$payload" "127.0.0.2:$remote/after-rotation.bin" 2>"$work/rotated.err"
