@@ -299,22 +299,8 @@ impl<'a> Bench<'a> {
             fs::write(&inventory, text).expect("write the inventory");
         }
         let mut cmd = self.peer(bench_venv().join("bin/ansible"));
-        cmd.env("ANSIBLE_HOME", &dir)
-            .env("ANSIBLE_CONFIG", dir.join("none.cfg"))
-            .env("ANSIBLE_LOCAL_TEMP", dir.join("local"))
-            .env("ANSIBLE_REMOTE_TEMP", dir.join("remote"))
-            .env("ANSIBLE_HOST_KEY_CHECKING", "True")
-            .env("ANSIBLE_PYTHON_INTERPRETER", "/usr/bin/python3")
-            .env("ANSIBLE_PIPELINING", "True")
-            .env(
-                "ANSIBLE_SSH_ARGS",
-                "-o ControlMaster=auto -o ControlPersist=2s",
-            )
-            .env("ANSIBLE_SSH_CONTROL_PATH_DIR", &control)
-            .env("ANSIBLE_DEPRECATION_WARNINGS", "False")
-            .env("ANSIBLE_NOCOLOR", "True")
-            .env("ANSIBLE_RETRY_FILES_ENABLED", "False")
-            .arg("workers")
+        ansible_env(&mut cmd, &dir, &control);
+        cmd.arg("workers")
             .arg("-i")
             .arg(&inventory)
             .args(["-f", &n.to_string()]);

@@ -348,22 +348,8 @@ impl Bench<'_> {
         if let Some(path) = std::env::var_os("PATH") {
             cmd.env("PATH", path);
         }
-        cmd.env("ANSIBLE_HOME", &dir)
-            .env("ANSIBLE_CONFIG", dir.join("none.cfg"))
-            .env("ANSIBLE_LOCAL_TEMP", dir.join("local"))
-            .env("ANSIBLE_REMOTE_TEMP", dir.join("remote"))
-            .env("ANSIBLE_HOST_KEY_CHECKING", "True")
-            .env("ANSIBLE_PYTHON_INTERPRETER", "/usr/bin/python3")
-            .env("ANSIBLE_PIPELINING", "True")
-            .env(
-                "ANSIBLE_SSH_ARGS",
-                "-o ControlMaster=auto -o ControlPersist=2s",
-            )
-            .env("ANSIBLE_SSH_CONTROL_PATH_DIR", &control)
-            .env("ANSIBLE_DEPRECATION_WARNINGS", "False")
-            .env("ANSIBLE_NOCOLOR", "True")
-            .env("ANSIBLE_RETRY_FILES_ENABLED", "False")
-            .arg("-i")
+        ansible_env(&mut cmd, &dir, &control);
+        cmd.arg("-i")
             .arg(&inventory)
             .args(["-f", &n.to_string()])
             .arg("-e")

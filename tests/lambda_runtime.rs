@@ -217,3 +217,20 @@ fn the_function_rotates_a_pending_version_step_by_step_under_cargo_lambdas_runti
         .arg(&file)
         .arg("after-lambda.txt")));
 }
+
+#[test]
+fn a_bad_setting_stops_the_function_with_one_line_naming_the_variable() {
+    let out = run(Command::new(function_binary())
+        .env_clear()
+        .env("AWS_LAMBDA_RUNTIME_API", "http://127.0.0.1:1/.rt")
+        .env("AWS_LAMBDA_FUNCTION_NAME", "_")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+        .env("SMSSH_DEPLOY", "scp")
+        .stdin(Stdio::null()));
+    assert_exit_code(&out, 1);
+    assert_eq!(
+        stderr(&out).trim(),
+        "smssh-rotation-lambda: environment variable SMSSH_DEPLOY=\"scp\": unknown deploy channel \"scp\": use ssh or ssm"
+    );
+}

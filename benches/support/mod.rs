@@ -171,3 +171,24 @@ pub fn host_counts() -> Vec<usize> {
     );
     sizes
 }
+
+/// The environment every Ansible run of the benchmarks gets: its own home, config and temp
+/// dirs under `dir`, host keys checked, pipelining and a short-lived shared connection
+/// (ControlPersist 2 s, sockets in `control`), and no colour, retry files or warnings.
+pub fn ansible_env(cmd: &mut std::process::Command, dir: &Path, control: &Path) {
+    cmd.env("ANSIBLE_HOME", dir)
+        .env("ANSIBLE_CONFIG", dir.join("none.cfg"))
+        .env("ANSIBLE_LOCAL_TEMP", dir.join("local"))
+        .env("ANSIBLE_REMOTE_TEMP", dir.join("remote"))
+        .env("ANSIBLE_HOST_KEY_CHECKING", "True")
+        .env("ANSIBLE_PYTHON_INTERPRETER", "/usr/bin/python3")
+        .env("ANSIBLE_PIPELINING", "True")
+        .env(
+            "ANSIBLE_SSH_ARGS",
+            "-o ControlMaster=auto -o ControlPersist=2s",
+        )
+        .env("ANSIBLE_SSH_CONTROL_PATH_DIR", control)
+        .env("ANSIBLE_DEPRECATION_WARNINGS", "False")
+        .env("ANSIBLE_NOCOLOR", "True")
+        .env("ANSIBLE_RETRY_FILES_ENABLED", "False");
+}

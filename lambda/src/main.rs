@@ -19,7 +19,15 @@ static ALLOCATOR: zeroizing_alloc::ZeroAlloc<std::alloc::System> =
 async fn main() -> Result<(), Error> {
     // No core dumps, not dumpable: the function holds private keys in memory.
     let _ = smssh::hardening::lock_down();
-    let config = FunctionConfig::from_env(&|name| std::env::var(name).ok())?;
+    let config = match FunctionConfig::from_env(&|name| std::env::var(name).ok()) {
+        Ok(config) => config,
+        Err(err) => {
+            // One readable line in the function's log (returning the error would print its
+            // Debug form); the runtime then reports the failed start.
+            eprintln!("smssh-rotation-lambda: {err}");
+            std::process::exit(1);
+        }
+    };
     let aws = smssh::aws::sdk_config(&smssh::aws::AwsSettings::default()).await;
     let config = Arc::new(config);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<RotationEvent>| {
