@@ -6,6 +6,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::common::processes;
+
 pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
 pub const DEPS_HINT: &str = "run ./scripts/bench-deps.sh to install the benchmark's peers";
 
@@ -61,37 +63,6 @@ pub fn clock_ticks() -> f64 {
         .flatten()
         .map(|t| t as f64)
         .unwrap_or(100.0)
-}
-
-/// (pid, ppid, comm) of every process.
-pub fn processes() -> Vec<(u32, u32, String)> {
-    let mut all = Vec::new();
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return all;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        let comm = stat[open + 1..close].to_owned();
-        let ppid = stat[close + 1..]
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        all.push((pid, ppid, comm));
-    }
-    all
 }
 
 /// The workers' listening sshd processes: the bench's own sshd children.

@@ -128,32 +128,45 @@ fn reaper_send(line: &str) {
     }
 }
 
+/// (pid, ppid, command name) of every process, read from `/proc`. The command name may
+/// contain spaces and parentheses, so the parent PID is read after the last ')'.
+pub fn processes() -> Vec<(u32, u32, String)> {
+    let mut all = Vec::new();
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return all;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = stat[open + 1..close].to_owned();
+        let ppid = stat[close + 1..]
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        all.push((pid, ppid, comm));
+    }
+    all
+}
+
 /// The PIDs of every process below `pid`, read from `/proc`. The tree has to
 /// be read before `pid` dies, because its children are then re-parented.
 fn descendants(pid: u32) -> Vec<u32> {
-    let mut parent_of: Vec<(u32, u32)> = Vec::new();
-    if let Ok(entries) = fs::read_dir("/proc") {
-        for entry in entries.flatten() {
-            let Some(child) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            // The command name in field 2 may contain spaces and
-            // parentheses, so the parent PID is read after the last ')'.
-            let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
-                continue;
-            };
-            let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-                continue;
-            };
-            if let Some(ppid) = rest.split_whitespace().nth(1).and_then(|s| s.parse().ok()) {
-                parent_of.push((child, ppid));
-            }
-        }
-    }
+    let parent_of: Vec<(u32, u32)> = processes()
+        .into_iter()
+        .map(|(child, ppid, _)| (child, ppid))
+        .collect();
     let mut found = Vec::new();
     let mut frontier = vec![pid];
     while let Some(parent) = frontier.pop() {
