@@ -1,4 +1,4 @@
-//! scp's semantics on top of [`crate::transfer`]: which source goes to which target path,
+//! scp's semantics on top of [`crate::ssh::transfer`]: which source goes to which target path,
 //! recursion, `-p`, the per-source error lines and the exit status.
 //!
 //! Owns: the rules users know from scp: a directory target receives sources under their own
@@ -11,49 +11,15 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::fanout::{self, FanoutOptions};
-use crate::keysource::KeySource;
-use crate::operand::{Operand, RemotePath};
-use crate::plan::SshOptions;
-use crate::progress::Progress;
-use crate::session::{self, Connection, HostKeyDb};
-use crate::transfer::{self, Meter, RemoteStat, Sftp, SourceRegistry, TransferError};
-
-/// The copy the user asked for, resolved.
-#[derive(Debug, Clone)]
-pub struct CopyRequest {
-    pub sources: Vec<Operand>,
-    pub target: Operand,
-    pub recursive: bool,
-    pub preserve: bool,
-    /// `-P`: applies to every remote operand without its own port.
-    pub port: Option<u16>,
-}
-
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum CopyPlanError {
-    #[error(
-        "copies between two remote hosts are not supported: copy to the master first, then out"
-    )]
-    RemoteToRemote,
-    #[error("both {0} and the target are local: use cp")]
-    LocalToLocal(String),
-}
-
-/// Checks the operand shapes before anything connects.
-pub fn check_shape(request: &CopyRequest) -> Result<(), CopyPlanError> {
-    let target_remote = matches!(request.target, Operand::Remote(_));
-    for source in &request.sources {
-        match (source, target_remote) {
-            (Operand::Remote(_), true) => return Err(CopyPlanError::RemoteToRemote),
-            (Operand::Local(path), false) => {
-                return Err(CopyPlanError::LocalToLocal(path.display().to_string()))
-            }
-            _ => {}
-        }
-    }
-    Ok(())
-}
+use crate::config::operand::{Operand, RemotePath};
+use crate::fanout;
+use crate::key::source::KeySource;
+use crate::plan::copy::{CopyRequest, FanoutCopy};
+use crate::plan::{FanoutOptions, HostPlan, SshOptions};
+use crate::ssh::session::{self, ConnectError, Connection, HostKeyDb};
+use crate::ssh::transfer::{self, Meter, RemoteStat, Sftp, SourceRegistry, TransferError};
+use crate::term::output;
+use crate::term::progress::Progress;
 
 /// What every host of one copy shares.
 pub struct CopyContext {
@@ -105,7 +71,7 @@ impl Report {
         let text = what.to_string();
         if self.echo {
             ctx.progress
-                .line(&format!("{}: {text}", crate::diag::program()));
+                .line(&format!("{}: {text}", crate::term::diag::program()));
         }
         if self.first.is_none() {
             self.first = Some(text);
@@ -113,13 +79,42 @@ impl Report {
     }
 
     /// The host's result for a fan-out summary.
-    fn into_result(self) -> Result<(), String> {
-        match (self.failures, self.first) {
-            (0, _) | (_, None) => Ok(()),
-            (1, Some(first)) => Err(first),
-            (n, Some(first)) => Err(format!("{first} (and {} more errors)", n - 1)),
+    fn into_result(self) -> Result<(), HostCopyFailure> {
+        match self.first {
+            Some(first) if self.failures > 0 => Err(HostCopyFailure {
+                first,
+                more: self.failures - 1,
+            }),
+            _ => Ok(()),
         }
     }
+}
+
+/// One host's failed part of a fan-out copy: the line of its first failing source (scp's
+/// `PATH: reason`) and how many more failed, for the summary's one line per host.
+#[derive(Debug, thiserror::Error)]
+#[error("{first}{}", if *.more > 0 { format!(" (and {} more errors)", .more) } else { String::new() })]
+pub struct HostCopyFailure {
+    first: String,
+    more: usize,
+}
+
+impl HostCopyFailure {
+    fn one(line: String) -> HostCopyFailure {
+        HostCopyFailure {
+            first: line,
+            more: 0,
+        }
+    }
+}
+
+/// Why a single-host copy could not start on a host.
+#[derive(Debug, thiserror::Error)]
+enum OpenError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error("{host}: {source}")]
+    Sftp { host: String, source: TransferError },
 }
 
 fn describe(host: &str, err: &TransferError) -> String {
@@ -178,7 +173,7 @@ pub async fn run(
                     }
                 }
                 for host in hosts {
-                    if crate::cancel::requested() {
+                    if crate::term::cancel::requested() {
                         break;
                     }
                     let paths: Vec<String> = request
@@ -209,7 +204,7 @@ fn same_host(a: &RemotePath, b: &RemotePath) -> bool {
 
 /// scp's status: 130 after Ctrl-C, 1 if anything failed, else 0.
 pub fn exit_status(failed: bool) -> u8 {
-    if crate::cancel::requested() {
+    if crate::term::cancel::requested() {
         130
     } else {
         u8::from(failed)
@@ -222,18 +217,19 @@ async fn open(
     ssh: &SshOptions,
     keys: &KeySource,
     db: &HostKeyDb,
-) -> Result<(Connection, Sftp), String> {
+) -> Result<(Connection, Sftp), OpenError> {
     let plan = ssh.plan(
         &remote.host,
         remote.user.as_deref(),
         remote.port.or(request.port),
     );
-    let conn = session::connect(&plan, keys, db)
-        .await
-        .map_err(|e| e.to_string())?;
+    let conn = session::connect(&plan, keys, db).await?;
     let sftp = Sftp::open(&conn, transfer::IN_FLIGHT_SINGLE)
         .await
-        .map_err(|e| format!("{}: {e}", remote.host))?;
+        .map_err(|source| OpenError::Sftp {
+            host: remote.host.clone(),
+            source,
+        })?;
     Ok((conn, sftp))
 }
 
@@ -261,7 +257,7 @@ pub async fn push(
         return report.fail(ctx, format!("{host}:{target}: Not a directory"));
     }
     for path in sources {
-        if crate::cancel::requested() {
+        if crate::term::cancel::requested() {
             break;
         }
         let meta = match std::fs::metadata(path) {
@@ -343,7 +339,7 @@ async fn push_tree(
     let mut stack = vec![(dir.to_path_buf(), dest.to_owned())];
     let mut finished_dirs = Vec::new();
     while let Some((local_dir, remote_dir)) = stack.pop() {
-        if crate::cancel::requested() {
+        if crate::term::cancel::requested() {
             break;
         }
         let meta = match std::fs::metadata(&local_dir) {
@@ -433,7 +429,7 @@ pub async fn pull(
 ) {
     let target_is_dir = target.is_dir();
     for path in sources {
-        if crate::cancel::requested() {
+        if crate::term::cancel::requested() {
             break;
         }
         let stat = match sftp.stat(path).await {
@@ -520,7 +516,7 @@ async fn pull_tree(
     let mut stack = vec![(dir.to_owned(), dest.to_path_buf())];
     let mut finished_dirs = Vec::new();
     while let Some((remote_dir, local_dir)) = stack.pop() {
-        if crate::cancel::requested() {
+        if crate::term::cancel::requested() {
             break;
         }
         if let Err(err) = std::fs::create_dir(&local_dir) {
@@ -591,25 +587,10 @@ async fn pull_tree(
     }
 }
 
-/// Where a fan-out copy goes.
-#[derive(Debug, Clone)]
-pub enum FanoutCopy {
-    /// Local sources to the same remote path on every host.
-    Push {
-        sources: Vec<PathBuf>,
-        target: String,
-    },
-    /// Remote paths from every host into `target/<host>/`.
-    Gather {
-        sources: Vec<String>,
-        target: PathBuf,
-    },
-}
-
 /// Runs a copy on every host; prints the summary; returns scp's exit status.
 pub async fn run_fanout(
     copy: FanoutCopy,
-    plans: Vec<crate::plan::HostPlan>,
+    plans: Vec<HostPlan>,
     keys: Arc<KeySource>,
     db: HostKeyDb,
     options: &FanoutOptions,
@@ -626,7 +607,7 @@ pub async fn run_fanout(
         async move {
             let sftp = Sftp::open(&conn, in_flight)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|err| HostCopyFailure::one(describe(&plan.label, &err)))?;
             let (meter, _bar) = ctx.progress.host(&plan.label, ctx.limit_kbits);
             let mut report = Report::new(false);
             match copy.as_ref() {
@@ -648,7 +629,12 @@ pub async fn run_fanout(
                         Ok(()) => {}
                         Err(err)
                             if err.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => {}
-                        Err(err) => return Err(describe(&plan.label, &transfer_local(&dir, err))),
+                        Err(err) => {
+                            return Err(HostCopyFailure::one(describe(
+                                &plan.label,
+                                &transfer_local(&dir, err),
+                            )))
+                        }
                     }
                     pull(&sftp, &plan.label, sources, &dir, &ctx, &meter, &mut report).await;
                 }
@@ -659,39 +645,46 @@ pub async fn run_fanout(
     })
     .await;
     ctx.progress.finish();
-    crate::diag::debug(format_args!(
+    crate::term::diag::debug(format_args!(
         "read {} bytes of local files from disk",
         ctx.registry.disk_reads()
     ));
-    let failed = summarize(&outcomes, &ctx.progress);
+    let failed = output::summarize(&outcomes, &ctx.progress);
     exit_status(failed > 0)
 }
 
-/// Prints the fan-out summary to stderr and returns the number of failed hosts.
-pub fn summarize<T>(outcomes: &[fanout::HostOutcome<T>], progress: &Progress) -> usize {
-    let failed: Vec<&fanout::HostOutcome<T>> =
-        outcomes.iter().filter(|o| o.result.is_err()).collect();
-    let program = crate::diag::program();
-    if !failed.is_empty() {
-        progress.line(&format!(
-            "{program}: {} hosts: {} ok, {} failed",
-            outcomes.len(),
-            outcomes.len() - failed.len(),
-            failed.len()
-        ));
-    }
-    for outcome in &failed {
-        if let Err(err) = &outcome.result {
-            let text = err.to_string();
-            // Connection errors already start with the host; job errors name files.
-            if text.starts_with(&outcome.plan.label) || text.starts_with(&outcome.plan.hostname) {
-                progress.line(&format!("{program}: {text}"));
-            } else {
-                progress.line(&format!("{program}: {}: {text}", outcome.plan.label));
+/// The local sources of a push that can be copied: a source that cannot (missing, or a
+/// directory without -r) fails the run, as in scp, but not the hosts, so it is reported once
+/// here rather than on every host. Returns the usable ones and whether any was not.
+pub fn usable_sources(sources: Vec<PathBuf>, recursive: bool) -> (Vec<PathBuf>, bool) {
+    let mut usable = Vec::new();
+    let mut unusable = false;
+    for source in sources {
+        let problem = match std::fs::metadata(&source) {
+            Ok(meta) if meta.is_dir() && !recursive => {
+                Some("not a regular file (use -r)".to_owned())
             }
+            Ok(_) => None,
+            Err(err) => Some(io_reason(&err)),
+        };
+        match problem {
+            Some(problem) => {
+                unusable = true;
+                crate::term::diag::error(format!("{}: {problem}", source.display()));
+            }
+            None => usable.push(source),
         }
     }
-    failed.len()
+    (usable, unusable)
+}
+
+/// scp's words for the common local errors.
+fn io_reason(err: &std::io::Error) -> String {
+    match err.kind() {
+        std::io::ErrorKind::NotFound => "No such file or directory".to_owned(),
+        std::io::ErrorKind::PermissionDenied => "Permission denied".to_owned(),
+        _ => err.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -726,39 +719,5 @@ mod tests {
         assert_eq!(local_mode(0o100755, false, 0o022), 0o755);
         assert_eq!(local_mode(0o100777, false, 0o027), 0o750);
         assert_eq!(local_mode(0o104755, true, 0o022), 0o4755);
-    }
-
-    #[test]
-    fn operand_shapes() {
-        let remote = Operand::Remote(RemotePath {
-            user: None,
-            host: "h".into(),
-            port: None,
-            path: "p".into(),
-        });
-        let local = Operand::Local(PathBuf::from("f"));
-        let request = |sources: Vec<Operand>, target: Operand| CopyRequest {
-            sources,
-            target,
-            recursive: false,
-            preserve: false,
-            port: None,
-        };
-        assert_eq!(
-            check_shape(&request(vec![local.clone()], remote.clone())),
-            Ok(())
-        );
-        assert_eq!(
-            check_shape(&request(vec![remote.clone()], local.clone())),
-            Ok(())
-        );
-        assert_eq!(
-            check_shape(&request(vec![remote.clone()], remote.clone())),
-            Err(CopyPlanError::RemoteToRemote)
-        );
-        assert!(matches!(
-            check_shape(&request(vec![local.clone()], local)),
-            Err(CopyPlanError::LocalToLocal(_))
-        ));
     }
 }

@@ -1,4 +1,4 @@
-//! `smssh::ec2::discover` against a real moto: instances created with boto3 in a VPC whose
+//! `smssh::aws::ec2::discover` against a real moto: instances created with boto3 in a VPC whose
 //! CIDR is 127.0.0.0/16, so that their private IP addresses are loopback addresses on which
 //! the harness's sshd workers can listen (the end-to-end `--ec2-filter` test builds on that).
 //!
@@ -16,7 +16,7 @@ mod common;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_ec2::config::{Credentials, SharedCredentialsProvider};
 use common::*;
-use smssh::ec2::{self, Ec2Error, Ec2Filter};
+use smssh::aws::ec2::{self, Ec2Error, Ec2Filter};
 
 const TAGGED: &str = r#"{"RotateSSHKeys": "True"}"#;
 
@@ -69,8 +69,13 @@ fn filters(texts: &[&str]) -> Vec<Ec2Filter> {
         .collect()
 }
 
+/// The private addresses in what [`ec2::discover`] found.
+fn addresses(found: Result<Vec<ec2::Instance>, Ec2Error>) -> Result<Vec<String>, Ec2Error> {
+    found.map(|instances| instances.into_iter().map(|i| i.private_address).collect())
+}
+
 fn discover(moto: &Moto, config: &SdkConfig, texts: &[&str]) -> Result<Vec<String>, Ec2Error> {
-    moto.block_on(ec2::discover(config, &filters(texts)))
+    addresses(moto.block_on(ec2::discover(config, &filters(texts), ec2::PAGE_SIZE)))
 }
 
 #[test]
@@ -174,8 +179,7 @@ fn discovery_follows_next_token_across_pages() {
     let wanted = filters(&["tag:Fleet=paged"]);
 
     let before = posts_logged(&moto);
-    let found = moto
-        .block_on(ec2::discover_with_page_size(&config, &wanted, 5))
+    let found = addresses(moto.block_on(ec2::discover(&config, &wanted, 5)))
         .unwrap_or_else(|e| panic!("{e}\nmoto log:\n{}", moto.log()));
     assert_eq!(found, expected);
     assert_eq!(
@@ -186,8 +190,7 @@ fn discovery_follows_next_token_across_pages() {
     );
 
     let before = posts_logged(&moto);
-    let found = moto
-        .block_on(ec2::discover(&config, &wanted))
+    let found = addresses(moto.block_on(ec2::discover(&config, &wanted, ec2::PAGE_SIZE)))
         .expect("one page");
     assert_eq!(found, expected);
     assert_eq!(posts_logged(&moto) - before, 1, "one page of 1000");
@@ -238,11 +241,17 @@ fn without_ec2_describe_instances_in_the_policy_access_is_denied() {
 /// `discover` with `config`, on a runtime of its own, for configurations that never reach
 /// a server.
 fn discover_offline(config: &SdkConfig) -> Result<Vec<String>, Ec2Error> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("cannot build a tokio runtime")
-        .block_on(ec2::discover(config, &filters(&["tag:RotateSSHKeys=True"])))
+    addresses(
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("cannot build a tokio runtime")
+            .block_on(ec2::discover(
+                config,
+                &filters(&["tag:RotateSSHKeys=True"]),
+                ec2::PAGE_SIZE,
+            )),
+    )
 }
 
 #[test]

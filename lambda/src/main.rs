@@ -18,7 +18,7 @@ static ALLOCATOR: zeroizing_alloc::ZeroAlloc<std::alloc::System> =
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     // No core dumps, not dumpable: the function holds private keys in memory.
-    let _ = smssh::hardening::lock_down();
+    let _ = smssh::key::hardening::lock_down();
     let config = match FunctionConfig::from_env(&|name| std::env::var(name).ok()) {
         Ok(config) => config,
         Err(err) => {

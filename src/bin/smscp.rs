@@ -13,16 +13,16 @@ static ALLOCATOR: zeroizing_alloc::ZeroAlloc<std::alloc::System> =
     zeroizing_alloc::ZeroAlloc(std::alloc::System);
 
 fn main() -> ExitCode {
-    let args = match smssh::args::ScpArgs::try_parse() {
+    let args = match smssh::cli::args::ScpArgs::try_parse() {
         Ok(args) => args,
         Err(err) => {
             let _ = err.print();
             return ExitCode::from(if err.use_stderr() {
-                smssh::app::SCP_FAILURE
+                smssh::cli::app::SCP_FAILURE
             } else {
                 0
             });
         }
     };
-    ExitCode::from(smssh::app::smscp(args))
+    ExitCode::from(smssh::cli::app::smscp(args))
 }

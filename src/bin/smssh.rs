@@ -21,28 +21,28 @@ fn main() -> ExitCode {
     {
         let words = std::iter::once(std::ffi::OsString::from("smssh rotate"))
             .chain(std::env::args_os().skip(2));
-        return match smssh::args::RotateArgs::try_parse_from(words) {
-            Ok(args) => ExitCode::from(smssh::app::rotate(args)),
+        return match smssh::cli::args::RotateArgs::try_parse_from(words) {
+            Ok(args) => ExitCode::from(smssh::cli::app::rotate(args)),
             Err(err) => {
                 let _ = err.print();
                 ExitCode::from(if err.use_stderr() {
-                    smssh::app::ROTATE_USAGE
+                    smssh::cli::app::ROTATE_USAGE
                 } else {
                     0
                 })
             }
         };
     }
-    let args = match smssh::args::SshArgs::try_parse() {
+    let args = match smssh::cli::args::SshArgs::try_parse() {
         Ok(args) => args,
         Err(err) => {
             let _ = err.print();
             return ExitCode::from(if err.use_stderr() {
-                smssh::app::SSH_FAILURE
+                smssh::cli::app::SSH_FAILURE
             } else {
                 0
             });
         }
     };
-    ExitCode::from(smssh::app::smssh(args))
+    ExitCode::from(smssh::cli::app::smssh(args))
 }

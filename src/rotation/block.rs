@@ -161,7 +161,7 @@ pub enum BlockError {
     BadManagedLine {
         block_id: String,
         line: usize,
-        reason: String,
+        reason: ManagedLineProblem,
     },
     /// The script's stdout does not end with its two report lines.
     #[error("authorized_keys script: unexpected output ({reason}): check that the worker runs the script with a POSIX sh")]
@@ -549,21 +549,34 @@ pub fn parse_report(stdout: &str) -> Result<ScriptReport, BlockError> {
     })
 }
 
+/// Why a line inside the block is not a managed key line, for [`BlockError::BadManagedLine`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ManagedLineProblem {
+    #[error("expected TYPE BASE64 TAG separated by single spaces")]
+    Fields,
+    #[error("{0}")]
+    Key(Box<BlockError>),
+    #[error("the tag is not smssh:{block_id}:VERSION")]
+    Tag { block_id: String },
+}
+
 /// Parses `TYPE BASE64 smssh:<block_id>:<version>` with single spaces, the
-/// only form the script writes. Returns the reason as text for the caller's
-/// `BadManagedLine`.
-fn parse_managed_line(line: &str, block_id: &str) -> Result<ManagedKey, String> {
+/// only form the script writes.
+fn parse_managed_line(line: &str, block_id: &str) -> Result<ManagedKey, ManagedLineProblem> {
     let fields: Vec<&str> = line.split(' ').collect();
     let [algorithm, blob, tag] = fields.as_slice() else {
-        return Err("expected TYPE BASE64 TAG separated by single spaces".to_owned());
+        return Err(ManagedLineProblem::Fields);
     };
-    let key = PublicKeyLine::from_parts(algorithm, Some(blob)).map_err(|e| e.to_string())?;
+    let key = PublicKeyLine::from_parts(algorithm, Some(blob))
+        .map_err(|e| ManagedLineProblem::Key(Box::new(e)))?;
     let version = tag
         .strip_prefix(TAG_PREFIX)
         .and_then(|t| t.strip_prefix(block_id))
         .and_then(|t| t.strip_prefix(':'))
-        .ok_or_else(|| format!("the tag is not smssh:{block_id}:VERSION"))?;
-    ManagedKey::new(key, version).map_err(|e| e.to_string())
+        .ok_or_else(|| ManagedLineProblem::Tag {
+            block_id: block_id.to_owned(),
+        })?;
+    ManagedKey::new(key, version).map_err(|e| ManagedLineProblem::Key(Box::new(e)))
 }
 
 /// Checks that a decoded blob is a well-formed key of `algorithm`: the type

@@ -15,18 +15,49 @@ use aws_sdk_ssm::error::ProvideErrorMetadata;
 use aws_sdk_ssm::types::CommandInvocationStatus;
 use futures::StreamExt;
 
-use crate::exec::{self, Captured, ExecRequest, RemoteExit};
-use crate::fanout::{self, FanoutOptions};
-use crate::keysource::KeySource;
-use crate::plan::HostPlan;
-use crate::rotation::block::{self, ScriptReport};
-use crate::session::HostKeyDb;
+use crate::fanout::{self, HostError};
+use crate::key::source::KeySource;
+use crate::plan::{FanoutOptions, HostPlan};
+use crate::rotation::block::{self, BlockError, ScriptReport};
+use crate::ssh::exec::{self, Captured, ExecError, ExecRequest, RemoteExit};
+use crate::ssh::session::{Connection, HostKeyDb};
 
 /// What the script did on one host, or why it did not run.
 #[derive(Debug)]
 pub struct HostResult {
     pub host: String,
-    pub result: Result<ScriptReport, String>,
+    pub result: Result<ScriptReport, DeployFailure>,
+}
+
+/// Why one host has no good verdict.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployFailure {
+    /// The SSH channel: no login, a timeout, an interruption, or the script's own failure.
+    #[error(transparent)]
+    Ssh(HostError<RunFailure>),
+    /// The SSM channel: the invocation failed or never finished.
+    #[error(transparent)]
+    Ssm(ScriptFailure),
+}
+
+impl DeployFailure {
+    /// True when the message already names the host.
+    pub fn names_host(&self) -> bool {
+        matches!(self, DeployFailure::Ssh(err) if err.names_host())
+    }
+}
+
+/// How the script itself failed on a host it reached.
+#[derive(Debug, thiserror::Error)]
+pub enum ScriptFailure {
+    #[error("authorized_keys script failed (exit {code}): {line}")]
+    Exit { code: i32, line: String },
+    #[error(transparent)]
+    Report(#[from] BlockError),
+    #[error("SSM invocation ended {status}: {details}")]
+    SsmEnded { status: String, details: String },
+    #[error("SSM command did not finish within {seconds}s: check the SSM agent on the instance")]
+    SsmDeadline { seconds: u64 },
 }
 
 /// The shell command that runs the script read from stdin. POSIX sh, as the script is.
@@ -36,23 +67,46 @@ pub const SSH_COMMAND: &str = "/bin/sh -s";
 #[derive(Debug, thiserror::Error)]
 pub enum RunFailure {
     /// The session broke before the script's end was known; a fresh login may succeed.
-    #[error("{0}")]
-    Session(String),
+    #[error(transparent)]
+    Session(ExecError),
     /// The script ran and failed, or its report was wrong.
-    #[error("{0}")]
-    Script(String),
+    #[error(transparent)]
+    Script(ScriptFailure),
+}
+
+/// The request that runs `script` with `sh -s`, the script on stdin.
+pub fn script_request(script: &str) -> ExecRequest {
+    ExecRequest {
+        command: Some(SSH_COMMAND.to_owned()),
+        pty: false,
+        forward_stdin: false,
+        input: Some(Arc::from(script.as_bytes())),
+    }
 }
 
 /// Runs the script request on an open session.
 pub async fn run_script(
-    conn: &crate::session::Connection,
+    conn: &Connection,
     request: &ExecRequest,
 ) -> Result<ScriptReport, RunFailure> {
     let mut sink = Captured::default();
     let exit = exec::run(conn, request, &mut sink)
         .await
-        .map_err(|e| RunFailure::Session(e.to_string()))?;
+        .map_err(RunFailure::Session)?;
     verdict(exit, &sink.stdout, &sink.stderr).map_err(RunFailure::Script)
+}
+
+/// Turns the fan-out's outcomes of script runs into the rotation's host results.
+pub fn host_results(
+    outcomes: Vec<fanout::HostOutcome<ScriptReport, RunFailure>>,
+) -> Vec<HostResult> {
+    outcomes
+        .into_iter()
+        .map(|outcome| HostResult {
+            host: outcome.plan.label,
+            result: outcome.result.map_err(DeployFailure::Ssh),
+        })
+        .collect()
 }
 
 /// Runs `script` on every host over SSH, logged in with `keys`.
@@ -63,47 +117,25 @@ pub async fn over_ssh(
     options: &FanoutOptions,
     script: &str,
 ) -> Vec<HostResult> {
-    let request = Arc::new(ExecRequest {
-        command: Some(SSH_COMMAND.to_owned()),
-        pty: false,
-        forward_stdin: false,
-        input: Some(Arc::from(script.as_bytes())),
-    });
+    let request = Arc::new(script_request(script));
     let outcomes = fanout::run(plans, keys, db, options, move |conn, _plan| {
         let request = Arc::clone(&request);
-        async move { run_script(&conn, &request).await.map_err(|e| e.to_string()) }
+        async move { run_script(&conn, &request).await }
     })
     .await;
-    outcomes
-        .into_iter()
-        .map(|outcome| HostResult {
-            host: outcome.plan.label.clone(),
-            result: outcome
-                .result
-                .map_err(|err| strip_host(&outcome.plan.label, &err.to_string())),
-        })
-        .collect()
-}
-
-/// The fan-out's errors start with the host already; the rotation prints `host: reason`.
-fn strip_host(host: &str, message: &str) -> String {
-    message
-        .strip_prefix(host)
-        .and_then(|rest| rest.strip_prefix(": "))
-        .unwrap_or(message)
-        .to_owned()
+    host_results(outcomes)
 }
 
 /// A script run's verdict from its exit status and output.
-fn verdict(exit: RemoteExit, stdout: &[u8], stderr: &[u8]) -> Result<ScriptReport, String> {
+fn verdict(exit: RemoteExit, stdout: &[u8], stderr: &[u8]) -> Result<ScriptReport, ScriptFailure> {
     let stdout = String::from_utf8_lossy(stdout);
     match exit {
-        RemoteExit::Status(0) => block::parse_report(&stdout).map_err(|e| e.to_string()),
+        RemoteExit::Status(0) => Ok(block::parse_report(&stdout)?),
         other => Err(script_failure(other.code().into(), stderr)),
     }
 }
 
-fn script_failure(code: i32, stderr: &[u8]) -> String {
+fn script_failure(code: i32, stderr: &[u8]) -> ScriptFailure {
     let stderr = String::from_utf8_lossy(stderr);
     let line = stderr
         .lines()
@@ -111,10 +143,10 @@ fn script_failure(code: i32, stderr: &[u8]) -> String {
         .find(|line| line.starts_with(block::SCRIPT_ERROR_PREFIX))
         .or_else(|| stderr.lines().rev().find(|line| !line.trim().is_empty()))
         .unwrap_or("no error output");
-    format!(
-        "authorized_keys script failed (exit {code}): {}",
-        line.trim()
-    )
+    ScriptFailure::Exit {
+        code,
+        line: line.trim().to_owned(),
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -162,7 +194,7 @@ where
 }
 
 /// A host's script result: its report, or why it failed.
-type Verdict = Result<ScriptReport, String>;
+type Verdict = Result<ScriptReport, ScriptFailure>;
 
 /// One instance an SSM deploy reaches.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -259,7 +291,7 @@ pub async fn over_ssm(
         }
         if finals.len() == targets.len()
             || started.elapsed() >= deadline
-            || crate::cancel::requested()
+            || crate::term::cancel::requested()
         {
             break;
         }
@@ -270,12 +302,12 @@ pub async fn over_ssm(
         .iter()
         .map(|target| HostResult {
             host: format!("{} ({})", target.label, target.instance_id),
-            result: finals.remove(&target.instance_id).unwrap_or_else(|| {
-                Err(format!(
-                    "SSM command did not finish within {}s: check the SSM agent on the instance",
-                    deadline.as_secs()
-                ))
-            }),
+            result: finals
+                .remove(&target.instance_id)
+                .unwrap_or(Err(ScriptFailure::SsmDeadline {
+                    seconds: deadline.as_secs(),
+                }))
+                .map_err(DeployFailure::Ssm),
         })
         .collect())
 }
@@ -288,7 +320,7 @@ fn final_result(
     let stderr = invocation.standard_error_content().unwrap_or_default();
     match invocation.status() {
         Some(CommandInvocationStatus::Success) => {
-            Some(block::parse_report(stdout).map_err(|e| e.to_string()))
+            Some(block::parse_report(stdout).map_err(ScriptFailure::Report))
         }
         Some(CommandInvocationStatus::Failed) => Some(Err(script_failure(
             invocation.response_code(),
@@ -299,11 +331,13 @@ fn final_result(
         | Some(CommandInvocationStatus::Delayed)
         | Some(CommandInvocationStatus::Cancelling)
         | None => None,
-        Some(other) => Some(Err(format!(
-            "SSM invocation ended {}: {}",
-            other.as_str(),
-            invocation.status_details().unwrap_or("no details")
-        ))),
+        Some(other) => Some(Err(ScriptFailure::SsmEnded {
+            status: other.as_str().to_owned(),
+            details: invocation
+                .status_details()
+                .unwrap_or("no details")
+                .to_owned(),
+        })),
     }
 }
 
@@ -323,15 +357,14 @@ mod tests {
             b"bash: warning\nsmssh-authorized-keys: refused: markers\n",
         )
         .unwrap_err();
-        assert!(failed.contains("exit 3"), "{failed}");
-        assert!(failed.contains("refused: markers"), "{failed}");
+        assert!(
+            matches!(&failed, ScriptFailure::Exit { code: 3, line } if line == "smssh-authorized-keys: refused: markers"),
+            "{failed}"
+        );
         let killed = verdict(RemoteExit::NoStatus, b"", b"").unwrap_err();
-        assert!(killed.contains("exit 255"), "{killed}");
-    }
-
-    #[test]
-    fn host_prefixes_are_stripped_once() {
-        assert_eq!(strip_host("h1", "h1: refused"), "refused");
-        assert_eq!(strip_host("h1", "other: refused"), "other: refused");
+        assert!(
+            matches!(killed, ScriptFailure::Exit { code: 255, .. }),
+            "{killed}"
+        );
     }
 }

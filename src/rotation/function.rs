@@ -11,14 +11,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::args::SshOptionArgs;
-use crate::ec2;
-use crate::fanout::FanoutOptions;
-use crate::hostlist;
-use crate::keysource::SecretSpec;
-use crate::plan::{Local, SshOptions};
+use crate::aws::secret::VersionSelector;
+use crate::cli::args::SshOptionArgs;
+use crate::key::source::SecretSpec;
+use crate::plan::targets::{self, HostSources, TargetError};
+use crate::plan::{FanoutOptions, Local, PlanError, SshOptions};
 use crate::rotation::{self, Channel, Reporter, Rotation, RotationError, Settings, Step, Target};
-use crate::secret::VersionSelector;
 
 /// A rotation event as Secrets Manager sends it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -37,12 +35,14 @@ pub enum FunctionError {
     Setting {
         name: &'static str,
         value: String,
-        reason: String,
+        reason: Box<dyn std::error::Error + Send + Sync>,
     },
     #[error(transparent)]
     Step(#[from] rotation::UnknownStep),
     #[error("workers: {0}")]
-    Targets(String),
+    Targets(#[from] TargetError),
+    #[error("SSH options: {0}")]
+    SshOptions(#[from] PlanError),
     #[error(transparent)]
     Rotation(#[from] RotationError),
 }
@@ -63,11 +63,14 @@ pub struct FunctionConfig {
     pub settings: Settings,
 }
 
-fn setting<T>(
+fn setting<T, E>(
     vars: &dyn Fn(&str) -> Option<String>,
     name: &'static str,
-    parse: impl Fn(&str) -> Result<T, String>,
-) -> Result<Option<T>, FunctionError> {
+    parse: impl Fn(&str) -> Result<T, E>,
+) -> Result<Option<T>, FunctionError>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
     match vars(name).filter(|v| !v.trim().is_empty()) {
         None => Ok(None),
         Some(value) => parse(value.trim())
@@ -75,21 +78,34 @@ fn setting<T>(
             .map_err(|reason| FunctionError::Setting {
                 name,
                 value,
-                reason,
+                reason: Box::new(reason),
             }),
     }
 }
 
-fn parse_bool(text: &str) -> Result<bool, String> {
+/// A text setting: any value is accepted.
+fn text(value: &str) -> Result<String, std::convert::Infallible> {
+    Ok(value.to_owned())
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("use true or false")]
+struct NotBool;
+
+fn parse_bool(text: &str) -> Result<bool, NotBool> {
     match text.to_ascii_lowercase().as_str() {
         "true" | "yes" | "1" => Ok(true),
         "false" | "no" | "0" => Ok(false),
-        _ => Err("use true or false".to_owned()),
+        _ => Err(NotBool),
     }
 }
 
-fn parse_number<T: std::str::FromStr>(text: &str) -> Result<T, String> {
-    text.parse().map_err(|_| "not a number in range".to_owned())
+#[derive(Debug, thiserror::Error)]
+#[error("not a number in range")]
+struct NotNumber;
+
+fn parse_number<T: std::str::FromStr>(text: &str) -> Result<T, NotNumber> {
+    text.parse().map_err(|_| NotNumber)
 }
 
 impl FunctionConfig {
@@ -98,31 +114,28 @@ impl FunctionConfig {
         vars: &dyn Fn(&str) -> Option<String>,
     ) -> Result<FunctionConfig, FunctionError> {
         let user = setting(vars, "USERNAME", |u| {
-            rotation::block::validate_user(u)
-                .map(|()| u.to_owned())
-                .map_err(|e| e.to_string())
+            rotation::block::validate_user(u).map(|()| u.to_owned())
         })?
         .unwrap_or_else(|| "ec2-user".to_owned());
         let channel =
             setting(vars, "SMSSH_DEPLOY", |t| t.parse::<Channel>())?.unwrap_or(Channel::Ssm);
-        let targets = setting(vars, "SMSSH_TARGETS", |t| Ok(t.to_owned()))?;
+        let targets = setting(vars, "SMSSH_TARGETS", text)?;
         if channel == Channel::Ssm && targets.is_some() {
             return Err(FunctionError::Setting {
                 name: "SMSSH_TARGETS",
                 value: targets.unwrap_or_default(),
-                reason: "SSM reaches instances by id: leave SMSSH_TARGETS unset and tag the instances, or set SMSSH_DEPLOY=ssh".to_owned(),
+                reason: "SSM reaches instances by id: leave SMSSH_TARGETS unset and tag the instances, or set SMSSH_DEPLOY=ssh".into(),
             });
         }
         let authorized_keys_file = setting(vars, "SMSSH_AUTHORIZED_KEYS_FILE", |f| {
-            rotation::block::validate_file(f)
-                .map(|()| f.to_owned())
-                .map_err(|e| e.to_string())
+            rotation::block::validate_file(f).map(|()| f.to_owned())
         })?;
         let settings = Settings {
-            key_type: setting(vars, "SMSSH_KEY_TYPE", |t| {
-                t.parse()
-                    .map_err(|e: rotation::keygen::UnknownKeyType| e.to_string())
-            })?
+            key_type: setting(
+                vars,
+                "SMSSH_KEY_TYPE",
+                str::parse::<rotation::keygen::KeyType>,
+            )?
             .unwrap_or_default(),
             grace: setting(vars, "SMSSH_GRACE", rotation::parse_duration)?.unwrap_or_default(),
             learn_host_keys: setting(vars, "SMSSH_LEARN_HOST_KEYS", parse_bool)?.unwrap_or(false),
@@ -146,10 +159,8 @@ impl FunctionConfig {
         };
         Ok(FunctionConfig {
             user,
-            tag_name: setting(vars, "TAGNAME", |t| Ok(t.to_owned()))?
-                .unwrap_or_else(|| "RotateSSHKeys".to_owned()),
-            tag_value: setting(vars, "TAGVALUE", |t| Ok(t.to_owned()))?
-                .unwrap_or_else(|| "True".to_owned()),
+            tag_name: setting(vars, "TAGNAME", text)?.unwrap_or_else(|| "RotateSSHKeys".to_owned()),
+            tag_value: setting(vars, "TAGVALUE", text)?.unwrap_or_else(|| "True".to_owned()),
             targets,
             port: setting(vars, "SMSSH_PORT", parse_number::<u16>)?,
             connect_timeout: Duration::from_secs(
@@ -180,35 +191,33 @@ impl FunctionConfig {
             home: PathBuf::from("/tmp"),
             user: self.user.clone(),
         };
-        SshOptions::load(&args, &[], &local).map_err(|e| FunctionError::Targets(e.to_string()))
+        Ok(SshOptions::load(&args, &[], &local)?)
+    }
+
+    /// Where the workers come from: `SMSSH_TARGETS`, or else the instances with the tag.
+    fn host_sources(&self) -> HostSources {
+        match &self.targets {
+            Some(expr) => HostSources {
+                hostlists: vec![expr.clone()],
+                ..HostSources::default()
+            },
+            None => HostSources {
+                ec2_filters: vec![format!("tag:{}={}", self.tag_name, self.tag_value)],
+                ..HostSources::default()
+            },
+        }
     }
 
     async fn targets(&self, aws: &aws_config::SdkConfig) -> Result<Vec<Target>, FunctionError> {
         let ssh = self.ssh_options()?;
-        let plan = |host: &str, port: Option<u16>, user: Option<&str>| {
-            ssh.plan(host, Some(user.unwrap_or(&self.user)), port.or(self.port))
-        };
-        if let Some(expr) = &self.targets {
-            let hosts =
-                hostlist::expand(expr).map_err(|e| FunctionError::Targets(e.to_string()))?;
-            return Ok(hosts
-                .iter()
-                .map(|h| Target {
-                    plan: plan(&h.host, h.port, h.user.as_deref()),
-                    instance_id: None,
-                })
-                .collect());
-        }
-        let filter = ec2::parse_filter(&format!("tag:{}={}", self.tag_name, self.tag_value))
-            .map_err(|e| FunctionError::Targets(e.to_string()))?;
-        let instances = ec2::discover_instances(aws, &[filter])
-            .await
-            .map_err(|e| FunctionError::Targets(e.to_string()))?;
-        Ok(instances
+        let hosts = targets::resolve(&self.host_sources(), aws).await?;
+        let plans = targets::plans(&hosts, &ssh, Some(&self.user), self.port);
+        Ok(hosts
             .into_iter()
-            .map(|instance| Target {
-                plan: plan(&instance.private_address, None, None),
-                instance_id: Some(instance.instance_id),
+            .zip(plans)
+            .map(|(host, plan)| Target {
+                plan,
+                instance_id: host.instance_id,
             })
             .collect())
     }
@@ -226,7 +235,7 @@ pub async fn handle(
         FunctionError::Setting {
             name: "ClientRequestToken",
             value: event.client_request_token.clone(),
-            reason: e.to_string(),
+            reason: Box::new(e),
         }
     })?;
     let targets = config.targets(aws).await?;

@@ -124,7 +124,7 @@ pub fn generate(key_type: KeyType) -> Result<GeneratedKey, KeygenError> {
     };
     let encode_failed = |reason: String| KeygenError::Encode { key_type, reason };
     let private_text = match key.key_data() {
-        KeypairData::Rsa(pair) => pkcs1_pem(pair).map_err(encode_failed)?,
+        KeypairData::Rsa(pair) => pkcs1_pem(key_type, pair)?,
         _ => {
             let text = key
                 .to_openssh(LineEnding::LF)
@@ -145,20 +145,21 @@ pub fn generate(key_type: KeyType) -> Result<GeneratedKey, KeygenError> {
 }
 
 /// PEM PKCS#1, the format of `ssh-keygen -m PEM -t rsa` and of the original sample's keys.
-fn pkcs1_pem(pair: &RsaKeypair) -> Result<SecretString, String> {
+fn pkcs1_pem(key_type: KeyType, pair: &RsaKeypair) -> Result<SecretString, KeygenError> {
     use rsa::pkcs1::EncodeRsaPrivateKey;
-    let key = rsa::RsaPrivateKey::try_from(pair).map_err(|e| e.to_string())?;
+    let encode_failed = |reason: String| KeygenError::Encode { key_type, reason };
+    let key = rsa::RsaPrivateKey::try_from(pair).map_err(|e| encode_failed(e.to_string()))?;
     let pem = key
         .to_pkcs1_pem(rsa::pkcs1::LineEnding::LF)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| encode_failed(e.to_string()))?;
     Ok(SecretString::from(pem.as_str()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aws::secret::{KeyMaterial, PrivateKeyBytes};
     use crate::key::ClientKey;
-    use crate::secret::{KeyMaterial, PrivateKeyBytes};
 
     #[test]
     fn key_type_names_round_trip() {

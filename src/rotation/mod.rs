@@ -18,27 +18,26 @@ pub mod block;
 pub mod deploy;
 pub mod function;
 pub mod keygen;
+pub mod plan;
 pub mod store;
 
 use std::fmt;
-use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use futures::StreamExt;
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::exec::{self, Captured, ExecRequest, RemoteExit};
-use crate::fanout::{self, FanoutOptions};
+use crate::aws::secret::{KeyMaterial, PrivateKeyBytes};
+use crate::config::known_hosts::KnownHostsError;
+use crate::fanout::{self, HostError};
+use crate::key::source::{KeySource, LoadedKey, SecretSpec};
 use crate::key::ClientKey;
-use crate::keysource::{KeySource, LoadedKey, SecretSpec};
-use crate::known_hosts::KnownHosts;
-use crate::plan::HostPlan;
-use crate::secret::{KeyMaterial, PrivateKeyBytes};
-use crate::session::{self, Connection, HostKeyDb};
+use crate::plan::{FanoutOptions, HostPlan};
+use crate::ssh::exec::{self, Captured, ExecError, ExecRequest, RemoteExit};
+use crate::ssh::session::{self, Connection, HostKeyDb};
 use block::{BlockError, ManagedKey, PublicKeyLine};
-use deploy::{HostResult, SsmError, SsmTarget};
+use deploy::{DeployFailure, HostResult, RunFailure, SsmError, SsmTarget};
 use keygen::{KeyType, KeygenError};
 use store::{Description, Document, Store, StoreError, AWSCURRENT, AWSPENDING, AWSPREVIOUS};
 
@@ -99,14 +98,22 @@ pub enum Channel {
     Ssm,
 }
 
-impl FromStr for Channel {
-    type Err = String;
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown deploy channel {given:?}: use ssh or ssm")]
+pub struct UnknownChannel {
+    pub given: String,
+}
 
-    fn from_str(text: &str) -> Result<Channel, String> {
+impl FromStr for Channel {
+    type Err = UnknownChannel;
+
+    fn from_str(text: &str) -> Result<Channel, UnknownChannel> {
         match text.to_ascii_lowercase().as_str() {
             "ssh" => Ok(Channel::Ssh),
             "ssm" => Ok(Channel::Ssm),
-            _ => Err(format!("unknown deploy channel {text:?}: use ssh or ssm")),
+            _ => Err(UnknownChannel {
+                given: text.to_owned(),
+            }),
         }
     }
 }
@@ -186,7 +193,7 @@ pub enum RotationError {
     #[error("--deploy ssm reaches EC2 instances by id: select the hosts with --ec2-filter (not -w or --hosts-file)")]
     SsmNeedsInstances,
     #[error("known_hosts: {0}")]
-    KnownHosts(String),
+    KnownHosts(#[from] KnownHostsError),
     #[error("secret {id}: {source}")]
     Block { id: String, source: BlockError },
     #[error("interrupted")]
@@ -199,6 +206,15 @@ pub struct StepOutcome {
     pub step: Step,
     pub token: String,
     pub summary: String,
+}
+
+/// Why testSecret's login with the pending key did not prove it on a host.
+#[derive(Debug, thiserror::Error)]
+pub enum TestFailure {
+    #[error("the test command exited {code}: {stderr}")]
+    Exit { code: u8, stderr: String },
+    #[error(transparent)]
+    Exec(ExecError),
 }
 
 /// What a reported line is about.
@@ -219,9 +235,6 @@ pub struct Rotation {
     spec: SecretSpec,
     settings: Settings,
     targets: Vec<Target>,
-    /// The known_hosts files the plans name; loaded at each step, so that a step run long
-    /// after another sees the files as they are then.
-    known_hosts_files: Vec<PathBuf>,
     bootstrap: Option<Arc<LoadedKey>>,
     ssm: Option<aws_sdk_ssm::Client>,
     report: Reporter,
@@ -264,26 +277,12 @@ impl Rotation {
         if settings.channel == Channel::Ssm && targets.iter().any(|t| t.instance_id.is_none()) {
             return Err(RotationError::SsmNeedsInstances);
         }
-        let mut known_hosts_files = Vec::new();
-        for target in &targets {
-            for path in target
-                .plan
-                .user_known_hosts
-                .iter()
-                .chain(&target.plan.global_known_hosts)
-            {
-                if !known_hosts_files.contains(path) {
-                    known_hosts_files.push(path.clone());
-                }
-            }
-        }
         Ok(Rotation {
             store: Store::new(aws, &spec.id),
             ssm: (settings.channel == Channel::Ssm).then(|| aws_sdk_ssm::Client::new(aws)),
             spec,
             settings,
             targets,
-            known_hosts_files,
             bootstrap,
             report,
         })
@@ -381,7 +380,7 @@ impl Rotation {
         };
         let mut outcomes = Vec::new();
         for step in [Step::Create, Step::Set] {
-            if crate::cancel::requested() {
+            if crate::term::cancel::requested() {
                 return Err(RotationError::Cancelled);
             }
             let outcome = self.run_step(step, &token, true).await?;
@@ -391,7 +390,7 @@ impl Rotation {
             );
             outcomes.push(outcome);
         }
-        if crate::cancel::requested() {
+        if crate::term::cancel::requested() {
             return Err(RotationError::Cancelled);
         }
         let description = self.store.describe().await?;
@@ -635,19 +634,18 @@ impl Rotation {
         Ok(keys)
     }
 
-    /// Known hosts: the plans' files plus the KnownHosts lines of the versions read.
+    /// Known hosts: the plans' files (read at each step, so that a step run long after
+    /// another sees them as they are then) plus the KnownHosts lines of the versions read.
     fn host_key_db(&self, versions: &Versions) -> Result<HostKeyDb, RotationError> {
-        let mut known = KnownHosts::load(&self.known_hosts_files)
-            .map_err(|e| RotationError::KnownHosts(e.to_string()))?;
-        for doc in [&versions.current, &versions.pending, &versions.previous]
+        let secret_lines = [&versions.current, &versions.pending, &versions.previous]
             .into_iter()
             .flatten()
-        {
-            if let Some(lines) = doc.text(store::FIELD_KNOWN_HOSTS) {
-                known.extend_from_text(lines, "secret KnownHosts");
-            }
-        }
-        Ok(HostKeyDb::new(known))
+            .filter_map(|doc| doc.text(store::FIELD_KNOWN_HOSTS));
+        Ok(HostKeyDb::load(self.plans().iter(), secret_lines)?)
+    }
+
+    fn plans(&self) -> Vec<HostPlan> {
+        self.targets.iter().map(|t| t.plan.clone()).collect()
     }
 
     fn key_spec(&self) -> SecretSpec {
@@ -683,8 +681,14 @@ impl Rotation {
             Channel::Ssh => {
                 let source = self.login_keys(versions)?;
                 let db = self.host_key_db(versions)?;
-                let plans = self.targets.iter().map(|t| t.plan.clone()).collect();
-                deploy::over_ssh(plans, Arc::new(source), db, &self.settings.fanout, &script).await
+                deploy::over_ssh(
+                    self.plans(),
+                    Arc::new(source),
+                    db,
+                    &self.settings.fanout,
+                    &script,
+                )
+                .await
             }
             Channel::Ssm => {
                 let client = self.ssm.as_ref().ok_or(RotationError::SsmNeedsInstances)?;
@@ -739,12 +743,11 @@ impl Rotation {
                     );
                     failures.push(host.clone());
                 }
-                Err(reason) => {
-                    // Connection errors already start with the host's name.
-                    let line = if reason.starts_with(host.as_str()) {
-                        format!("{step}: {reason}")
+                Err(failure) => {
+                    let line = if failure.names_host() {
+                        format!("{step}: {failure}")
                     } else {
-                        format!("{step}: {host}: {reason}")
+                        format!("{step}: {host}: {failure}")
                     };
                     (self.report)(Note::HostFailed, &line);
                     failures.push(host.clone());
@@ -838,7 +841,7 @@ impl Rotation {
         let key = loaded_key(id, pending)?;
         let keys = Arc::new(KeySource::pinned(self.key_spec(), key));
         let db = self.host_key_db(versions)?;
-        let plans: Vec<HostPlan> = self.targets.iter().map(|t| t.plan.clone()).collect();
+        let plans = self.plans();
         let total = plans.len();
         let request = Arc::new(ExecRequest {
             command: Some("true".to_owned()),
@@ -852,12 +855,11 @@ impl Rotation {
                 let mut sink = Captured::default();
                 match exec::run(&conn, &request, &mut sink).await {
                     Ok(RemoteExit::Status(0)) => Ok(conn),
-                    Ok(other) => Err(format!(
-                        "the test command exited {}: {}",
-                        other.code(),
-                        String::from_utf8_lossy(&sink.stderr).trim()
-                    )),
-                    Err(err) => Err(err.to_string()),
+                    Ok(other) => Err(TestFailure::Exit {
+                        code: other.code(),
+                        stderr: String::from_utf8_lossy(&sink.stderr).trim().to_owned(),
+                    }),
+                    Err(err) => Err(TestFailure::Exec(err)),
                 }
             }
         })
@@ -868,7 +870,12 @@ impl Rotation {
             match outcome.result {
                 Ok(conn) => sessions.push((outcome.plan, conn)),
                 Err(err) => {
-                    (self.report)(Note::HostFailed, &format!("testSecret: {err}"));
+                    let line = if err.names_host() {
+                        format!("testSecret: {err}")
+                    } else {
+                        format!("testSecret: {}: {err}", outcome.plan.label)
+                    };
+                    (self.report)(Note::HostFailed, &line);
                     failures.push(outcome.plan.label.clone());
                 }
             }
@@ -912,54 +919,38 @@ impl Rotation {
             Step::Test,
             format!("the pending key logged in on all {} hosts", sessions.len()),
         );
-        if crate::cancel::requested() {
+        if crate::term::cancel::requested() {
             return Err(RotationError::Cancelled);
         }
         let description = self.promote(&versions.description, token).await?;
         let versions = self.versions(description, None).await?;
         let (keys, script) = self.render(&versions)?;
-        let request = Arc::new(ExecRequest {
-            command: Some(deploy::SSH_COMMAND.to_owned()),
-            pty: false,
-            forward_stdin: false,
-            input: Some(Arc::from(script.as_bytes())),
-        });
-        let host_timeout = self.settings.fanout.host_timeout;
-        let ran: Vec<(HostPlan, Result<block::ScriptReport, deploy::RunFailure>)> =
-            futures::stream::iter(sessions.into_iter().map(|(plan, conn)| {
-                let request = Arc::clone(&request);
-                async move {
-                    let run = deploy::run_script(&conn, &request);
-                    let result = match host_timeout {
-                        Some(limit) => {
-                            tokio::time::timeout(limit, run).await.unwrap_or_else(|_| {
-                                Err(deploy::RunFailure::Session(format!(
-                                    "no result within {}s (--timeout)",
-                                    limit.as_secs().max(1)
-                                )))
-                            })
-                        }
-                        None => run.await,
-                    };
-                    (plan, result)
-                }
-            }))
-            .buffer_unordered(self.settings.fanout.parallel.max(1))
-            .collect()
-            .await;
-        // A session lost since testSecret is not the host's fault: it gets a fresh login.
+        let request = Arc::new(deploy::script_request(&script));
+        let outcomes = fanout::for_each(sessions, &self.settings.fanout, move |_plan, conn| {
+            let request = Arc::clone(&request);
+            async move {
+                deploy::run_script(&conn, &request)
+                    .await
+                    .map_err(HostError::Job)
+            }
+        })
+        .await;
+        // A session lost since testSecret (or one that stopped answering) is not the host's
+        // fault: it gets a fresh login.
         let mut lost: Vec<HostPlan> = Vec::new();
-        let mut results: Vec<HostResult> = Vec::with_capacity(ran.len());
-        for (plan, result) in ran {
-            match result {
-                Err(deploy::RunFailure::Session(_)) => lost.push(plan),
+        let mut results: Vec<HostResult> = Vec::with_capacity(outcomes.len());
+        for outcome in outcomes {
+            match outcome.result {
+                Err(HostError::Job(RunFailure::Session(_)) | HostError::Timeout { .. }) => {
+                    lost.push(outcome.plan)
+                }
                 other => results.push(HostResult {
-                    host: plan.label,
-                    result: other.map_err(|e| e.to_string()),
+                    host: outcome.plan.label,
+                    result: other.map_err(DeployFailure::Ssh),
                 }),
             }
         }
-        if !lost.is_empty() {
+        if !lost.is_empty() && !crate::term::cancel::requested() {
             let source = self.login_keys(&versions)?;
             let db = self.host_key_db(&versions)?;
             results.extend(
@@ -976,33 +967,36 @@ impl Rotation {
         &self,
         secret_known_hosts: &str,
     ) -> Result<Vec<String>, RotationError> {
-        let mut known = KnownHosts::load(&self.known_hosts_files)
-            .map_err(|e| RotationError::KnownHosts(e.to_string()))?;
-        known.extend_from_text(secret_known_hosts, "secret KnownHosts");
-        let db = HostKeyDb::new(known).learning();
-        let parallel = self.settings.fanout.parallel.max(1);
-        let results: Vec<(String, Result<(), session::ConnectError>)> =
-            futures::stream::iter(self.targets.iter().map(|target| {
-                let db = db.clone();
-                async move {
-                    let result = session::probe_host_key(&target.plan, &db).await;
-                    (target.plan.label.clone(), result)
-                }
-            }))
-            .buffered(parallel)
-            .collect()
-            .await;
+        let plans = self.plans();
+        let db = HostKeyDb::load(plans.iter(), [secret_known_hosts])?.learning();
+        let items = plans.into_iter().map(|plan| (plan, ())).collect();
+        let probe_db = db.clone();
+        let outcomes = fanout::for_each(items, &self.settings.fanout, move |plan, ()| {
+            let db = probe_db.clone();
+            async move {
+                session::probe_host_key(&plan, &db)
+                    .await
+                    .map_err(HostError::<std::convert::Infallible>::Connect)
+            }
+        })
+        .await;
+        let total = outcomes.len();
         let mut failures = Vec::new();
-        for (host, result) in &results {
-            if let Err(err) = result {
-                (self.report)(Note::HostFailed, &format!("createSecret: {err}"));
-                failures.push(host.clone());
+        for outcome in &outcomes {
+            if let Err(err) = &outcome.result {
+                let line = if err.names_host() {
+                    format!("createSecret: {err}")
+                } else {
+                    format!("createSecret: {}: {err}", outcome.plan.label)
+                };
+                (self.report)(Note::HostFailed, &line);
+                failures.push(outcome.plan.label.clone());
             }
         }
         if !failures.is_empty() {
             return Err(RotationError::Learn {
                 failed: failures.len(),
-                total: results.len(),
+                total,
                 hosts: abbreviate(&failures),
             });
         }
@@ -1104,8 +1098,19 @@ fn abbreviate(hosts: &[String]) -> String {
     text
 }
 
+/// Why a duration did not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("invalid duration {0:?}: write e.g. 0, 90s, 30m, 12h or 7d")]
+    Number(String),
+    #[error("invalid duration {0:?}: the unit must be s, m, h or d")]
+    Unit(String),
+    #[error("invalid duration {0:?}: too long")]
+    TooLong(String),
+}
+
 /// Parses durations as `--grace` takes them: `0`, `90s`, `30m`, `12h`, `7d` (bare = seconds).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let text = text.trim();
     let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
         Some(split) => text.split_at(split),
@@ -1113,22 +1118,18 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     };
     let value: u64 = number
         .parse()
-        .map_err(|_| format!("invalid duration {text:?}: write e.g. 0, 90s, 30m, 12h or 7d"))?;
+        .map_err(|_| DurationError::Number(text.to_owned()))?;
     let seconds = match unit {
         "s" => 1,
         "m" => 60,
         "h" => 3600,
         "d" => 86400,
-        _ => {
-            return Err(format!(
-                "invalid duration {text:?}: the unit must be s, m, h or d"
-            ))
-        }
+        _ => return Err(DurationError::Unit(text.to_owned())),
     };
     value
         .checked_mul(seconds)
         .map(Duration::from_secs)
-        .ok_or_else(|| format!("invalid duration {text:?}: too long"))
+        .ok_or_else(|| DurationError::TooLong(text.to_owned()))
 }
 
 #[cfg(test)]

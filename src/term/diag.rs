@@ -20,8 +20,8 @@ pub fn init(program: &'static str, verbosity: u8, quiet: bool) {
 
 /// Applies an ssh_config `LogLevel` when the command line said neither -v nor -q, as OpenSSH
 /// lets `-v`/`-q` override the configured level.
-pub fn apply_log_level(level: Option<crate::ssh_config::LogLevel>) {
-    use crate::ssh_config::LogLevel;
+pub fn apply_log_level(level: Option<crate::config::ssh_config::LogLevel>) {
+    use crate::config::ssh_config::LogLevel;
     if VERBOSITY.load(Ordering::Relaxed) > 0 || QUIET.load(Ordering::Relaxed) > 0 {
         return;
     }

@@ -1,4 +1,4 @@
-//! The resolved plan: what [`crate::args`] says the user typed, merged with the environment,
+//! The resolved plan: what [`crate::cli::args`] says the user typed, merged with the environment,
 //! `~/.config/smssh/config.toml`, `~/.ssh/config` and `/etc/ssh/ssh_config`, into the exact
 //! secret to read and the exact parameters of each connection.
 //!
@@ -8,16 +8,20 @@
 //! [`HostPlan`] or [`SecretSpec`], never the raw arguments. Must not know: how a connection
 //! is made or a secret fetched.
 
+pub mod command;
+pub mod copy;
+pub mod targets;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::args::{SecretArgs, SshOptionArgs};
+use crate::aws::secret::VersionSelector;
 use crate::aws::AwsSettings;
-use crate::keysource::SecretSpec;
-use crate::secret::VersionSelector;
-use crate::ssh_config::{HostSettings, SshConfig, SshConfigError, StrictHostKeyChecking};
+use crate::cli::args::{FanoutArgs, SecretArgs, SshOptionArgs};
+use crate::config::ssh_config::{HostSettings, SshConfig, SshConfigError, StrictHostKeyChecking};
+use crate::key::source::SecretSpec;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
@@ -29,6 +33,23 @@ pub enum PlanError {
     ToolConfig { path: String, reason: String },
     #[error(transparent)]
     SshConfig(#[from] SshConfigError),
+    #[error("{text}: {source}")]
+    Operand {
+        text: String,
+        source: crate::config::operand::OperandError,
+    },
+    #[error(transparent)]
+    Copy(#[from] copy::CopyPlanError),
+    #[error(transparent)]
+    Targets(#[from] targets::TargetError),
+    #[error("no destination given: smssh [user@]host [command], or -w HOSTS -- command")]
+    NoDestination,
+    #[error("no command given: smssh -w HOSTS -- command")]
+    NoCommand,
+    #[error(
+        "-b/--group and --json apply to a fan-out: add -w HOSTS, --hosts-file or --ec2-filter"
+    )]
+    PresentationWithoutHosts,
 }
 
 /// `~/.config/smssh/config.toml`: defaults for the secret, so scripts need no flags.
@@ -139,6 +160,10 @@ pub fn resolve_secret(args: &SecretArgs, local: &Local) -> Result<SecretSpec, Pl
     })
 }
 
+/// How long to wait for a host that accepts TCP but never speaks, when the user set no
+/// ConnectTimeout: OpenSSH would wait for the kernel; a cluster tool must not hang forever.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Everything needed to connect to one host.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostPlan {
@@ -155,7 +180,7 @@ pub struct HostPlan {
     pub compression: bool,
     pub server_alive_interval: Option<Duration>,
     pub server_alive_count_max: u32,
-    pub log_level: Option<crate::ssh_config::LogLevel>,
+    pub log_level: Option<crate::config::ssh_config::LogLevel>,
 }
 
 /// The SSH option sources of one invocation: `-o` options, then the config files.
@@ -216,7 +241,7 @@ impl SshOptions {
             connect_timeout: match settings.connect_timeout {
                 Some(Duration::ZERO) => None,
                 Some(limit) => Some(limit),
-                None => Some(crate::session::DEFAULT_CONNECT_TIMEOUT),
+                None => Some(DEFAULT_CONNECT_TIMEOUT),
             },
             batch_mode: settings.batch_mode.unwrap_or(false),
             strict_host_key_checking: settings
@@ -240,6 +265,68 @@ impl SshOptions {
             log_level: settings.log_level,
         }
     }
+}
+
+/// Limits of one fan-out run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FanoutOptions {
+    /// Sessions in flight at once (`-j`).
+    pub parallel: usize,
+    /// Deadline for one host, connection included (`--timeout`); None waits for the job.
+    pub host_timeout: Option<Duration>,
+    /// Extra connection attempts after a failure that may pass (`--retries`).
+    pub retries: u32,
+    /// First wait before a retry; doubles for each further one.
+    pub backoff: Duration,
+}
+
+impl Default for FanoutOptions {
+    fn default() -> FanoutOptions {
+        FanoutOptions {
+            parallel: 64,
+            host_timeout: None,
+            retries: 0,
+            backoff: Duration::from_millis(500),
+        }
+    }
+}
+
+/// The fan-out limits the user asked for.
+pub fn fanout_options(args: &FanoutArgs) -> FanoutOptions {
+    FanoutOptions {
+        parallel: args.parallel as usize,
+        host_timeout: args.timeout.map(Duration::from_secs),
+        retries: args.retries,
+        ..FanoutOptions::default()
+    }
+}
+
+/// What every program resolves the same way before any work: the SSH option sources and the
+/// secret to read.
+#[derive(Debug)]
+pub struct Common {
+    pub ssh: SshOptions,
+    pub secret: SecretSpec,
+}
+
+/// Resolves SSH options and the secret. `implied` holds `-o` options implied by the tool's
+/// own flags (scp's -B and -C), applied before the user's own `-o`, like `--connect-timeout`.
+pub fn resolve_common(
+    ssh: &SshOptionArgs,
+    fanout: &FanoutArgs,
+    secret: &SecretArgs,
+    implied: &[&str],
+) -> Result<Common, PlanError> {
+    let local = Local::detect();
+    let mut options: Vec<String> = implied.iter().map(|s| (*s).to_owned()).collect();
+    if let Some(seconds) = fanout.connect_timeout {
+        options.push(format!("ConnectTimeout={seconds}"));
+    }
+    let options: Vec<&str> = options.iter().map(String::as_str).collect();
+    Ok(Common {
+        ssh: SshOptions::load(ssh, &options, &local)?,
+        secret: resolve_secret(secret, &local)?,
+    })
 }
 
 #[cfg(test)]

@@ -5,6 +5,9 @@
 //! `AWS_ENDPOINT_URL_<SERVICE>`. Invariant: loaded once per invocation, so credentials are
 //! resolved once whatever the number of clients. Must not know: any one service.
 
+pub mod ec2;
+pub mod secret;
+
 use aws_config::BehaviorVersion;
 
 /// Region and profile chosen on the command line or in the config file.

@@ -6,13 +6,16 @@
 //! public fingerprint, never private material; the decoded key zeroizes itself on drop
 //! (ssh-key's private key types do). Must not know: where the bytes came from, or SSH sessions.
 
+pub mod hardening;
+pub mod source;
+
 use std::fmt;
 use std::sync::Arc;
 
 use russh::keys::{HashAlg, PrivateKey};
 use secrecy::ExposeSecret;
 
-use crate::secret::{KeyMaterial, PrivateKeyBytes};
+use crate::aws::secret::{KeyMaterial, PrivateKeyBytes};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum KeyError {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use russh::{ChannelMsg, Sig};
 use tokio::io::AsyncReadExt;
 
-use crate::session::Connection;
+use crate::ssh::session::Connection;
 
 /// What to do with the remote side's terminal and our stdin.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -232,13 +232,13 @@ pub async fn run(
     };
     let _raw_mode = if request.pty {
         let term = std::env::var("TERM").unwrap_or_else(|_| "xterm".to_owned());
-        let (cols, rows) = crate::tty::size();
+        let (cols, rows) = crate::term::tty::size();
         channel
             .request_pty(true, &term, cols, rows, 0, 0, &[])
             .await
             .map_err(refused("PTY request"))?;
-        if crate::tty::stdin_is_terminal() {
-            crate::tty::RawMode::enter().ok()
+        if crate::term::tty::stdin_is_terminal() {
+            crate::term::tty::RawMode::enter().ok()
         } else {
             None
         }
@@ -305,7 +305,7 @@ pub async fn run(
         let message = tokio::select! {
             message = reader.wait() => message,
             Some(()) = async { match resize.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => {
-                let (cols, rows) = crate::tty::size();
+                let (cols, rows) = crate::term::tty::size();
                 let _ = writer.window_change(cols, rows, 0, 0).await;
                 continue;
             }

@@ -26,6 +26,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::config::pattern::{pattern_list_matches, wildcard_match};
+
 /// Errors from reading or parsing configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum SshConfigError {
@@ -331,11 +333,9 @@ impl SshConfig {
     pub fn resolve(&self, host_alias: &str) -> HostSettings {
         let mut settings = HostSettings::default();
         for scoped in &self.directives {
-            if scoped
-                .conditions
-                .iter()
-                .all(|patterns| pattern_list_matches(patterns, host_alias))
-            {
+            if scoped.conditions.iter().all(|patterns| {
+                pattern_list_matches(patterns.iter().map(String::as_str), host_alias)
+            }) {
                 settings.set_if_unset(scoped.directive.clone());
             }
         }
@@ -426,7 +426,10 @@ fn parse_text(
                 }),
                 Parsed::Nothing | Parsed::Ignored => {}
                 Parsed::Unknown => {
-                    if !pattern_list_matches(&state.ignore_unknown, &lower) {
+                    if !pattern_list_matches(
+                        state.ignore_unknown.iter().map(String::as_str),
+                        &lower,
+                    ) {
                         return Err(invalid(ConfigProblem::BadOption(keyword)));
                     }
                 }
@@ -877,54 +880,6 @@ fn parse_time(value: &str) -> Option<Duration> {
         return None;
     }
     Some(Duration::from_secs(total))
-}
-
-/// OpenSSH's pattern-list rule: true if some pattern matches and no negated
-/// (`!`) pattern does. Used for `Host` lines, where OpenSSH compares the
-/// alias as typed (so case-sensitively), and for `IgnoreUnknown`, whose
-/// patterns and keywords are both lowercased first.
-fn pattern_list_matches(patterns: &[String], host: &str) -> bool {
-    let mut positive = false;
-    for pattern in patterns {
-        match pattern.strip_prefix('!') {
-            Some(negated) if wildcard_match(negated, host) => return false,
-            Some(_) => {}
-            None => positive |= wildcard_match(pattern, host),
-        }
-    }
-    positive
-}
-
-/// Glob matching with `*` and `?`. This duplicates the matcher in
-/// known_hosts.rs on purpose: each parser module must stand alone.
-fn wildcard_match(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = text.chars().collect();
-    let (mut pi, mut ti) = (0usize, 0usize);
-    // Last `*` seen and the text position it was tried at, so a failed
-    // literal match can let that star absorb one more character.
-    let mut backtrack: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        match p.get(pi) {
-            Some('*') => {
-                backtrack = Some((pi, ti));
-                pi += 1;
-            }
-            Some(&c) if c == '?' || c == t[ti] => {
-                pi += 1;
-                ti += 1;
-            }
-            _ => match backtrack {
-                Some((star, tried)) => {
-                    pi = star + 1;
-                    ti = tried + 1;
-                    backtrack = Some((star, tried + 1));
-                }
-                None => return false,
-            },
-        }
-    }
-    p[pi..].iter().all(|&c| c == '*')
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
-use crate::transfer::Meter;
+use crate::ssh::transfer::Meter;
 
 /// Most per-host bars on screen at once; more would scroll the total bar away.
 const MAX_HOST_BARS: usize = 4;

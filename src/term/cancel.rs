@@ -36,7 +36,7 @@ pub fn watch_ctrl_c() {
     tokio::spawn(async {
         if tokio::signal::ctrl_c().await.is_ok() {
             request();
-            crate::diag::error(
+            crate::term::diag::error(
                 "interrupted: stopping after cleaning up (Ctrl-C again to quit now)",
             );
             if tokio::signal::ctrl_c().await.is_ok() {

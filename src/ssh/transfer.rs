@@ -17,7 +17,7 @@ use russh_sftp::client::error::Error as SftpError;
 use russh_sftp::client::RawSftpSession;
 use russh_sftp::protocol::{FileAttributes, OpenFlags, StatusCode};
 
-use crate::session::Connection;
+use crate::ssh::session::Connection;
 
 /// Largest read/write request we send, when the server's limits@openssh.com allows it.
 /// OpenSSH's sftp-server accepts 255 KiB; fewer, larger requests cost less per byte.
@@ -186,7 +186,7 @@ impl Sftp {
         } else {
             DEFAULT_REQUEST
         };
-        crate::diag::debug(format_args!(
+        crate::term::diag::debug(format_args!(
             "{}: SFTP v{}, {} KiB requests, posix-rename {}",
             conn.label,
             version.version,
@@ -333,7 +333,7 @@ impl Sftp {
         let mut offset = 0u64;
         let mut done = 0u64;
         loop {
-            if crate::cancel::requested() {
+            if crate::term::cancel::requested() {
                 return Err(TransferError::Interrupted {
                     path: source.path.display().to_string(),
                 });
@@ -435,7 +435,7 @@ impl Sftp {
         }
         let mut done = 0u64;
         loop {
-            if crate::cancel::requested() {
+            if crate::term::cancel::requested() {
                 return Err(TransferError::Interrupted {
                     path: remote.to_owned(),
                 });

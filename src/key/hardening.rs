@@ -15,7 +15,19 @@ use nix::sys::resource::{getrlimit, setrlimit, Resource, RLIM_INFINITY};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Posture {
     pub core_dumps_disabled: bool,
-    pub memory_locked: Result<(), String>,
+    pub memory_locked: Result<(), MemoryLockError>,
+}
+
+/// Why memory was not locked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MemoryLockError {
+    #[error("RLIMIT_MEMLOCK is {hard} bytes; raise it to unlimited to lock key pages")]
+    Limited { hard: u64 },
+    #[error("{call}: {errno}")]
+    Refused {
+        call: &'static str,
+        errno: nix::errno::Errno,
+    },
 }
 
 /// Disables core dumps and locks the process memory where the OS allows it.
@@ -35,18 +47,18 @@ pub fn lock_down() -> Posture {
     }
 }
 
-fn lock_memory() -> Result<(), String> {
-    let (_, hard) = getrlimit(Resource::RLIMIT_MEMLOCK).map_err(|e| e.to_string())?;
+fn lock_memory() -> Result<(), MemoryLockError> {
+    let refused = |call| move |errno| MemoryLockError::Refused { call, errno };
+    let (_, hard) = getrlimit(Resource::RLIMIT_MEMLOCK).map_err(refused("getrlimit"))?;
     if hard != RLIM_INFINITY {
-        return Err(format!(
-            "RLIMIT_MEMLOCK is {hard} bytes; raise it to unlimited to lock key pages"
-        ));
+        return Err(MemoryLockError::Limited { hard });
     }
-    setrlimit(Resource::RLIMIT_MEMLOCK, RLIM_INFINITY, RLIM_INFINITY).map_err(|e| e.to_string())?;
+    setrlimit(Resource::RLIMIT_MEMLOCK, RLIM_INFINITY, RLIM_INFINITY)
+        .map_err(refused("setrlimit"))?;
     let flags = MlockAllFlags::MCL_CURRENT
         | MlockAllFlags::MCL_FUTURE
         | MlockAllFlags::from_bits_retain(nix::libc::MCL_ONFAULT);
-    mlockall(flags).map_err(|e| e.to_string())
+    mlockall(flags).map_err(refused("mlockall"))
 }
 
 #[cfg(test)]

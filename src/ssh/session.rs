@@ -10,17 +10,16 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use russh::client::{self, Handle};
 use russh::keys::PublicKeyOrCertificate;
 use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKey};
 use russh::{cipher, compression, kex};
 
-use crate::keysource::{KeyLoadError, KeySource, LoadedKey};
-use crate::known_hosts::{self, HostKeyStatus, KnownHosts};
+use crate::config::known_hosts::{self, HostKeyStatus, KnownHosts, KnownHostsError};
+use crate::config::ssh_config::StrictHostKeyChecking;
+use crate::key::source::{KeyLoadError, KeySource, LoadedKey};
 use crate::plan::HostPlan;
-use crate::ssh_config::StrictHostKeyChecking;
 
 /// The fixed part of the client configuration, chosen for throughput and short logins.
 /// Measured choices (see README "Performance"): TCP_NODELAY saves two delayed-ACK waits per
@@ -158,6 +157,12 @@ pub enum ConnectError {
 }
 
 impl ConnectError {
+    /// True when the message names the host it is about; only a failure to load the key,
+    /// which concerns the secret, does not.
+    pub fn names_host(&self) -> bool {
+        !matches!(self, ConnectError::Key(_))
+    }
+
     /// True for failures that may pass on another try (network and timeouts), as opposed to
     /// verdicts (host key, authentication, secret) that a retry would only repeat.
     pub fn is_retryable(&self) -> bool {
@@ -242,7 +247,7 @@ impl Verifier {
                 })
             }
             StrictHostKeyChecking::Ask => {
-                if self.batch_mode || !crate::tty::stdin_and_stderr_are_terminals() {
+                if self.batch_mode || !crate::term::tty::stdin_and_stderr_are_terminals() {
                     return self.refuse(Refusal::Unknown {
                         algorithm: algorithm.to_owned(),
                         fingerprint,
@@ -258,7 +263,7 @@ impl Verifier {
                     host_pattern(&self.host, self.port)
                 );
                 let accepted =
-                    tokio::task::spawn_blocking(move || crate::tty::ask_yes_no(&question))
+                    tokio::task::spawn_blocking(move || crate::term::tty::ask_yes_no(&question))
                         .await
                         .unwrap_or(false);
                 if !accepted {
@@ -338,11 +343,29 @@ pub struct HostKeyDb {
 }
 
 impl HostKeyDb {
-    pub fn new(known_hosts: KnownHosts) -> HostKeyDb {
-        HostKeyDb {
-            known_hosts: Arc::new(known_hosts),
-            learn: None,
+    /// The one way to build the database: every known_hosts file the plans name (each read
+    /// once, in the order first named), then the `KnownHosts` texts the secret's versions
+    /// carry.
+    pub fn load<'a>(
+        plans: impl IntoIterator<Item = &'a HostPlan>,
+        secret_known_hosts: impl IntoIterator<Item = &'a str>,
+    ) -> Result<HostKeyDb, KnownHostsError> {
+        let mut files: Vec<PathBuf> = Vec::new();
+        for plan in plans {
+            for path in plan.user_known_hosts.iter().chain(&plan.global_known_hosts) {
+                if !files.contains(path) {
+                    files.push(path.clone());
+                }
+            }
         }
+        let mut known = KnownHosts::load(&files)?;
+        for text in secret_known_hosts {
+            known.extend_from_text(text, "secret KnownHosts");
+        }
+        Ok(HostKeyDb {
+            known_hosts: Arc::new(known),
+            learn: None,
+        })
     }
 
     /// The same database, learning unknown keys into a fresh list.
@@ -603,7 +626,3 @@ pub fn host_pattern(host: &str, port: u16) -> String {
         format!("[{host}]:{port}")
     }
 }
-
-/// How long to wait for a host that accepts TCP but never speaks, when the user set no
-/// ConnectTimeout: OpenSSH would wait for the kernel; a cluster tool must not hang forever.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);

@@ -101,49 +101,21 @@ pub fn parse_filter(text: &str) -> Result<Ec2Filter, Ec2Error> {
     })
 }
 
-/// Private IPv4 addresses of the running instances matching every filter (AND), in a stable
-/// order (sorted numerically by address), following pagination (NextToken). An instance without a
-/// private address is skipped. Adds the filter instance-state-name=running itself.
-///
-/// An empty `filters` matches every running instance of the region. No match is
-/// [`Ec2Error::NoMatch`].
-pub async fn discover(
-    config: &aws_config::SdkConfig,
-    filters: &[Ec2Filter],
-) -> Result<Vec<String>, Ec2Error> {
-    discover_with_page_size(config, filters, PAGE_SIZE).await
-}
-
-/// A running instance found by [`discover_instances`].
+/// A running instance found by [`discover`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Instance {
     pub instance_id: String,
     pub private_address: String,
 }
 
-/// [`discover`] with each address's instance id, for SSM, which addresses instances by id.
-pub async fn discover_instances(
-    config: &aws_config::SdkConfig,
-    filters: &[Ec2Filter],
-) -> Result<Vec<Instance>, Ec2Error> {
-    discover_all(config, filters, PAGE_SIZE).await
-}
-
-/// [`discover`] with the number of reservations asked per page, which EC2 accepts from 5 to
-/// 1000. Public so that tests can make a small fleet span several pages.
-pub async fn discover_with_page_size(
-    config: &aws_config::SdkConfig,
-    filters: &[Ec2Filter],
-    page_size: i32,
-) -> Result<Vec<String>, Ec2Error> {
-    Ok(discover_all(config, filters, page_size)
-        .await?
-        .into_iter()
-        .map(|instance| instance.private_address)
-        .collect())
-}
-
-async fn discover_all(
+/// The running instances matching every filter (AND), in a stable order (sorted numerically
+/// by private IPv4 address), following pagination (NextToken) with `page_size` reservations a
+/// page (EC2 accepts 5 to 1000; [`PAGE_SIZE`] unless a test wants many pages). An instance
+/// without a private address is skipped. Adds the filter instance-state-name=running itself.
+///
+/// An empty `filters` matches every running instance of the region. No match is
+/// [`Ec2Error::NoMatch`].
+pub async fn discover(
     config: &aws_config::SdkConfig,
     filters: &[Ec2Filter],
     page_size: i32,

@@ -10,9 +10,9 @@ use std::sync::Arc;
 
 use tokio::sync::OnceCell;
 
+use crate::aws::secret::{extract_key_material, SecretError, SecretsClient, VersionSelector};
 use crate::aws::AwsSettings;
 use crate::key::{ClientKey, KeyError};
-use crate::secret::{extract_key_material, SecretError, SecretsClient, VersionSelector};
 
 /// Which secret, which version, which field: the user's choice, resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,7 +124,7 @@ impl KeySource {
         if self.pinned {
             return Ok(None);
         }
-        crate::diag::debug(format_args!(
+        crate::term::diag::debug(format_args!(
             "the server refused {}: fetching secret {} again in case it was rotated",
             tried.key, self.spec.id
         ));
@@ -156,7 +156,7 @@ impl KeySource {
             .get_or_init(|| async { SecretsClient::new(self.aws_config().await) })
             .await;
         let fetched = client.fetch(&self.spec.id, selector).await?;
-        crate::diag::debug(format_args!(
+        crate::term::diag::debug(format_args!(
             "GetSecretValue {} ({selector}): version {}",
             self.spec.id,
             fetched.version_id.as_deref().unwrap_or("unknown")

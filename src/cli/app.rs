@@ -1,0 +1,361 @@
+//! The three programs' top level (`smscp`, `smssh`, `smssh rotate`): set up the process,
+//! resolve the plan, run it, and map every outcome to one stderr line and the exit status
+//! scp/ssh would use.
+//!
+//! Owns: the order of start-up (hardening before any secret, then the plan, then the key,
+//! then known_hosts, then connections), the tokio runtime, and exit codes. Invariant: every
+//! failure reaches the user as exactly one `program: what: why: what to do` line (a fan-out
+//! adds one per failed host), rendered here from a typed error. Must not know: how arguments
+//! become a plan (`plan`, `rotation::plan`), protocol details, or output formats
+//! (`term::output`).
+
+use std::sync::Arc;
+
+use crate::cli::args::{RotateArgs, ScpArgs, SshArgs};
+use crate::config::known_hosts::KnownHostsError;
+use crate::copy::{self, CopyContext};
+use crate::fanout;
+use crate::key::source::{KeyLoadError, KeySource};
+use crate::plan::command::{self, CommandMode, Presentation};
+use crate::plan::copy::{CopyMode, CopyPlan, FanoutCopy, FanoutHosts};
+use crate::plan::targets::{self, TargetError};
+use crate::plan::{HostPlan, PlanError};
+use crate::rotation::plan::{RotationMode, RotationPlan, RotationPlanError};
+use crate::rotation::{self, RotationError};
+use crate::ssh::exec::{self, Captured, ExecError, ExecRequest};
+use crate::ssh::session::{self, ConnectError, HostKeyDb};
+use crate::term::output::{self, HostRun};
+use crate::term::progress::Progress;
+use crate::term::{cancel, diag, tty};
+
+/// ssh's exit status for its own failures (connection, host key, authentication, secret).
+pub const SSH_FAILURE: u8 = 255;
+/// scp's exit status for any failure.
+pub const SCP_FAILURE: u8 = 1;
+/// `smssh rotate`'s exit status when a step failed (its hosts are named on stderr).
+pub const ROTATE_FAILED: u8 = 1;
+/// `smssh rotate`'s exit status for a command line it cannot run.
+pub const ROTATE_USAGE: u8 = 2;
+/// The exit status after Ctrl-C, as a shell reports a process killed by SIGINT.
+const INTERRUPTED: u8 = 130;
+
+/// Every failure that ends a program early; each renders as the one line the user sees.
+#[derive(Debug, thiserror::Error)]
+enum AppError {
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    RotationPlan(#[from] RotationPlanError),
+    #[error("cannot start: {0}")]
+    Runtime(std::io::Error),
+    #[error(transparent)]
+    Key(#[from] KeyLoadError),
+    #[error(transparent)]
+    KnownHosts(#[from] KnownHostsError),
+    #[error(transparent)]
+    Targets(#[from] TargetError),
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error(transparent)]
+    Exec(#[from] ExecError),
+    #[error(transparent)]
+    Rotation(#[from] RotationError),
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, AppError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(AppError::Runtime)
+}
+
+fn start(program: &'static str, verbose: u8, quiet: bool) {
+    diag::init(program, verbose, quiet);
+    let posture = crate::key::hardening::lock_down();
+    diag::debug(format_args!(
+        "core dumps disabled: {}; memory locked: {}",
+        posture.core_dumps_disabled,
+        match &posture.memory_locked {
+            Ok(()) => "yes".to_owned(),
+            Err(why) => format!("no ({why})"),
+        }
+    ));
+}
+
+/// Prints the error's one line and returns `code`.
+fn fail(code: u8, err: AppError) -> u8 {
+    diag::error(err);
+    code
+}
+
+/// Fetches the key (once for the invocation) and loads the host keys `plans` need. The
+/// plans' LogLevel is applied first, so the fetch is already reported at that level.
+async fn key_and_host_keys(keys: &KeySource, plans: &[HostPlan]) -> Result<HostKeyDb, AppError> {
+    diag::apply_log_level(plans.first().and_then(|p| p.log_level));
+    let key = keys.initial().await?;
+    diag::debug(format_args!("key {} from {}", key.key, keys.spec().id));
+    Ok(HostKeyDb::load(plans, key.known_hosts.as_deref())?)
+}
+
+pub fn smscp(args: ScpArgs) -> u8 {
+    start("smscp", args.ssh.verbose, args.ssh.quiet);
+    let show_progress = !args.ssh.quiet && tty::stderr_is_terminal();
+    let prepared = crate::plan::copy::resolve(&args)
+        .map_err(AppError::from)
+        .and_then(|plan| Ok((plan, runtime()?)));
+    match prepared {
+        Ok((plan, runtime)) => runtime
+            .block_on(run_copy(plan, show_progress))
+            .unwrap_or_else(|err| fail(SCP_FAILURE, err)),
+        Err(err) => fail(SCP_FAILURE, err),
+    }
+}
+
+async fn run_copy(plan: CopyPlan, show_progress: bool) -> Result<u8, AppError> {
+    cancel::watch_ctrl_c();
+    let ssh = &plan.common.ssh;
+    let keys = Arc::new(KeySource::new(plan.common.secret.clone()));
+    let (copy, hosts) = match plan.mode {
+        CopyMode::Single(request) => {
+            let plans: Vec<HostPlan> = request
+                .sources
+                .iter()
+                .chain(std::iter::once(&request.target))
+                .filter_map(|op| match op {
+                    crate::config::operand::Operand::Remote(r) => {
+                        Some(ssh.plan(&r.host, r.user.as_deref(), r.port.or(request.port)))
+                    }
+                    crate::config::operand::Operand::Local(_) => None,
+                })
+                .collect();
+            let db = key_and_host_keys(&keys, &plans).await?;
+            let ctx = CopyContext::new(
+                plan.recursive,
+                plan.preserve,
+                plan.limit_kbits,
+                Progress::new(show_progress, 1),
+            );
+            return Ok(copy::run(&request, ssh, &keys, &db, &ctx).await);
+        }
+        CopyMode::Fanout {
+            copy,
+            hosts: FanoutHosts::Expanded(hosts),
+        } => (copy, hosts),
+        CopyMode::Fanout {
+            copy,
+            hosts: FanoutHosts::Sources(sources),
+        } => (
+            copy,
+            targets::resolve(&sources, keys.aws_config().await).await?,
+        ),
+    };
+    let (copy, unusable_source) = match copy {
+        FanoutCopy::Push { sources, target } => {
+            let (usable, unusable) = copy::usable_sources(sources, plan.recursive);
+            if usable.is_empty() {
+                return Ok(SCP_FAILURE);
+            }
+            let push = FanoutCopy::Push {
+                sources: usable,
+                target,
+            };
+            (push, unusable)
+        }
+        gather => (gather, false),
+    };
+    let plans = targets::plans(&hosts, ssh, None, plan.port);
+    let db = key_and_host_keys(&keys, &plans).await?;
+    let ctx = Arc::new(CopyContext::new(
+        plan.recursive,
+        plan.preserve,
+        plan.limit_kbits,
+        Progress::new(show_progress, plans.len()),
+    ));
+    let code = copy::run_fanout(copy, plans, keys, db, &plan.fanout, ctx).await;
+    Ok(if code == 0 && unusable_source {
+        SCP_FAILURE
+    } else {
+        code
+    })
+}
+
+pub fn smssh(args: SshArgs) -> u8 {
+    start("smssh", args.ssh.verbose, args.ssh.quiet);
+    let prepared = command::resolve(&args, tty::stdin_is_terminal)
+        .map_err(AppError::from)
+        .and_then(|plan| Ok((plan, runtime()?)));
+    let (plan, runtime) = match prepared {
+        Ok(prepared) => prepared,
+        Err(err) => return fail(SSH_FAILURE, err),
+    };
+    let code = runtime
+        .block_on(run_command(plan))
+        .unwrap_or_else(|err| fail(SSH_FAILURE, err));
+    // The stdin pump may sit in a blocking read of the terminal; the runtime must not wait
+    // for it, or smssh would hang after the remote command ended until Enter is pressed.
+    runtime.shutdown_background();
+    code
+}
+
+async fn run_command(plan: command::CommandPlan) -> Result<u8, AppError> {
+    let keys = KeySource::new(plan.common.secret);
+    match plan.mode {
+        CommandMode::Single {
+            plan,
+            command,
+            pty,
+            forward_stdin,
+        } => {
+            let request = ExecRequest {
+                command,
+                pty,
+                forward_stdin,
+                input: None,
+            };
+            let db = key_and_host_keys(&keys, std::slice::from_ref(&plan)).await?;
+            let conn = session::connect(&plan, &keys, &db).await?;
+            diag::debug(format_args!(
+                "authenticated to {} as {} with {}",
+                plan.hostname, plan.user, conn.key_used.key
+            ));
+            Ok(exec::run(&conn, &request, &mut exec::Terminal)
+                .await?
+                .code())
+        }
+        CommandMode::Fanout {
+            command,
+            presentation,
+            hosts,
+            login,
+            port,
+            options,
+        } => {
+            cancel::watch_ctrl_c();
+            let keys = Arc::new(keys);
+            let hosts = targets::resolve(&hosts, keys.aws_config().await).await?;
+            let plans = targets::plans(&hosts, &plan.common.ssh, login.as_deref(), port);
+            let db = key_and_host_keys(&keys, &plans).await?;
+            let request = Arc::new(ExecRequest {
+                command: Some(command),
+                pty: false,
+                // As pdsh: the remote commands read no stdin, so one host cannot swallow it.
+                forward_stdin: false,
+                input: None,
+            });
+            let outcomes = fanout::run(plans, keys, db, &options, move |conn, plan| {
+                let request = Arc::clone(&request);
+                async move {
+                    if presentation == Presentation::Prefixed {
+                        let mut sink = exec::Prefixed::new(&plan.label);
+                        let exit = exec::run(&conn, &request, &mut sink).await?;
+                        Ok::<_, ExecError>(HostRun {
+                            exit,
+                            captured: None,
+                        })
+                    } else {
+                        let mut sink = Captured::default();
+                        let exit = exec::run(&conn, &request, &mut sink).await?;
+                        Ok(HostRun {
+                            exit,
+                            captured: Some(sink),
+                        })
+                    }
+                }
+            })
+            .await;
+            Ok(fanout_exit_status(presentation, &outcomes))
+        }
+    }
+}
+
+/// Prints a command fan-out's results and returns its exit status: the largest remote
+/// status, 255 if a host could not run the command, 130 after Ctrl-C.
+fn fanout_exit_status(
+    presentation: Presentation,
+    outcomes: &[fanout::HostOutcome<HostRun, ExecError>],
+) -> u8 {
+    match presentation {
+        Presentation::Json => output::print_json(outcomes),
+        Presentation::Grouped => output::print_groups(outcomes),
+        Presentation::Prefixed => {}
+    }
+    let mut code = 0u8;
+    for outcome in outcomes {
+        if let Ok(run) = &outcome.result {
+            let host_code = run.exit.code();
+            if host_code != 0 && presentation != Presentation::Json {
+                diag::error(format!(
+                    "{}: {}",
+                    outcome.plan.label,
+                    output::describe_exit(&run.exit)
+                ));
+            }
+            code = code.max(host_code);
+        }
+    }
+    let quiet_progress = Progress::new(false, outcomes.len());
+    if output::summarize(outcomes, &quiet_progress) > 0 {
+        code = SSH_FAILURE;
+    }
+    if cancel::requested() {
+        code = INTERRUPTED;
+    }
+    code
+}
+
+/// `smssh rotate`: a whole rotation, one step, or a reconciliation.
+pub fn rotate(args: RotateArgs) -> u8 {
+    start("smssh", args.ssh.verbose, args.ssh.quiet);
+    let prepared = crate::rotation::plan::resolve(&args)
+        .map_err(AppError::from)
+        .and_then(|plan| Ok((plan, runtime()?)));
+    let (plan, runtime) = match prepared {
+        Ok(prepared) => prepared,
+        Err(err) => return fail(ROTATE_USAGE, err),
+    };
+    let quiet = args.ssh.quiet;
+    let code = runtime
+        .block_on(run_rotation(plan, quiet))
+        .unwrap_or_else(|err| {
+            let code = if cancel::requested() {
+                INTERRUPTED
+            } else {
+                ROTATE_FAILED
+            };
+            fail(code, err)
+        });
+    runtime.shutdown_background();
+    code
+}
+
+async fn run_rotation(plan: RotationPlan, quiet: bool) -> Result<u8, AppError> {
+    cancel::watch_ctrl_c();
+    let aws = crate::aws::sdk_config(&plan.spec.aws).await;
+    let targets = plan.targets(&aws).await?;
+    diag::apply_log_level(targets.first().and_then(|t| t.plan.log_level));
+    let bootstrap = plan.bootstrap()?;
+    let report: rotation::Reporter = Arc::new(move |note, line: &str| match note {
+        rotation::Note::Progress if !quiet => println!("{line}"),
+        rotation::Note::Progress => {}
+        rotation::Note::HostFailed => diag::error(line),
+    });
+    let rotation =
+        rotation::Rotation::new(&aws, plan.spec, plan.settings, targets, bootstrap, report)?;
+    let summary = match plan.mode {
+        RotationMode::Rotate => rotation
+            .rotate()
+            .await?
+            .last()
+            .map(|o| format!("rotated to version {}", o.token))
+            .unwrap_or_default(),
+        RotationMode::Step(step, token) => {
+            let outcome = rotation.run_step(step, &token, true).await?;
+            format!("{}: {}", outcome.step, outcome.summary)
+        }
+        RotationMode::Reconcile => format!("reconcile: {}", rotation.reconcile().await?),
+    };
+    if !quiet {
+        println!("{summary}");
+    }
+    Ok(0)
+}

@@ -1,0 +1,282 @@
+//! smscp's plan: what the operands and flags ask for, resolved before anything connects.
+//!
+//! Owns: the choice between a single-host copy (scp's own shapes) and a fan-out (a push to
+//! every host of a hostlist or of `-w`/`--hosts-file`/`--ec2-filter`, or a gather from every
+//! host into `DIR/<host>/`), and the shape rules that refuse a copy before any secret is read.
+//! Invariant: every operand is parsed exactly once, here. Must not know: SFTP or sessions.
+
+use std::path::PathBuf;
+
+use crate::cli::args::ScpArgs;
+use crate::config::hostlist;
+use crate::config::operand::{self, Operand, RemotePath};
+use crate::plan::targets::{self, HostSources, TargetHost};
+use crate::plan::{fanout_options, resolve_common, Common, FanoutOptions, PlanError};
+
+/// A single-host copy, as scp takes it.
+#[derive(Debug, Clone)]
+pub struct CopyRequest {
+    pub sources: Vec<Operand>,
+    pub target: Operand,
+    pub recursive: bool,
+    pub preserve: bool,
+    /// `-P`: applies to every remote operand without its own port.
+    pub port: Option<u16>,
+}
+
+/// Where a fan-out copy goes.
+#[derive(Debug, Clone)]
+pub enum FanoutCopy {
+    /// Local sources to the same remote path on every host.
+    Push {
+        sources: Vec<PathBuf>,
+        target: String,
+    },
+    /// Remote paths from every host into `target/<host>/`.
+    Gather {
+        sources: Vec<String>,
+        target: PathBuf,
+    },
+}
+
+/// Which hosts a fan-out copy reaches.
+#[derive(Debug, Clone)]
+pub enum FanoutHosts {
+    /// Expanded from the hostlist written in an operand.
+    Expanded(Vec<TargetHost>),
+    /// Still to be resolved from the flags, since EC2 discovery needs the AWS configuration.
+    Sources(HostSources),
+}
+
+#[derive(Debug, Clone)]
+pub enum CopyMode {
+    Single(CopyRequest),
+    Fanout {
+        copy: FanoutCopy,
+        hosts: FanoutHosts,
+    },
+}
+
+/// Everything smscp was asked to do.
+#[derive(Debug)]
+pub struct CopyPlan {
+    pub common: Common,
+    pub mode: CopyMode,
+    pub recursive: bool,
+    pub preserve: bool,
+    pub limit_kbits: Option<u64>,
+    /// `-P`, for hosts and operands without their own port.
+    pub port: Option<u16>,
+    pub fanout: FanoutOptions,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CopyPlanError {
+    #[error("no target given")]
+    NoTarget,
+    #[error(
+        "copies between two remote hosts are not supported: copy to the master first, then out"
+    )]
+    RemoteToRemote,
+    #[error("both {0} and the target are local: use cp")]
+    LocalToLocal(String),
+    #[error("{host}:{path}: a fan-out copies local files to every host; remote sources are not supported here")]
+    RemoteSourceInPush { host: String, path: String },
+    #[error("{host}:{path}: with -w, --hosts-file or --ec2-filter write the target as a remote path (e.g. /opt/), without host:")]
+    HostInFlagTarget { host: String, path: String },
+    #[error("a gather copies from one hostlist: give every source as the same HOSTS:path")]
+    GatherFromSeveralHostlists,
+    #[error("a gather needs a local target directory")]
+    GatherToRemote,
+    #[error("{0}: Not a directory: a gather writes DIR/<host>/...; create the directory first")]
+    GatherTargetNotDirectory(String),
+}
+
+/// Resolves smscp's command line: operands first (so that a typo is reported before any
+/// configuration is read), then the SSH options and the secret.
+pub fn resolve(args: &ScpArgs) -> Result<CopyPlan, PlanError> {
+    let mut operands = Vec::with_capacity(args.operands.len());
+    for text in &args.operands {
+        let parsed = operand::parse_operand(text).map_err(|source| PlanError::Operand {
+            text: text.clone(),
+            source,
+        })?;
+        operands.push(parsed);
+    }
+    let raw_target = args.operands.last().cloned().unwrap_or_default();
+    let mode = copy_mode(args, operands, &raw_target)?;
+    let mut implied = Vec::new();
+    if args.batch {
+        implied.push("BatchMode=yes");
+    }
+    if args.compression {
+        implied.push("Compression=yes");
+    }
+    Ok(CopyPlan {
+        common: resolve_common(&args.ssh, &args.fanout, &args.secret, &implied)?,
+        mode,
+        recursive: args.recursive,
+        preserve: args.preserve,
+        limit_kbits: args.limit_kbits,
+        port: args.port,
+        fanout: fanout_options(&args.fanout),
+    })
+}
+
+fn copy_mode(
+    args: &ScpArgs,
+    mut operands: Vec<Operand>,
+    raw_target: &str,
+) -> Result<CopyMode, PlanError> {
+    // clap requires a source and a target, so the list is never empty here; an empty one is
+    // still answered with one line rather than a panic.
+    let Some(target) = operands.pop() else {
+        return Err(CopyPlanError::NoTarget.into());
+    };
+    let sources = HostSources::from_args(&args.fanout);
+    if sources.names_hosts() {
+        // pdcp's form: the target is a path on every host.
+        let target = match target {
+            Operand::Local(_) => raw_target.to_owned(),
+            Operand::Remote(r) => {
+                return Err(CopyPlanError::HostInFlagTarget {
+                    host: r.host,
+                    path: r.path,
+                }
+                .into())
+            }
+        };
+        return Ok(CopyMode::Fanout {
+            copy: FanoutCopy::Push {
+                sources: local_sources(&operands)?,
+                target,
+            },
+            hosts: FanoutHosts::Sources(sources),
+        });
+    }
+    if let Operand::Remote(remote) = &target {
+        if hostlist::is_hostlist(&remote.host) {
+            return Ok(CopyMode::Fanout {
+                copy: FanoutCopy::Push {
+                    sources: local_sources(&operands)?,
+                    target: remote.path.clone(),
+                },
+                hosts: FanoutHosts::Expanded(operand_hosts(remote, args)?),
+            });
+        }
+    }
+    let gather: Vec<&RemotePath> = operands
+        .iter()
+        .filter_map(|op| match op {
+            Operand::Remote(r) if hostlist::is_hostlist(&r.host) => Some(r),
+            _ => None,
+        })
+        .collect();
+    if let Some(first) = gather.first() {
+        let all_same = operands.iter().all(|op| {
+            matches!(op, Operand::Remote(r) if r.host == first.host && r.user == first.user && r.port == first.port)
+        });
+        if !all_same {
+            return Err(CopyPlanError::GatherFromSeveralHostlists.into());
+        }
+        let Operand::Local(dir) = &target else {
+            return Err(CopyPlanError::GatherToRemote.into());
+        };
+        if !dir.is_dir() {
+            return Err(CopyPlanError::GatherTargetNotDirectory(dir.display().to_string()).into());
+        }
+        let hosts = operand_hosts(first, args)?;
+        return Ok(CopyMode::Fanout {
+            copy: FanoutCopy::Gather {
+                sources: gather.iter().map(|r| r.path.clone()).collect(),
+                target: dir.clone(),
+            },
+            hosts: FanoutHosts::Expanded(hosts),
+        });
+    }
+    let request = CopyRequest {
+        sources: operands,
+        target,
+        recursive: args.recursive,
+        preserve: args.preserve,
+        port: args.port,
+    };
+    check_shape(&request)?;
+    Ok(CopyMode::Single(request))
+}
+
+fn operand_hosts(remote: &RemotePath, args: &ScpArgs) -> Result<Vec<TargetHost>, PlanError> {
+    Ok(targets::expand_operand(
+        &remote.host,
+        remote.user.as_deref(),
+        remote.port,
+        &args.fanout.exclude,
+    )?)
+}
+
+fn local_sources(operands: &[Operand]) -> Result<Vec<PathBuf>, CopyPlanError> {
+    operands
+        .iter()
+        .map(|op| match op {
+            Operand::Local(path) => Ok(path.clone()),
+            Operand::Remote(r) => Err(CopyPlanError::RemoteSourceInPush {
+                host: r.host.clone(),
+                path: r.path.clone(),
+            }),
+        })
+        .collect()
+}
+
+/// Checks a single-host copy's operand shapes before anything connects.
+pub fn check_shape(request: &CopyRequest) -> Result<(), CopyPlanError> {
+    let target_remote = matches!(request.target, Operand::Remote(_));
+    for source in &request.sources {
+        match (source, target_remote) {
+            (Operand::Remote(_), true) => return Err(CopyPlanError::RemoteToRemote),
+            (Operand::Local(path), false) => {
+                return Err(CopyPlanError::LocalToLocal(path.display().to_string()))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operand_shapes() {
+        let remote = Operand::Remote(RemotePath {
+            user: None,
+            host: "h".into(),
+            port: None,
+            path: "p".into(),
+        });
+        let local = Operand::Local(PathBuf::from("f"));
+        let request = |sources: Vec<Operand>, target: Operand| CopyRequest {
+            sources,
+            target,
+            recursive: false,
+            preserve: false,
+            port: None,
+        };
+        assert_eq!(
+            check_shape(&request(vec![local.clone()], remote.clone())),
+            Ok(())
+        );
+        assert_eq!(
+            check_shape(&request(vec![remote.clone()], local.clone())),
+            Ok(())
+        );
+        assert_eq!(
+            check_shape(&request(vec![remote.clone()], remote.clone())),
+            Err(CopyPlanError::RemoteToRemote)
+        );
+        assert!(matches!(
+            check_shape(&request(vec![local.clone()], local)),
+            Err(CopyPlanError::LocalToLocal(_))
+        ));
+    }
+}

@@ -1,0 +1,140 @@
+//! How a fan-out's results are shown once it has run: the summary of failed hosts (both
+//! programs), grouped outputs (`-b`) and JSON lines (`--json`) for commands.
+//!
+//! Owns: the formats and their order (groups in order of their first host; JSON objects and
+//! summary lines in input order). Invariant: each failed host is named on exactly one
+//! summary line, and a line names the host once. Must not know: how the results were made.
+
+use std::io::Write;
+
+use crate::config::hostlist;
+use crate::fanout::{HostError, HostOutcome};
+use crate::ssh::exec::{Captured, RemoteExit};
+use crate::term::progress::Progress;
+
+/// One host's command result in a fan-out: how it ended and, for `-b`/`--json`, what it said.
+#[derive(Debug)]
+pub struct HostRun {
+    pub exit: RemoteExit,
+    pub captured: Option<Captured>,
+}
+
+/// The one line that says why a host failed, naming the host once.
+pub fn failure_line<E: std::fmt::Display>(label: &str, err: &HostError<E>) -> String {
+    if err.names_host() {
+        err.to_string()
+    } else {
+        format!("{label}: {err}")
+    }
+}
+
+/// Prints the fan-out summary to stderr and returns the number of failed hosts.
+pub fn summarize<T, E: std::fmt::Display>(
+    outcomes: &[HostOutcome<T, E>],
+    progress: &Progress,
+) -> usize {
+    let program = crate::term::diag::program();
+    let failed: Vec<String> = outcomes
+        .iter()
+        .filter_map(|o| {
+            o.result
+                .as_ref()
+                .err()
+                .map(|err| failure_line(&o.plan.label, err))
+        })
+        .collect();
+    if !failed.is_empty() {
+        progress.line(&format!(
+            "{program}: {} hosts: {} ok, {} failed",
+            outcomes.len(),
+            outcomes.len() - failed.len(),
+            failed.len()
+        ));
+    }
+    for line in &failed {
+        progress.line(&format!("{program}: {line}"));
+    }
+    failed.len()
+}
+
+/// How a remote command ended, for the line naming a host whose command failed.
+pub fn describe_exit(exit: &RemoteExit) -> String {
+    match exit {
+        RemoteExit::Status(status) => format!("exit status {status}"),
+        RemoteExit::Signal { name, .. } => format!("killed by signal {name}"),
+        RemoteExit::NoStatus => "the session ended without an exit status".to_owned(),
+    }
+}
+
+/// One JSON object per host on stdout, in input order.
+pub fn print_json<E: std::fmt::Display>(outcomes: &[HostOutcome<HostRun, E>]) {
+    let mut out = std::io::stdout().lock();
+    for outcome in outcomes {
+        let (exit_status, signal, stdout, stderr, error) = match &outcome.result {
+            Ok(run) => {
+                let captured = run.captured.as_ref();
+                let text = |bytes: Option<&Vec<u8>>| {
+                    bytes.map(|b| String::from_utf8_lossy(b).into_owned())
+                };
+                let (status, signal) = match &run.exit {
+                    RemoteExit::Status(s) => (Some(*s), None),
+                    RemoteExit::Signal { name, .. } => (None, Some(name.clone())),
+                    RemoteExit::NoStatus => (None, None),
+                };
+                (
+                    status,
+                    signal,
+                    text(captured.map(|c| &c.stdout)),
+                    text(captured.map(|c| &c.stderr)),
+                    None,
+                )
+            }
+            Err(err) => (None, None, None, None, Some(err.to_string())),
+        };
+        let object = serde_json::json!({
+            "host": outcome.plan.label,
+            "address": outcome.plan.hostname,
+            "port": outcome.plan.port,
+            "user": outcome.plan.user,
+            "exit_status": exit_status,
+            "signal": signal,
+            "stdout": stdout.unwrap_or_default(),
+            "stderr": stderr.unwrap_or_default(),
+            "duration_ms": outcome.duration.as_millis() as u64,
+            "error": error,
+        });
+        let _ = writeln!(out, "{object}");
+    }
+}
+
+/// Identical outputs once, under the compressed hostlist of the hosts that printed them.
+pub fn print_groups<E>(outcomes: &[HostOutcome<HostRun, E>]) {
+    // Groups keep the order in which their first host appears.
+    let mut groups: Vec<(Vec<u8>, Vec<&str>)> = Vec::new();
+    for outcome in outcomes {
+        let Ok(run) = &outcome.result else { continue };
+        let Some(captured) = &run.captured else {
+            continue;
+        };
+        let mut text = captured.stdout.clone();
+        text.extend_from_slice(&captured.stderr);
+        match groups.iter_mut().find(|(t, _)| *t == text) {
+            Some((_, hosts)) => hosts.push(&outcome.plan.label),
+            None => groups.push((text, vec![&outcome.plan.label])),
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    for (text, hosts) in groups {
+        let rule = "-".repeat(15);
+        let _ = writeln!(
+            out,
+            "{rule}\n{} ({})\n{rule}",
+            hostlist::compress(&hosts),
+            hosts.len()
+        );
+        let _ = out.write_all(&text);
+        if !text.ends_with(b"\n") && !text.is_empty() {
+            let _ = writeln!(out);
+        }
+    }
+}
