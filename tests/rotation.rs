@@ -570,3 +570,39 @@ ssm = boto3.client("ssm", endpoint_url=os.environ["MOTO_ENDPOINT"], region_name=
 commands = ssm.list_commands()["Commands"]
 print(json.dumps([{k: c[k] for k in ("DocumentName", "InstanceIds", "Parameters")} for c in commands]))
 "#;
+
+/// Ctrl-C reaches every part of a rotation that waits on workers: here the first-contact
+/// host-key probes of createSecret, which ran outside the fan-out engine and waited out a
+/// frozen worker's ConnectTimeout (30 s) before the interruption took effect.
+#[test]
+fn ctrl_c_while_learning_host_keys_stops_at_once_and_stores_nothing() {
+    let cluster = Cluster::new(WORKERS);
+    std::fs::write(cluster.known_hosts_path(), "").expect("empty known_hosts");
+    let before = stages(&cluster);
+    cluster.workers[1].pause();
+    let running = spawn(cluster.command("smssh").args([
+        "rotate",
+        "-o",
+        "BatchMode=yes",
+        "-w",
+        ALL,
+        "--learn-host-keys",
+    ]));
+    // Long enough for createSecret to reach the probes; far shorter than ConnectTimeout.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let interrupt = std::process::Command::new("kill")
+        .args(["-INT", &running.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(interrupt.success());
+    let out = running
+        .wait_timeout(std::time::Duration::from_secs(10))
+        .unwrap_or_else(|out| panic!("smssh rotate ignored Ctrl-C\n{}", describe(&out)));
+    cluster.workers[1].resume();
+    assert_exit_code(&out, 130);
+    assert_stderr_contains(&out, "interrupted");
+    assert_eq!(stages(&cluster), before, "no version was stored");
+    for worker in &cluster.workers {
+        assert!(block_versions(worker).is_empty());
+    }
+}

@@ -3,9 +3,9 @@
 //! pattern list matches when some pattern matches and no negated (`!`) pattern does.
 //!
 //! Owns: the matching rules of OpenSSH's `match_pattern` and `match_pattern_list`.
-//! Invariant: matching is linear in the text for each pattern with one `*` and never
-//! recurses, so a hostile pattern cannot make it crawl. Must not know: what the patterns
-//! are matched against.
+//! Invariant: matching never recurses and backtracks only to the last `*`, so its cost is
+//! bounded by pattern length times text length. Must not know: what the patterns are matched
+//! against.
 
 /// Glob matching with `*` (any run, including empty) and `?` (one character), as OpenSSH's
 /// `match_pattern`. Comparison is exact; callers lowercase first where OpenSSH does.
@@ -98,13 +98,9 @@ mod tests {
     }
 
     #[test]
-    fn many_stars_against_a_long_text_stay_fast() {
+    fn many_stars_against_a_long_text_still_answer() {
         let pattern = "*a".repeat(50);
-        let text = "a".repeat(5_000) + "b";
-        let started = std::time::Instant::now();
-        assert!(!wildcard_match(&pattern, &text));
-        // Not a timing assertion of the product: a guard that the matcher is not
-        // exponential, with a bound a loaded machine meets many times over.
-        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        assert!(!wildcard_match(&pattern, &("a".repeat(5_000) + "b")));
+        assert!(wildcard_match(&pattern, &"a".repeat(5_000)));
     }
 }

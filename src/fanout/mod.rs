@@ -172,3 +172,121 @@ async fn connect_with_retries(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::key::source::SecretSpec;
+    use crate::plan::{test_key, test_plan};
+
+    fn options(parallel: usize, host_timeout: Option<Duration>) -> FanoutOptions {
+        FanoutOptions {
+            parallel,
+            host_timeout,
+            retries: 0,
+            backoff: Duration::from_millis(10),
+        }
+    }
+
+    #[tokio::test]
+    async fn outcomes_come_in_input_order_with_at_most_parallel_running() {
+        let running = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let items: Vec<(HostPlan, u64)> = (0..12)
+            .map(|i| (test_plan(&format!("h{i}"), 22), 12 - i))
+            .collect();
+        let (running_in, most_in) = (Arc::clone(&running), Arc::clone(&most));
+        let outcomes = for_each(items, &options(3, None), move |plan, delay| {
+            let (running, most) = (Arc::clone(&running_in), Arc::clone(&most_in));
+            async move {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                // Later hosts finish first, so the order of the outcomes must be restored.
+                tokio::time::sleep(Duration::from_millis(delay * 5)).await;
+                running.fetch_sub(1, Ordering::SeqCst);
+                Ok::<_, HostError<std::convert::Infallible>>(plan.label)
+            }
+        })
+        .await;
+        let labels: Vec<String> = outcomes
+            .into_iter()
+            .map(|o| o.result.expect("every item succeeds"))
+            .collect();
+        let expected: Vec<String> = (0..12).map(|i| format!("h{i}")).collect();
+        assert_eq!(labels, expected);
+        assert_eq!(most.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_host_past_its_deadline_fails_alone() {
+        let items = vec![
+            (test_plan("fast", 22), Duration::ZERO),
+            (test_plan("slow", 22), Duration::from_secs(600)),
+            (test_plan("also-fast", 22), Duration::ZERO),
+        ];
+        let outcomes = for_each(
+            items,
+            &options(8, Some(Duration::from_millis(200))),
+            |_plan, delay| async move {
+                tokio::time::sleep(delay).await;
+                Ok::<(), HostError<std::convert::Infallible>>(())
+            },
+        )
+        .await;
+        assert!(outcomes[0].result.is_ok());
+        assert!(matches!(
+            outcomes[1].result,
+            Err(HostError::Timeout { seconds: 1 })
+        ));
+        assert!(outcomes[2].result.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_job_error_is_the_hosts_failure_and_does_not_name_the_host() {
+        let items = vec![(test_plan("h1", 22), ())];
+        let outcomes = for_each(items, &options(1, None), |_plan, ()| async {
+            Err::<(), _>(HostError::Job(std::io::Error::other("disk full")))
+        })
+        .await;
+        let err = outcomes[0].result.as_ref().expect_err("the job failed");
+        assert!(!err.names_host());
+        assert_eq!(err.to_string(), "disk full");
+    }
+
+    #[tokio::test]
+    async fn a_refused_login_is_a_connection_failure_after_every_retry() {
+        // A port that was just free: nothing listens there, so the kernel refuses at once.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let plans = vec![test_plan("127.0.0.1", port)];
+        let db = HostKeyDb::load(&plans, []).expect("no known_hosts file to read");
+        let spec = SecretSpec {
+            id: "unit".to_owned(),
+            selector: crate::aws::secret::VersionSelector::Stage("AWSCURRENT".to_owned()),
+            field: None,
+            fallback_stage: None,
+            aws: crate::aws::AwsSettings::default(),
+        };
+        let keys = Arc::new(KeySource::pinned(spec, test_key("v1")));
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&attempts);
+        let mut retrying = options(1, None);
+        retrying.retries = 2;
+        let outcomes = run(plans, keys, db, &retrying, move |_conn, _plan| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async { Ok::<(), std::convert::Infallible>(()) }
+        })
+        .await;
+        let err = outcomes[0].result.as_ref().expect_err("nothing listens");
+        assert!(
+            matches!(err, HostError::Connect(ConnectError::Refused { port: p, .. }) if *p == port),
+            "{err}"
+        );
+        assert!(err.names_host());
+        assert_eq!(attempts.load(Ordering::SeqCst), 0, "the job never ran");
+    }
+}

@@ -175,3 +175,67 @@ impl KeySource {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::test_key;
+
+    fn spec(fallback_stage: Option<&str>) -> SecretSpec {
+        SecretSpec {
+            id: "unit".to_owned(),
+            selector: VersionSelector::Stage("AWSCURRENT".to_owned()),
+            field: None,
+            fallback_stage: fallback_stage.map(str::to_owned),
+            // No AWS call may happen in these tests: an unroutable region and no endpoint
+            // would make one fail loudly rather than pass by accident.
+            aws: AwsSettings {
+                region: Some("unit-test-1".to_owned()),
+                profile: None,
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn a_pinned_source_offers_its_key_and_never_fetches() {
+        let key = test_key("pending");
+        let source = KeySource::pinned(spec(Some("AWSPREVIOUS")), Arc::clone(&key));
+        let first = source.initial().await.expect("pinned");
+        assert!(Arc::ptr_eq(&first, &key));
+        assert!(source.refetched(&first).await.expect("no fetch").is_none());
+        assert!(source.fallback().await.expect("no fetch").is_none());
+        assert!(
+            source.client.get().is_none(),
+            "no Secrets Manager client was made"
+        );
+    }
+
+    #[tokio::test]
+    async fn last_resort_keys_keep_their_order() {
+        let (a, b) = (test_key("previous"), test_key("bootstrap"));
+        let source = KeySource::pinned(spec(None), test_key("current"))
+            .with_last_resort(vec![Arc::clone(&a)])
+            .with_last_resort(vec![Arc::clone(&b)]);
+        let order: Vec<Option<&str>> = source
+            .last_resort()
+            .iter()
+            .map(|k| k.version_id.as_deref())
+            .collect();
+        assert_eq!(order, vec![Some("previous"), Some("bootstrap")]);
+    }
+
+    #[test]
+    fn a_loaded_keys_debug_shows_no_private_material() {
+        let key = test_key("v1");
+        let private = key.key.private();
+        let shown = format!("{key:?}");
+        let secret_bytes = match private.key_data() {
+            russh::keys::ssh_key::private::KeypairData::Ed25519(pair) => pair.private.to_bytes(),
+            _ => unreachable!("test_key makes ed25519 keys"),
+        };
+        let hex: String = secret_bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert!(!shown.contains(&hex));
+        assert!(!shown.contains(&format!("{secret_bytes:?}")));
+        assert!(shown.contains("SHA256:"), "{shown}");
+    }
+}

@@ -329,6 +329,50 @@ pub fn resolve_common(
     })
 }
 
+/// A plan for `host` on `port` with OpenSSH's defaults, no configuration file, no known_hosts
+/// file and never a prompt, for the unit tests of the layers below.
+#[cfg(test)]
+pub(crate) fn test_plan(host: &str, port: u16) -> HostPlan {
+    let args = SshOptionArgs {
+        options: vec![
+            "BatchMode=yes".to_owned(),
+            "StrictHostKeyChecking=yes".to_owned(),
+            "UserKnownHostsFile=/dev/null".to_owned(),
+            "GlobalKnownHostsFile=/dev/null".to_owned(),
+            "ConnectTimeout=1".to_owned(),
+        ],
+        config_file: Some("none".to_owned()),
+        verbose: 0,
+        quiet: true,
+    };
+    let local = Local {
+        home: PathBuf::from("/nonexistent"),
+        user: "tester".to_owned(),
+    };
+    match SshOptions::load(&args, &[], &local) {
+        Ok(options) => options.plan(host, None, Some(port)),
+        Err(err) => panic!("the test options are valid: {err}"),
+    }
+}
+
+/// A freshly generated ed25519 key as the secret would hand it out, for unit tests.
+#[cfg(test)]
+pub(crate) fn test_key(version: &str) -> std::sync::Arc<crate::key::source::LoadedKey> {
+    use crate::aws::secret::{KeyMaterial, PrivateKeyBytes};
+    use crate::rotation::keygen::{self, KeyType};
+    let generated = keygen::generate(KeyType::Ed25519).expect("ed25519 generation");
+    let material = KeyMaterial {
+        private_key: PrivateKeyBytes::Text(generated.private_text),
+        passphrase: None,
+        known_hosts: None,
+    };
+    std::sync::Arc::new(crate::key::source::LoadedKey {
+        key: crate::key::ClientKey::decode(&material).expect("a generated key decodes"),
+        version_id: Some(version.to_owned()),
+        known_hosts: None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

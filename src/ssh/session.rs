@@ -626,3 +626,162 @@ pub fn host_pattern(host: &str, port: u16) -> String {
         format!("[{host}]:{port}")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use base64::Engine as _;
+
+    use super::*;
+    use crate::key::source::SecretSpec;
+    use crate::plan::{test_key, test_plan};
+
+    fn pinned_keys() -> KeySource {
+        let spec = SecretSpec {
+            id: "unit".to_owned(),
+            selector: crate::aws::secret::VersionSelector::Stage("AWSCURRENT".to_owned()),
+            field: None,
+            fallback_stage: None,
+            aws: crate::aws::AwsSettings::default(),
+        };
+        KeySource::pinned(spec, test_key("v1"))
+    }
+
+    #[test]
+    fn only_network_failures_are_retried_and_only_key_failures_omit_the_host() {
+        let host = || "h".to_owned();
+        let cases: Vec<(ConnectError, bool, bool)> = vec![
+            (
+                ConnectError::Refused {
+                    host: host(),
+                    port: 22,
+                },
+                true,
+                true,
+            ),
+            (
+                ConnectError::Timeout {
+                    host: host(),
+                    port: 22,
+                    seconds: 1,
+                },
+                true,
+                true,
+            ),
+            (
+                ConnectError::Handshake {
+                    host: host(),
+                    port: 22,
+                    reason: "reset".to_owned(),
+                },
+                true,
+                true,
+            ),
+            (
+                ConnectError::HostKeyChanged {
+                    host: host(),
+                    port: 22,
+                    host_pattern: host(),
+                    presented: "SHA256:a".to_owned(),
+                    known: "SHA256:b".to_owned(),
+                },
+                false,
+                true,
+            ),
+            (
+                ConnectError::AuthRefused {
+                    user: "u".to_owned(),
+                    host: host(),
+                    tried: "k".to_owned(),
+                },
+                false,
+                true,
+            ),
+        ];
+        for (err, retryable, names_host) in cases {
+            assert_eq!(err.is_retryable(), retryable, "{err}");
+            assert_eq!(err.names_host(), names_host, "{err}");
+        }
+    }
+
+    #[test]
+    fn host_patterns_follow_known_hosts_spelling() {
+        assert_eq!(host_pattern("10.0.1.5", 22), "10.0.1.5");
+        assert_eq!(host_pattern("10.0.1.5", 2222), "[10.0.1.5]:2222");
+    }
+
+    #[test]
+    fn the_database_reads_each_file_once_and_adds_the_secrets_lines() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("known_hosts");
+        let key_in_file = test_key("file")
+            .key
+            .private()
+            .public_key()
+            .to_openssh()
+            .unwrap();
+        let key_in_secret = test_key("secret")
+            .key
+            .private()
+            .public_key()
+            .to_openssh()
+            .unwrap();
+        std::fs::File::create(&file)
+            .and_then(|mut f| writeln!(f, "[127.0.0.9]:2222 {key_in_file}"))
+            .expect("write known_hosts");
+        let mut a = test_plan("127.0.0.9", 2222);
+        a.user_known_hosts = vec![file.clone()];
+        let mut b = test_plan("127.0.0.10", 22);
+        b.user_known_hosts = vec![file.clone(), file.clone()];
+        let secret_text = format!("127.0.0.10 {key_in_secret}\n");
+        let db = HostKeyDb::load([&a, &b], [secret_text.as_str()]).expect("load");
+        let blob = |line: &str| {
+            let field = line.split(' ').nth(1).expect("base64 field");
+            base64::engine::general_purpose::STANDARD
+                .decode(field)
+                .expect("base64")
+        };
+        let status = |host: &str, port: u16, line: &str| {
+            db.known_hosts.check(host, port, "ssh-ed25519", &blob(line))
+        };
+        assert_eq!(
+            status("127.0.0.9", 2222, &key_in_file),
+            HostKeyStatus::Valid
+        );
+        assert_eq!(
+            status("127.0.0.10", 22, &key_in_secret),
+            HostKeyStatus::Valid
+        );
+        assert!(matches!(
+            status("127.0.0.10", 22, &key_in_file),
+            HostKeyStatus::Mismatch(_)
+        ));
+        assert!(db.learned().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_server_that_accepts_but_never_speaks_times_out_within_connect_timeout() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        // Accept and hold the connection without a word, as a paused sshd does.
+        let holder = tokio::spawn(async move {
+            let held = listener.accept().await;
+            tokio::time::sleep(std::time::Duration::from_secs(600)).await;
+            drop(held);
+        });
+        let plan = test_plan("127.0.0.1", port);
+        let db = HostKeyDb::load([&plan], []).expect("no file");
+        let err = connect(&plan, &pinned_keys(), &db)
+            .await
+            .err()
+            .expect("no SSH banner ever comes");
+        holder.abort();
+        assert!(
+            matches!(err, ConnectError::Timeout { seconds: 1, port: p, .. } if p == port),
+            "{err}"
+        );
+    }
+}
