@@ -822,12 +822,46 @@ impl Moto {
     /// refused too, so this comes after all set-up. Panics with moto's log if
     /// moto does not confirm.
     pub fn enforce_iam(&self) {
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
         // Moto reads the count from the raw body, which Flask leaves alone
         // only for a content type it does not parse as a form.
         let request = "POST /moto-api/reset-auth HTTP/1.0\r\nHost: 127.0.0.1\r\n\
                        Content-Type: text/plain\r\nContent-Length: 1\r\n\
                        Connection: close\r\n\r\n0";
+        let (sent, response) = self.http(request);
+        let confirmed = response.starts_with("HTTP/1.") && response.contains(" 200 ");
+        assert!(
+            sent.is_ok() && confirmed && response.contains(r#""status": "ok""#),
+            "moto did not turn on IAM enforcement ({sent:?}); its answer:\n{response}\nits log:\n{}",
+            self.log()
+        );
+    }
+
+    /// How many requests for `operation` have reached this moto since it started, counted by
+    /// moto (see [`MOTO_LAUNCHER`]) and not by the program that sent them, retries included.
+    /// `operation` is a JSON service's X-Amz-Target, such as
+    /// `secretsmanager.GetSecretValue`, or a query service's signing name and Action, such as
+    /// `ec2.DescribeInstances`. The harness's own calls count too.
+    pub fn request_count(&self, operation: &str) -> u64 {
+        let request =
+            "GET /smssh-test/requests HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+        let (sent, response) = self.http(request);
+        let counts: Option<std::collections::HashMap<String, u64>> = response
+            .split_once("\r\n\r\n")
+            .filter(|(head, _)| head.starts_with("HTTP/1.") && head.contains(" 200 "))
+            .and_then(|(_, body)| serde_json::from_str(body).ok());
+        let Some(counts) = counts else {
+            panic!(
+                "moto did not give its request counts ({sent:?}); its answer:\n{response}\nits log:\n{}",
+                self.log()
+            );
+        };
+        counts.get(operation).copied().unwrap_or(0)
+    }
+
+    /// Sends one raw HTTP/1.0 request to moto and returns how reading the answer went and
+    /// what was read of it.
+    fn http(&self, request: &str) -> (std::io::Result<usize>, String) {
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
         let mut response = String::new();
         let sent =
             TcpStream::connect_timeout(&addr, Duration::from_secs(5)).and_then(|mut stream| {
@@ -835,12 +869,7 @@ impl Moto {
                 stream.write_all(request.as_bytes())?;
                 stream.read_to_string(&mut response)
             });
-        let confirmed = response.starts_with("HTTP/1.") && response.contains(" 200 ");
-        assert!(
-            sent.is_ok() && confirmed && response.contains(r#""status": "ok""#),
-            "moto did not turn on IAM enforcement ({sent:?}); its answer:\n{response}\nits log:\n{}",
-            self.log()
-        );
+        (sent, response)
     }
 }
 
@@ -880,7 +909,9 @@ fn moto_binary() -> PathBuf {
 /// label but not the version that GetSecretValue without a stage returns
 /// (nor the one PutSecretValue demotes to AWSPREVIOUS), so a test that
 /// rolls AWSCURRENT back would see the old value. The fix fails loudly, with
-/// the error in moto's log, if a moto release renames what it patches.
+/// the error in moto's log, if a moto release renames what it patches. The
+/// launcher also runs Run Command scripts as the SSM agent would, and counts
+/// the requests moto receives for [`Moto::request_count`].
 const MOTO_LAUNCHER: &str = r#"
 import inspect, sys
 from moto.secretsmanager.models import SecretsManagerBackend
@@ -937,6 +968,49 @@ def send_command(self, *args, **kwargs):
     return command
 
 SimpleSystemManagerBackend.send_command = send_command
+
+# Tests count the requests that reach moto here instead of believing what the binaries log
+# about themselves. A request counts under its operation: the X-Amz-Target header of JSON
+# services ("secretsmanager.GetSecretValue"), or for query services such as EC2 and IAM the
+# service of the signature's credential scope and the Action field ("ec2.DescribeInstances").
+# GET /smssh-test/requests answers every count so far as one JSON object, and is not counted.
+import collections, io, json, re, threading, urllib.parse
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+
+_requests = collections.Counter()
+_requests_lock = threading.Lock()
+_dispatch = DomainDispatcherApplication.__call__
+
+def operation(environ):
+    target = environ.get("HTTP_X_AMZ_TARGET")
+    if target:
+        return target
+    fields = urllib.parse.parse_qs(environ.get("QUERY_STRING", ""))
+    length = environ.get("CONTENT_LENGTH")
+    if length and environ.get("CONTENT_TYPE", "").startswith("application/x-www-form-urlencoded"):
+        # The form is read here and put back, so moto still finds the whole body.
+        body = environ["wsgi.input"].read(int(length))
+        environ["wsgi.input"] = io.BytesIO(body)
+        fields.update(urllib.parse.parse_qs(body.decode("utf-8", "replace")))
+    if "Action" not in fields:
+        return None
+    scope = re.search(r"Credential=[^/]*/[^/]*/[^/]*/([^/]*)/", environ.get("HTTP_AUTHORIZATION", ""))
+    action = fields["Action"][0]
+    return f"{scope.group(1)}.{action}" if scope else action
+
+def count_requests(self, environ, start_response):
+    if environ.get("PATH_INFO") == "/smssh-test/requests":
+        with _requests_lock:
+            counts = json.dumps(_requests).encode()
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(counts)))])
+        return [counts]
+    name = operation(environ)
+    if name:
+        with _requests_lock:
+            _requests[name] += 1
+    return _dispatch(self, environ, start_response)
+
+DomainDispatcherApplication.__call__ = count_requests
 sys.exit(main())
 "#;
 
