@@ -1597,12 +1597,53 @@ impl Cluster {
     /// with a cleared environment holding only HOME, PATH, the AWS settings
     /// pointing at moto and `SMSSH_SECRET_ID`; stdin is null.
     pub fn command(&self, bin: &str) -> Command {
-        let path = match bin {
-            "smscp" => env!("CARGO_BIN_EXE_smscp"),
-            "smssh" => env!("CARGO_BIN_EXE_smssh"),
-            other => panic!("unknown binary {other:?}: use smscp or smssh"),
-        };
-        let mut cmd = Command::new(path);
+        self.binary_environment(Command::new(binary_path(bin)))
+    }
+
+    /// Runs binary `bin` with `args` as [`run`] runs [`Cluster::command`], and returns with
+    /// its output the kernel's I/O counters for it from `/proc/PID/io` (`rchar`, `wchar`,
+    /// `read_bytes`, ...), so that a test can measure what it read instead of believing what
+    /// it says. The counters of a process that has exited are gone, but Linux adds them to
+    /// its parent's when the parent reaps it; so the binary runs under a `sh` that waits for
+    /// it and then reports its own counters. `sh` itself adds a few kilobytes (the dynamic
+    /// loader reading its libraries). `rchar` counts every byte `read` returned, from
+    /// sockets and pipes as well as files. A binary killed by signal N exits 128+N here.
+    pub fn run_counting_io(
+        &self,
+        bin: &str,
+        args: &[&str],
+    ) -> (Output, std::collections::BTreeMap<String, u64>) {
+        let report_dir = tempfile::Builder::new()
+            .prefix("smssh-io-")
+            .tempdir()
+            .expect("cannot create a temp dir for the I/O report");
+        let report = report_dir.path().join("io");
+        let script =
+            r#"report=$1; shift; "$@"; status=$?; cat "/proc/$$/io" >"$report"; exit $status"#;
+        let mut cmd = self.binary_environment(Command::new("sh"));
+        cmd.args(["-c", script, "sh"])
+            .arg(&report)
+            .arg(binary_path(bin))
+            .args(args);
+        let output = run(&mut cmd);
+        let text = fs::read_to_string(&report).unwrap_or_else(|e| {
+            panic!(
+                "sh wrote no I/O counters for {bin} ({e})\n{}",
+                describe(&output)
+            )
+        });
+        let counters = text
+            .lines()
+            .filter_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                Some((name.to_owned(), value.trim().parse().ok()?))
+            })
+            .collect();
+        (output, counters)
+    }
+
+    /// Gives `cmd` the environment of [`Cluster::command`] and a null stdin.
+    fn binary_environment(&self, mut cmd: Command) -> Command {
         cmd.env_clear()
             .env("HOME", self.home.path())
             .env("AWS_ENDPOINT_URL", self.moto.endpoint())
@@ -1656,6 +1697,15 @@ impl Cluster {
         }
         fs::write(&path, content).expect("cannot write a scratch file");
         path
+    }
+}
+
+/// The path cargo built one of this package's binaries ("smscp" or "smssh") at.
+fn binary_path(bin: &str) -> &'static str {
+    match bin {
+        "smscp" => env!("CARGO_BIN_EXE_smscp"),
+        "smssh" => env!("CARGO_BIN_EXE_smssh"),
+        other => panic!("unknown binary {other:?}: use smscp or smssh"),
     }
 }
 
