@@ -474,6 +474,41 @@ pub fn assert_stdout_eq(output: &Output, expected: &str) {
     );
 }
 
+/// The names in a directory at one moment, to tell afterwards which files a command left
+/// there whatever it named them.
+pub struct Listing {
+    dir: PathBuf,
+    names: std::collections::BTreeSet<String>,
+}
+
+impl Listing {
+    pub fn of(dir: &Path) -> Listing {
+        Listing {
+            dir: dir.to_owned(),
+            names: names_in(dir),
+        }
+    }
+
+    /// The names in the directory now that were not in it when this listing was taken, other
+    /// than `expected`, sorted.
+    pub fn new_names_except(&self, expected: &[&str]) -> Vec<String> {
+        names_in(&self.dir)
+            .into_iter()
+            .filter(|name| !self.names.contains(name) && !expected.contains(&name.as_str()))
+            .collect()
+    }
+}
+
+fn names_in(dir: &Path) -> std::collections::BTreeSet<String> {
+    fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
+        .map(|entry| {
+            let entry = entry.unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()));
+            entry.file_name().to_string_lossy().into_owned()
+        })
+        .collect()
+}
+
 /// Whether a process was ended by a signal rather than exiting.
 pub fn killed_by_signal(status: &ExitStatus) -> bool {
     status.code().is_none()
