@@ -158,14 +158,6 @@ fn a_malformed_filter_is_the_syntax_error() {
     );
 }
 
-/// Moto writes one werkzeug line per request it answers; DescribeInstances is a POST to `/`.
-fn posts_logged(moto: &Moto) -> usize {
-    moto.log()
-        .lines()
-        .filter(|line| line.contains("\"POST / HTTP/1.1\""))
-        .count()
-}
-
 #[test]
 fn discovery_follows_next_token_across_pages() {
     let moto = Moto::start();
@@ -178,22 +170,26 @@ fn discovery_follows_next_token_across_pages() {
     let expected: Vec<String> = (20..32).map(|n| format!("127.0.1.{n}")).collect();
     let wanted = filters(&["tag:Fleet=paged"]);
 
-    let before = posts_logged(&moto);
+    let before = moto.request_count("ec2.DescribeInstances");
     let found = addresses(moto.block_on(ec2::discover(&config, &wanted, 5)))
         .unwrap_or_else(|e| panic!("{e}\nmoto log:\n{}", moto.log()));
     assert_eq!(found, expected);
     assert_eq!(
-        posts_logged(&moto) - before,
+        moto.request_count("ec2.DescribeInstances") - before,
         3,
         "three pages of five reservations\nmoto log:\n{}",
         moto.log()
     );
 
-    let before = posts_logged(&moto);
+    let before = moto.request_count("ec2.DescribeInstances");
     let found = addresses(moto.block_on(ec2::discover(&config, &wanted, ec2::PAGE_SIZE)))
         .expect("one page");
     assert_eq!(found, expected);
-    assert_eq!(posts_logged(&moto) - before, 1, "one page of 1000");
+    assert_eq!(
+        moto.request_count("ec2.DescribeInstances") - before,
+        1,
+        "one page of 1000"
+    );
 }
 
 #[test]

@@ -5,7 +5,6 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::time::Duration;
 
 use common::*;
@@ -26,34 +25,37 @@ fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-fn leftovers(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .expect("read dir")
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.contains("smscp-"))
-        .collect()
-}
-
 #[test]
 fn upload_and_download_round_trip_byte_for_byte() {
     let cluster = Cluster::new(1);
     let data = random_bytes(5 * 1024 * 1024 + 12345, 1);
     let source = cluster.scratch_file("payload.bin", &data);
     let remote_dir = tempfile::tempdir().expect("remote dir");
+    let local_dir = tempfile::tempdir().expect("local dir");
+    let remote_before = Listing::of(remote_dir.path());
+    let local_before = Listing::of(local_dir.path());
     let target = format!("127.0.0.2:{}/", remote_dir.path().display());
     let out = smscp(&cluster, &[source.to_str().expect("utf-8"), &target]);
     assert_success(&out);
     let uploaded = remote_dir.path().join("payload.bin");
     assert_eq!(std::fs::read(&uploaded).expect("uploaded file"), data);
 
-    let local_dir = tempfile::tempdir().expect("local dir");
     let back = local_dir.path().join("back.bin");
     let remote = format!("127.0.0.2:{}", uploaded.display());
     let out = smscp(&cluster, &[&remote, back.to_str().expect("utf-8")]);
     assert_success(&out);
     assert_eq!(std::fs::read(&back).expect("downloaded file"), data);
-    assert!(leftovers(remote_dir.path()).is_empty() && leftovers(local_dir.path()).is_empty());
+    // A temporary file left behind would be a new name besides the copy, whatever it is called.
+    assert_eq!(
+        remote_before.new_names_except(&["payload.bin"]),
+        Vec::<String>::new(),
+        "left on the remote side"
+    );
+    assert_eq!(
+        local_before.new_names_except(&["back.bin"]),
+        Vec::<String>::new(),
+        "left on the local side"
+    );
 }
 
 #[test]
@@ -281,6 +283,7 @@ fn an_interrupted_copy_leaves_no_target_and_no_temporary_file() {
     let data = random_bytes(8 * 1024 * 1024, 3);
     let source = cluster.scratch_file("big", &data);
     let remote_dir = tempfile::tempdir().expect("remote dir");
+    let before = Listing::of(remote_dir.path());
     let target = format!("127.0.0.2:{}/big", remote_dir.path().display());
     // -l keeps the copy running long enough to interrupt it half-way.
     let mut child = cluster
@@ -294,8 +297,14 @@ fn an_interrupted_copy_leaves_no_target_and_no_temporary_file() {
         child.try_wait().expect("poll").is_none(),
         "the copy finished too early to be interrupted"
     );
-    let partial: Vec<String> = leftovers(remote_dir.path());
-    assert_eq!(partial.len(), 1, "a temporary file should be in progress");
+    // The copy in progress is one new file, and it is not yet the target.
+    let in_progress = before.new_names_except(&[]);
+    assert_eq!(
+        in_progress.len(),
+        1,
+        "one temporary file should be in progress: {in_progress:?}"
+    );
+    assert_ne!(in_progress[0], "big", "the target is written in place");
     let status = std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
@@ -303,13 +312,10 @@ fn an_interrupted_copy_leaves_no_target_and_no_temporary_file() {
     assert!(status.success());
     let out = child.wait_with_output().expect("wait");
     assert_eq!(out.status.code(), Some(130), "{}", describe(&out));
-    assert!(
-        !remote_dir.path().join("big").exists(),
-        "no truncated target"
-    );
-    assert!(
-        leftovers(remote_dir.path()).is_empty(),
-        "temporary file removed"
+    assert_eq!(
+        before.new_names_except(&[]),
+        Vec::<String>::new(),
+        "neither a truncated target nor the temporary file is left"
     );
 }
 

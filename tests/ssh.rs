@@ -410,7 +410,9 @@ fn refused_key_is_fetched_again_then_fallback_stage_is_tried() {
         &key_secret_json(&new_private, &new_public),
     );
     assert_ne!(old_version, new_version);
+    let fetches = || cluster.moto.request_count("secretsmanager.GetSecretValue");
 
+    let before = fetches();
     let out = smssh(
         &cluster,
         &["-v", "--secret-id", "/test/rotating", "127.0.0.2", "true"],
@@ -419,7 +421,15 @@ fn refused_key_is_fetched_again_then_fallback_stage_is_tried() {
     assert_stderr_contains(&out, "permission denied (publickey)");
     assert_stderr_contains(&out, "fetching secret /test/rotating again");
     assert_stderr_contains(&out, &new_version);
+    // Counted by moto: the first fetch and the one after the refusal.
+    assert_eq!(
+        fetches() - before,
+        2,
+        "GetSecretValue requests\n{}",
+        describe(&out)
+    );
 
+    let before = fetches();
     let out = smssh(
         &cluster,
         &[
@@ -433,6 +443,13 @@ fn refused_key_is_fetched_again_then_fallback_stage_is_tried() {
     );
     assert_success(&out);
     assert_stdout_eq(&out, "previous\n");
+    // AWSCURRENT, AWSCURRENT again after the refusal, then AWSPREVIOUS.
+    assert_eq!(
+        fetches() - before,
+        3,
+        "GetSecretValue requests\n{}",
+        describe(&out)
+    );
 }
 
 #[test]

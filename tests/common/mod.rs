@@ -474,6 +474,41 @@ pub fn assert_stdout_eq(output: &Output, expected: &str) {
     );
 }
 
+/// The names in a directory at one moment, to tell afterwards which files a command left
+/// there whatever it named them.
+pub struct Listing {
+    dir: PathBuf,
+    names: std::collections::BTreeSet<String>,
+}
+
+impl Listing {
+    pub fn of(dir: &Path) -> Listing {
+        Listing {
+            dir: dir.to_owned(),
+            names: names_in(dir),
+        }
+    }
+
+    /// The names in the directory now that were not in it when this listing was taken, other
+    /// than `expected`, sorted.
+    pub fn new_names_except(&self, expected: &[&str]) -> Vec<String> {
+        names_in(&self.dir)
+            .into_iter()
+            .filter(|name| !self.names.contains(name) && !expected.contains(&name.as_str()))
+            .collect()
+    }
+}
+
+fn names_in(dir: &Path) -> std::collections::BTreeSet<String> {
+    fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
+        .map(|entry| {
+            let entry = entry.unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()));
+            entry.file_name().to_string_lossy().into_owned()
+        })
+        .collect()
+}
+
 /// Whether a process was ended by a signal rather than exiting.
 pub fn killed_by_signal(status: &ExitStatus) -> bool {
     status.code().is_none()
@@ -822,12 +857,46 @@ impl Moto {
     /// refused too, so this comes after all set-up. Panics with moto's log if
     /// moto does not confirm.
     pub fn enforce_iam(&self) {
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
         // Moto reads the count from the raw body, which Flask leaves alone
         // only for a content type it does not parse as a form.
         let request = "POST /moto-api/reset-auth HTTP/1.0\r\nHost: 127.0.0.1\r\n\
                        Content-Type: text/plain\r\nContent-Length: 1\r\n\
                        Connection: close\r\n\r\n0";
+        let (sent, response) = self.http(request);
+        let confirmed = response.starts_with("HTTP/1.") && response.contains(" 200 ");
+        assert!(
+            sent.is_ok() && confirmed && response.contains(r#""status": "ok""#),
+            "moto did not turn on IAM enforcement ({sent:?}); its answer:\n{response}\nits log:\n{}",
+            self.log()
+        );
+    }
+
+    /// How many requests for `operation` have reached this moto since it started, counted by
+    /// moto (see [`MOTO_LAUNCHER`]) and not by the program that sent them, retries included.
+    /// `operation` is a JSON service's X-Amz-Target, such as
+    /// `secretsmanager.GetSecretValue`, or a query service's signing name and Action, such as
+    /// `ec2.DescribeInstances`. The harness's own calls count too.
+    pub fn request_count(&self, operation: &str) -> u64 {
+        let request =
+            "GET /smssh-test/requests HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+        let (sent, response) = self.http(request);
+        let counts: Option<std::collections::HashMap<String, u64>> = response
+            .split_once("\r\n\r\n")
+            .filter(|(head, _)| head.starts_with("HTTP/1.") && head.contains(" 200 "))
+            .and_then(|(_, body)| serde_json::from_str(body).ok());
+        let Some(counts) = counts else {
+            panic!(
+                "moto did not give its request counts ({sent:?}); its answer:\n{response}\nits log:\n{}",
+                self.log()
+            );
+        };
+        counts.get(operation).copied().unwrap_or(0)
+    }
+
+    /// Sends one raw HTTP/1.0 request to moto and returns how reading the answer went and
+    /// what was read of it.
+    fn http(&self, request: &str) -> (std::io::Result<usize>, String) {
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
         let mut response = String::new();
         let sent =
             TcpStream::connect_timeout(&addr, Duration::from_secs(5)).and_then(|mut stream| {
@@ -835,12 +904,7 @@ impl Moto {
                 stream.write_all(request.as_bytes())?;
                 stream.read_to_string(&mut response)
             });
-        let confirmed = response.starts_with("HTTP/1.") && response.contains(" 200 ");
-        assert!(
-            sent.is_ok() && confirmed && response.contains(r#""status": "ok""#),
-            "moto did not turn on IAM enforcement ({sent:?}); its answer:\n{response}\nits log:\n{}",
-            self.log()
-        );
+        (sent, response)
     }
 }
 
@@ -880,7 +944,9 @@ fn moto_binary() -> PathBuf {
 /// label but not the version that GetSecretValue without a stage returns
 /// (nor the one PutSecretValue demotes to AWSPREVIOUS), so a test that
 /// rolls AWSCURRENT back would see the old value. The fix fails loudly, with
-/// the error in moto's log, if a moto release renames what it patches.
+/// the error in moto's log, if a moto release renames what it patches. The
+/// launcher also runs Run Command scripts as the SSM agent would, and counts
+/// the requests moto receives for [`Moto::request_count`].
 const MOTO_LAUNCHER: &str = r#"
 import inspect, sys
 from moto.secretsmanager.models import SecretsManagerBackend
@@ -937,6 +1003,49 @@ def send_command(self, *args, **kwargs):
     return command
 
 SimpleSystemManagerBackend.send_command = send_command
+
+# Tests count the requests that reach moto here instead of believing what the binaries log
+# about themselves. A request counts under its operation: the X-Amz-Target header of JSON
+# services ("secretsmanager.GetSecretValue"), or for query services such as EC2 and IAM the
+# service of the signature's credential scope and the Action field ("ec2.DescribeInstances").
+# GET /smssh-test/requests answers every count so far as one JSON object, and is not counted.
+import collections, io, json, re, threading, urllib.parse
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+
+_requests = collections.Counter()
+_requests_lock = threading.Lock()
+_dispatch = DomainDispatcherApplication.__call__
+
+def operation(environ):
+    target = environ.get("HTTP_X_AMZ_TARGET")
+    if target:
+        return target
+    fields = urllib.parse.parse_qs(environ.get("QUERY_STRING", ""))
+    length = environ.get("CONTENT_LENGTH")
+    if length and environ.get("CONTENT_TYPE", "").startswith("application/x-www-form-urlencoded"):
+        # The form is read here and put back, so moto still finds the whole body.
+        body = environ["wsgi.input"].read(int(length))
+        environ["wsgi.input"] = io.BytesIO(body)
+        fields.update(urllib.parse.parse_qs(body.decode("utf-8", "replace")))
+    if "Action" not in fields:
+        return None
+    scope = re.search(r"Credential=[^/]*/[^/]*/[^/]*/([^/]*)/", environ.get("HTTP_AUTHORIZATION", ""))
+    action = fields["Action"][0]
+    return f"{scope.group(1)}.{action}" if scope else action
+
+def count_requests(self, environ, start_response):
+    if environ.get("PATH_INFO") == "/smssh-test/requests":
+        with _requests_lock:
+            counts = json.dumps(_requests).encode()
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(counts)))])
+        return [counts]
+    name = operation(environ)
+    if name:
+        with _requests_lock:
+            _requests[name] += 1
+    return _dispatch(self, environ, start_response)
+
+DomainDispatcherApplication.__call__ = count_requests
 sys.exit(main())
 "#;
 
@@ -1523,12 +1632,53 @@ impl Cluster {
     /// with a cleared environment holding only HOME, PATH, the AWS settings
     /// pointing at moto and `SMSSH_SECRET_ID`; stdin is null.
     pub fn command(&self, bin: &str) -> Command {
-        let path = match bin {
-            "smscp" => env!("CARGO_BIN_EXE_smscp"),
-            "smssh" => env!("CARGO_BIN_EXE_smssh"),
-            other => panic!("unknown binary {other:?}: use smscp or smssh"),
-        };
-        let mut cmd = Command::new(path);
+        self.binary_environment(Command::new(binary_path(bin)))
+    }
+
+    /// Runs binary `bin` with `args` as [`run`] runs [`Cluster::command`], and returns with
+    /// its output the kernel's I/O counters for it from `/proc/PID/io` (`rchar`, `wchar`,
+    /// `read_bytes`, ...), so that a test can measure what it read instead of believing what
+    /// it says. The counters of a process that has exited are gone, but Linux adds them to
+    /// its parent's when the parent reaps it; so the binary runs under a `sh` that waits for
+    /// it and then reports its own counters. `sh` itself adds a few kilobytes (the dynamic
+    /// loader reading its libraries). `rchar` counts every byte `read` returned, from
+    /// sockets and pipes as well as files. A binary killed by signal N exits 128+N here.
+    pub fn run_counting_io(
+        &self,
+        bin: &str,
+        args: &[&str],
+    ) -> (Output, std::collections::BTreeMap<String, u64>) {
+        let report_dir = tempfile::Builder::new()
+            .prefix("smssh-io-")
+            .tempdir()
+            .expect("cannot create a temp dir for the I/O report");
+        let report = report_dir.path().join("io");
+        let script =
+            r#"report=$1; shift; "$@"; status=$?; cat "/proc/$$/io" >"$report"; exit $status"#;
+        let mut cmd = self.binary_environment(Command::new("sh"));
+        cmd.args(["-c", script, "sh"])
+            .arg(&report)
+            .arg(binary_path(bin))
+            .args(args);
+        let output = run(&mut cmd);
+        let text = fs::read_to_string(&report).unwrap_or_else(|e| {
+            panic!(
+                "sh wrote no I/O counters for {bin} ({e})\n{}",
+                describe(&output)
+            )
+        });
+        let counters = text
+            .lines()
+            .filter_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                Some((name.to_owned(), value.trim().parse().ok()?))
+            })
+            .collect();
+        (output, counters)
+    }
+
+    /// Gives `cmd` the environment of [`Cluster::command`] and a null stdin.
+    fn binary_environment(&self, mut cmd: Command) -> Command {
         cmd.env_clear()
             .env("HOME", self.home.path())
             .env("AWS_ENDPOINT_URL", self.moto.endpoint())
@@ -1582,6 +1732,15 @@ impl Cluster {
         }
         fs::write(&path, content).expect("cannot write a scratch file");
         path
+    }
+}
+
+/// The path cargo built one of this package's binaries ("smscp" or "smssh") at.
+fn binary_path(bin: &str) -> &'static str {
+    match bin {
+        "smscp" => env!("CARGO_BIN_EXE_smscp"),
+        "smssh" => env!("CARGO_BIN_EXE_smssh"),
+        other => panic!("unknown binary {other:?}: use smscp or smssh"),
     }
 }
 
