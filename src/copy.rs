@@ -263,7 +263,7 @@ pub async fn push(
         let meta = match std::fs::metadata(path) {
             Ok(meta) => meta,
             Err(err) => {
-                report.fail(ctx, describe(host, &transfer_local(path, err)));
+                report.fail(ctx, describe(host, &transfer::local_error(path, err)));
                 continue;
             }
         };
@@ -284,17 +284,6 @@ pub async fn push(
         } else {
             push_one(sftp, host, path, &meta, &dest, ctx, meter, report).await;
         }
-    }
-}
-
-fn transfer_local(path: &Path, err: std::io::Error) -> TransferError {
-    TransferError::Local {
-        path: path.display().to_string(),
-        reason: match err.kind() {
-            std::io::ErrorKind::NotFound => "No such file or directory".to_owned(),
-            std::io::ErrorKind::PermissionDenied => "Permission denied".to_owned(),
-            _ => err.to_string(),
-        },
     }
 }
 
@@ -345,7 +334,7 @@ async fn push_tree(
         let meta = match std::fs::metadata(&local_dir) {
             Ok(meta) => meta,
             Err(err) => {
-                report.fail(ctx, describe(host, &transfer_local(&local_dir, err)));
+                report.fail(ctx, describe(host, &transfer::local_error(&local_dir, err)));
                 continue;
             }
         };
@@ -357,7 +346,7 @@ async fn push_tree(
         let entries = match std::fs::read_dir(&local_dir) {
             Ok(entries) => entries,
             Err(err) => {
-                report.fail(ctx, describe(host, &transfer_local(&local_dir, err)));
+                report.fail(ctx, describe(host, &transfer::local_error(&local_dir, err)));
                 continue;
             }
         };
@@ -368,7 +357,7 @@ async fn push_tree(
             match std::fs::metadata(&path) {
                 Ok(meta) if meta.is_dir() => stack.push((path, child)),
                 Ok(meta) => push_one(sftp, host, &path, &meta, &child, ctx, meter, report).await,
-                Err(err) => report.fail(ctx, describe(host, &transfer_local(&path, err))),
+                Err(err) => report.fail(ctx, describe(host, &transfer::local_error(&path, err))),
             }
         }
         finished_dirs.push((remote_dir, mode, times));
@@ -521,7 +510,7 @@ async fn pull_tree(
         }
         if let Err(err) = std::fs::create_dir(&local_dir) {
             if !(err.kind() == std::io::ErrorKind::AlreadyExists && local_dir.is_dir()) {
-                report.fail(ctx, describe(host, &transfer_local(&local_dir, err)));
+                report.fail(ctx, describe(host, &transfer::local_error(&local_dir, err)));
                 continue;
             }
         }
@@ -582,7 +571,7 @@ async fn pull_tree(
             std::fs::File::open(&local_dir)?.set_times(times)
         });
         if let Err(err) = applied {
-            report.fail(ctx, describe(host, &transfer_local(&local_dir, err)));
+            report.fail(ctx, describe(host, &transfer::local_error(&local_dir, err)));
         }
     }
 }
@@ -632,7 +621,7 @@ pub async fn run_fanout(
                         Err(err) => {
                             return Err(HostCopyFailure::one(describe(
                                 &plan.label,
-                                &transfer_local(&dir, err),
+                                &transfer::local_error(&dir, err),
                             )))
                         }
                     }
@@ -665,7 +654,7 @@ pub fn usable_sources(sources: Vec<PathBuf>, recursive: bool) -> (Vec<PathBuf>, 
                 Some("not a regular file (use -r)".to_owned())
             }
             Ok(_) => None,
-            Err(err) => Some(io_reason(&err)),
+            Err(err) => Some(transfer::io_reason(&err)),
         };
         match problem {
             Some(problem) => {
@@ -676,15 +665,6 @@ pub fn usable_sources(sources: Vec<PathBuf>, recursive: bool) -> (Vec<PathBuf>, 
         }
     }
     (usable, unusable)
-}
-
-/// scp's words for the common local errors.
-fn io_reason(err: &std::io::Error) -> String {
-    match err.kind() {
-        std::io::ErrorKind::NotFound => "No such file or directory".to_owned(),
-        std::io::ErrorKind::PermissionDenied => "Permission denied".to_owned(),
-        _ => err.to_string(),
-    }
 }
 
 #[cfg(test)]

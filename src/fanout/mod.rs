@@ -178,8 +178,7 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
-    use crate::key::source::SecretSpec;
-    use crate::plan::{test_key, test_plan};
+    use crate::plan::{test_keys, test_plan};
 
     fn options(parallel: usize, host_timeout: Option<Duration>) -> FanoutOptions {
         FanoutOptions {
@@ -264,14 +263,7 @@ mod tests {
             .port();
         let plans = vec![test_plan("127.0.0.1", port)];
         let db = HostKeyDb::load(&plans, []).expect("no known_hosts file to read");
-        let spec = SecretSpec {
-            id: "unit".to_owned(),
-            selector: crate::aws::secret::VersionSelector::Stage("AWSCURRENT".to_owned()),
-            field: None,
-            fallback_stage: None,
-            aws: crate::aws::AwsSettings::default(),
-        };
-        let keys = Arc::new(KeySource::pinned(spec, test_key("v1")));
+        let keys = Arc::new(test_keys());
         let attempts = Arc::new(AtomicUsize::new(0));
         let counted = Arc::clone(&attempts);
         let mut retrying = options(1, None);

@@ -355,6 +355,19 @@ pub(crate) fn test_plan(host: &str, port: u16) -> HostPlan {
     }
 }
 
+/// A key source that offers one fresh key and never calls AWS, for unit tests.
+#[cfg(test)]
+pub(crate) fn test_keys() -> crate::key::source::KeySource {
+    let spec = SecretSpec {
+        id: "unit".to_owned(),
+        selector: VersionSelector::Stage("AWSCURRENT".to_owned()),
+        field: None,
+        fallback_stage: None,
+        aws: AwsSettings::default(),
+    };
+    crate::key::source::KeySource::pinned(spec, test_key("v1"))
+}
+
 /// A freshly generated ed25519 key as the secret would hand it out, for unit tests.
 #[cfg(test)]
 pub(crate) fn test_key(version: &str) -> std::sync::Arc<crate::key::source::LoadedKey> {

@@ -14,7 +14,7 @@ use std::time::Duration;
 use crate::aws::secret::VersionSelector;
 use crate::cli::args::SshOptionArgs;
 use crate::key::source::SecretSpec;
-use crate::plan::targets::{self, HostSources, TargetError};
+use crate::plan::targets::{HostSources, TargetError};
 use crate::plan::{FanoutOptions, Local, PlanError, SshOptions};
 use crate::rotation::{self, Channel, Reporter, Rotation, RotationError, Settings, Step, Target};
 
@@ -210,16 +210,8 @@ impl FunctionConfig {
 
     async fn targets(&self, aws: &aws_config::SdkConfig) -> Result<Vec<Target>, FunctionError> {
         let ssh = self.ssh_options()?;
-        let hosts = targets::resolve(&self.host_sources(), aws).await?;
-        let plans = targets::plans(&hosts, &ssh, Some(&self.user), self.port);
-        Ok(hosts
-            .into_iter()
-            .zip(plans)
-            .map(|(host, plan)| Target {
-                plan,
-                instance_id: host.instance_id,
-            })
-            .collect())
+        let sources = self.host_sources();
+        Ok(Target::resolve(&sources, &ssh, Some(&self.user), self.port, aws).await?)
     }
 }
 

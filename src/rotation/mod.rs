@@ -33,7 +33,8 @@ use crate::config::known_hosts::KnownHostsError;
 use crate::fanout::{self, HostError};
 use crate::key::source::{KeySource, LoadedKey, SecretSpec};
 use crate::key::ClientKey;
-use crate::plan::{FanoutOptions, HostPlan};
+use crate::plan::targets::{self, HostSources, TargetError};
+use crate::plan::{FanoutOptions, HostPlan, SshOptions};
 use crate::ssh::exec::{self, Captured, ExecError, ExecRequest, RemoteExit};
 use crate::ssh::session::{self, Connection, HostKeyDb};
 use block::{BlockError, ManagedKey, PublicKeyLine};
@@ -123,6 +124,29 @@ impl FromStr for Channel {
 pub struct Target {
     pub plan: HostPlan,
     pub instance_id: Option<String>,
+}
+
+impl Target {
+    /// The workers `sources` name, through the same resolution as every fan-out; `user` and
+    /// `port` apply to hosts that do not name their own.
+    pub async fn resolve(
+        sources: &HostSources,
+        ssh: &SshOptions,
+        user: Option<&str>,
+        port: Option<u16>,
+        aws: &aws_config::SdkConfig,
+    ) -> Result<Vec<Target>, TargetError> {
+        let hosts = targets::resolve(sources, aws).await?;
+        let plans = targets::plans(&hosts, ssh, user, port);
+        Ok(hosts
+            .into_iter()
+            .zip(plans)
+            .map(|(host, plan)| Target {
+                plan,
+                instance_id: host.instance_id,
+            })
+            .collect())
+    }
 }
 
 /// The rotation's settings, resolved from flags or the Lambda's environment.

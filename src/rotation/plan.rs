@@ -14,7 +14,7 @@ use crate::aws::secret::{KeyMaterial, PrivateKeyBytes};
 use crate::cli::args::{RotateArgs, SecretArgs};
 use crate::key::source::{LoadedKey, SecretSpec};
 use crate::key::{ClientKey, KeyError};
-use crate::plan::targets::{self, HostSources, TargetError};
+use crate::plan::targets::{HostSources, TargetError};
 use crate::plan::{fanout_options, resolve_common, PlanError, SshOptions};
 use crate::rotation::block::{self, BlockError};
 use crate::rotation::keygen::UnknownKeyType;
@@ -148,16 +148,8 @@ impl RotationPlan {
         &self,
         aws: &aws_config::SdkConfig,
     ) -> Result<Vec<Target>, RotationPlanError> {
-        let hosts = targets::resolve(&self.hosts, aws).await?;
-        let plans = targets::plans(&hosts, &self.ssh, self.login.as_deref(), self.port);
-        Ok(hosts
-            .into_iter()
-            .zip(plans)
-            .map(|(host, plan)| Target {
-                plan,
-                instance_id: host.instance_id,
-            })
-            .collect())
+        let login = self.login.as_deref();
+        Ok(Target::resolve(&self.hosts, &self.ssh, login, self.port, aws).await?)
     }
 
     /// Reads `--bootstrap-key`, when given.

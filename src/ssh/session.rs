@@ -634,19 +634,7 @@ mod tests {
     use base64::Engine as _;
 
     use super::*;
-    use crate::key::source::SecretSpec;
-    use crate::plan::{test_key, test_plan};
-
-    fn pinned_keys() -> KeySource {
-        let spec = SecretSpec {
-            id: "unit".to_owned(),
-            selector: crate::aws::secret::VersionSelector::Stage("AWSCURRENT".to_owned()),
-            field: None,
-            fallback_stage: None,
-            aws: crate::aws::AwsSettings::default(),
-        };
-        KeySource::pinned(spec, test_key("v1"))
-    }
+    use crate::plan::{test_key, test_keys, test_plan};
 
     #[test]
     fn only_network_failures_are_retried_and_only_key_failures_omit_the_host() {
@@ -774,7 +762,7 @@ mod tests {
         });
         let plan = test_plan("127.0.0.1", port);
         let db = HostKeyDb::load([&plan], []).expect("no file");
-        let err = connect(&plan, &pinned_keys(), &db)
+        let err = connect(&plan, &test_keys(), &db)
             .await
             .err()
             .expect("no SSH banner ever comes");

@@ -63,14 +63,20 @@ fn remote_error(path: &str, err: SftpError) -> TransferError {
     }
 }
 
-fn local_error(path: &Path, err: std::io::Error) -> TransferError {
+/// A local file's failure, in scp's words.
+pub fn local_error(path: &Path, err: std::io::Error) -> TransferError {
     TransferError::Local {
         path: path.display().to_string(),
-        reason: match err.kind() {
-            std::io::ErrorKind::NotFound => "No such file or directory".to_owned(),
-            std::io::ErrorKind::PermissionDenied => "Permission denied".to_owned(),
-            _ => err.to_string(),
-        },
+        reason: io_reason(&err),
+    }
+}
+
+/// scp's words for the common local errors, OpenSSH's strerror texts.
+pub fn io_reason(err: &std::io::Error) -> String {
+    match err.kind() {
+        std::io::ErrorKind::NotFound => "No such file or directory".to_owned(),
+        std::io::ErrorKind::PermissionDenied => "Permission denied".to_owned(),
+        _ => err.to_string(),
     }
 }
 
