@@ -78,7 +78,59 @@ pub enum SecretError {
     #[error("secret {id}: field {field} is not a string: store the private key as a JSON string")]
     FieldNotString { id: String, field: String },
     #[error("secret {id}: the value is not valid JSON ({reason}) and not a private key: store a PEM/OpenSSH private key or a JSON object with PrivateKey")]
-    Malformed { id: String, reason: String },
+    Malformed { id: String, reason: JsonProblem },
+    #[error("secret {id}: --secret-field given but the secret is not JSON: store a JSON object, or leave out --secret-field for a bare key")]
+    FieldOfNonJson { id: String },
+}
+
+/// What is wrong with a secret's JSON, in words that never quote the secret. serde_json's own
+/// messages quote the offending value (`invalid type: string "-----BEGIN ..."`), and in a
+/// secret that value is key text, so this is the only way a JSON error of a secret becomes
+/// text: its category and position, nothing from the input.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{problem} at line {line} column {column}")]
+pub struct JsonProblem {
+    problem: &'static str,
+    line: usize,
+    column: usize,
+}
+
+impl JsonProblem {
+    pub fn of(err: &serde_json::Error) -> JsonProblem {
+        use serde_json::error::Category;
+        JsonProblem {
+            problem: match err.classify() {
+                Category::Syntax => "a syntax error",
+                Category::Data => "not a JSON object of strings",
+                Category::Eof => "it ends early",
+                Category::Io => "it cannot be read",
+            },
+            line: err.line(),
+            column: err.column(),
+        }
+    }
+}
+
+/// A secret's JSON field name as it may be shown: a name that is not a short plain word could
+/// be key text stored as a name by mistake, so it is counted rather than shown.
+pub fn shown_field_names(names: &[&str]) -> String {
+    let plain = |name: &&str| {
+        name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+    };
+    let mut shown: Vec<&str> = names.iter().copied().filter(plain).collect();
+    shown.sort_unstable();
+    let hidden = names.len() - shown.len();
+    let mut text = shown.join(", ");
+    if hidden > 0 {
+        if !text.is_empty() {
+            text.push_str(", ");
+        }
+        text.push_str(&format!("{hidden} other name(s) not shown"));
+    }
+    text
 }
 
 /// The raw value of one secret version. `Debug` shows only which kind it is.
@@ -287,10 +339,7 @@ fn extract_from_text(
     let trimmed = text.trim_start();
     if !trimmed.starts_with('{') {
         if field.is_some_and(|f| f != DEFAULT_FIELD) {
-            return Err(SecretError::Malformed {
-                id: id.to_owned(),
-                reason: "--secret-field given but the secret is not JSON".to_owned(),
-            });
+            return Err(SecretError::FieldOfNonJson { id: id.to_owned() });
         }
         return Ok(KeyMaterial {
             private_key: PrivateKeyBytes::Text(SecretString::from(text.to_owned())),
@@ -304,8 +353,7 @@ fn extract_from_text(
     let mut object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text)
         .map_err(|err| SecretError::Malformed {
             id: id.to_owned(),
-            // serde_json's message carries only line/column, never the input.
-            reason: err.to_string(),
+            reason: JsonProblem::of(&err),
         })?;
     if object.is_empty() {
         return Err(SecretError::NoKeyYet {
@@ -322,12 +370,11 @@ fn extract_from_text(
             })
         }
         None => {
-            let mut names: Vec<&str> = object.keys().map(String::as_str).collect();
-            names.sort_unstable();
+            let names: Vec<&str> = object.keys().map(String::as_str).collect();
             return Err(SecretError::MissingField {
                 id: id.to_owned(),
                 field: field.to_owned(),
-                available: names.join(", "),
+                available: shown_field_names(&names),
             });
         }
     };
@@ -359,6 +406,44 @@ mod tests {
             PrivateKeyBytes::Text(t) => t.expose_secret().to_owned(),
             PrivateKeyBytes::Binary(_) => panic!("expected text"),
         }
+    }
+
+    /// No error built from a malformed secret may carry its text: a canary key in every shape
+    /// that reaches an error path never shows in the error's Display or Debug.
+    #[test]
+    fn a_canary_key_never_shows_in_an_error() {
+        let body = "b3BlbnNzaC1rZXktdjEAAAAACANARYCANARYCANARY";
+        let pem = format!(
+            "-----BEGIN OPENSSH PRIVATE KEY-----\n{body}\n-----END OPENSSH PRIVATE KEY-----\n"
+        );
+        let quoted = serde_json::to_string(&pem).unwrap();
+        let shapes = [
+            format!("{{\"PrivateKey\": {quoted}"),
+            format!("{{\"PrivateKey\": [{quoted}]}}"),
+            format!("{{\"PrivateKey\": {{\"nested\": {quoted}}}}}"),
+            format!("{{{quoted}: \"x\"}}"),
+            format!("{{\"Other\": {quoted}}}"),
+            format!("{{\"PrivateKey\": {quoted}, {quoted}}}"),
+            format!("{{ {}", pem.repeat(3)),
+        ];
+        for shape in shapes {
+            for field in [None, Some("Key")] {
+                if let Err(err) = extract_key_material("/dev/ssh", &text(&shape), field) {
+                    let shown = format!("{err} {err:?}");
+                    assert!(!shown.contains("CANARY"), "{shown}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn field_names_that_are_not_plain_words_are_counted_not_shown() {
+        assert_eq!(
+            shown_field_names(&["b", "a", "-----BEGIN KEY-----\nAAAA"]),
+            "a, b, 1 other name(s) not shown"
+        );
+        assert_eq!(shown_field_names(&["x y"]), "1 other name(s) not shown");
+        assert_eq!(shown_field_names(&[]), "");
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::SystemTime;
 
+use crate::aws::secret::{shown_field_names, JsonProblem};
 use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 use secrecy::{ExposeSecret, SecretString};
 
@@ -64,7 +65,7 @@ pub enum StoreError {
     NotJson {
         id: String,
         version: String,
-        reason: String,
+        reason: JsonProblem,
     },
     #[error("secret {id}: version {version} has field {field} that is not a string: fix the secret's JSON")]
     FieldNotString {
@@ -121,7 +122,10 @@ impl fmt::Debug for Document {
                 "passphrase",
                 &self.passphrase.as_ref().map(|_| "[REDACTED]"),
             )
-            .field("fields", &self.fields.keys().collect::<Vec<_>>())
+            .field(
+                "fields",
+                &shown_field_names(&self.fields.keys().map(String::as_str).collect::<Vec<_>>()),
+            )
             .finish()
     }
 }
@@ -149,7 +153,7 @@ impl Document {
             serde_json::from_str(trimmed).map_err(|err| StoreError::NotJson {
                 id: id.to_owned(),
                 version: version_id.clone(),
-                reason: err.to_string(),
+                reason: JsonProblem::of(&err),
             })?
         };
         let mut take_secret = |field: &'static str| match fields.remove(field) {
@@ -405,6 +409,40 @@ mod tests {
             assert_eq!(doc.private_key.is_some(), *has_key, "{text}");
             assert_eq!(doc.fields.len(), *fields, "{text}");
             assert!(!format!("{doc:?}").contains("BEGIN"), "{text}");
+        }
+    }
+
+    /// Regression (issue 9, item 1): a version whose value is a JSON string made serde_json's
+    /// error quote the whole value, so `smssh rotate` printed the private key and the Lambda
+    /// logged and returned it.
+    #[test]
+    fn private_key_printed_in_an_error_for_a_json_string_version() {
+        let body = "b3BlbnNzaC1rZXktdjEAAAAACANARYCANARYCANARY";
+        let pem = format!(
+            "-----BEGIN OPENSSH PRIVATE KEY-----\n{body}\n-----END OPENSSH PRIVATE KEY-----\n"
+        );
+        let shapes = [
+            serde_json::to_string(&pem).unwrap(),
+            format!("[{}]", serde_json::to_string(&pem).unwrap()),
+            format!("{{\"PrivateKey\": {}", serde_json::to_string(&pem).unwrap()),
+            format!(
+                "{{\"PrivateKey\": [{}]}}",
+                serde_json::to_string(&pem).unwrap()
+            ),
+            format!(
+                "{{\"PrivateKey\": {{\"nested\": {}}}}}",
+                serde_json::to_string(&pem).unwrap()
+            ),
+            format!("{{{}: 1}}", serde_json::to_string(&pem).unwrap()),
+            format!("x{pem}"),
+        ];
+        for shape in shapes {
+            let shown = match Document::parse("s", "v".to_owned(), &shape) {
+                Ok(doc) => format!("{doc:?}"),
+                Err(err) => format!("{err} {err:?}"),
+            };
+            assert!(!shown.contains(body), "{shown}");
+            assert!(!shown.contains("CANARY"), "{shown}");
         }
     }
 
