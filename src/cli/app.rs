@@ -335,7 +335,7 @@ async fn run_rotation(plan: RotationPlan, quiet: bool) -> Result<u8, AppError> {
     diag::apply_log_level(targets.first().and_then(|t| t.plan.log_level));
     let bootstrap = plan.bootstrap()?;
     let report: rotation::Reporter = Arc::new(move |note, line: &str| match note {
-        rotation::Note::Progress if !quiet => println!("{line}"),
+        rotation::Note::Progress if !quiet => diag::out(line),
         rotation::Note::Progress => {}
         rotation::Note::HostFailed => diag::error(line),
     });
@@ -355,7 +355,7 @@ async fn run_rotation(plan: RotationPlan, quiet: bool) -> Result<u8, AppError> {
         RotationMode::Reconcile => format!("reconcile: {}", rotation.reconcile().await?),
     };
     if !quiet {
-        println!("{summary}");
+        diag::out(summary);
     }
     Ok(0)
 }

@@ -1,12 +1,15 @@
 //! Diagnostics on stderr: `-v` lines and warnings, prefixed with the program name.
 //!
-//! Owns: the process-wide verbosity and program name. Invariant: callers pass only public
+//! Owns: the process-wide verbosity and program name. Invariant: every line is written
+//! through [`visible`], so nothing a server sent can act on the terminal; callers pass only public
 //! facts (host names, fingerprints, version ids, timings); nothing here formats key material,
 //! and no type holding key material implements `Display` with secret content.
 //! Must not know: what is being diagnosed.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::OnceLock;
+
+use crate::term::escape::visible;
 
 static VERBOSITY: AtomicU8 = AtomicU8::new(0);
 static QUIET: AtomicU8 = AtomicU8::new(0);
@@ -47,18 +50,23 @@ pub fn verbosity() -> u8 {
 /// A `-v` line.
 pub fn debug(message: impl std::fmt::Display) {
     if verbosity() > 0 {
-        eprintln!("{}: debug: {message}", program());
+        eprintln!("{}: debug: {}", program(), visible(&message.to_string()));
     }
 }
 
 /// A warning that `-q` silences.
 pub fn warn(message: impl std::fmt::Display) {
     if QUIET.load(Ordering::Relaxed) == 0 {
-        eprintln!("{}: warning: {message}", program());
+        eprintln!("{}: warning: {}", program(), visible(&message.to_string()));
     }
 }
 
 /// An error line: always printed.
 pub fn error(message: impl std::fmt::Display) {
-    eprintln!("{}: {message}", program());
+    eprintln!("{}: {}", program(), visible(&message.to_string()));
+}
+
+/// A line of our own on stdout (a rotation's progress and summary).
+pub fn out(message: impl std::fmt::Display) {
+    println!("{}", visible(&message.to_string()));
 }

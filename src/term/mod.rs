@@ -1,9 +1,11 @@
-//! The local terminal and process: diagnostics on stderr (`diag`), progress bars
+//! The local terminal and process: diagnostics on stderr (`diag`), escaping of everything we
+//! print (`escape`), progress bars
 //! (`progress`), a fan-out's results (`output`), terminal questions and modes (`tty`), Ctrl-C
 //! (`cancel`).
 
 pub mod cancel;
 pub mod diag;
+pub mod escape;
 pub mod output;
 pub mod progress;
 pub mod tty;

@@ -77,7 +77,7 @@ impl Progress {
                 bar.set_style(style(
                     "  {prefix:>15} {bytes}/{total_bytes} {bar:30} {binary_bytes_per_sec}",
                 ));
-                bar.set_prefix(label.to_owned());
+                bar.set_prefix(crate::term::escape::visible(label).into_owned());
                 bars.push(bar.clone());
                 host_bar = Some(bar);
             } else if self.hosts > 1 {
@@ -102,6 +102,7 @@ impl Progress {
 
     /// Prints one line to stderr without tearing the bars.
     pub fn line(&self, text: &str) {
+        let text = crate::term::escape::visible(text);
         match &self.bars {
             Some((multi, _)) => multi.suspend(|| eprintln!("{text}")),
             None => eprintln!("{text}"),

@@ -22,9 +22,23 @@ pub fn stderr_is_terminal() -> bool {
     std::io::stderr().is_terminal()
 }
 
+/// Held for the whole of one question and its answer, so that the questions of a fan-out's
+/// hosts come one at a time and each answer applies to the host its question named.
+static ONE_QUESTION_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Asks on the controlling terminal, as OpenSSH does, so that a redirected stdin cannot answer.
-/// Only an explicit "yes" accepts.
+/// Only an explicit "yes" accepts. Questions are asked one at a time.
 pub fn ask_yes_no(question: &str) -> bool {
+    // A poisoned lock only means another question's thread panicked; asking is still safe.
+    let _turn = ONE_QUESTION_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // The question's own line breaks stay; anything else a host name could carry is shown.
+    let question: Vec<_> = question
+        .split('\n')
+        .map(crate::term::escape::visible)
+        .collect();
+    let question = question.join("\n");
     let Ok(mut tty) = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
