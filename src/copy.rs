@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::config::operand::{Operand, RemotePath};
+use crate::config::operand::{is_plain_name, Operand, RemotePath};
 use crate::fanout;
 use crate::key::source::KeySource;
 use crate::plan::copy::{CopyRequest, FanoutCopy};
@@ -383,16 +383,13 @@ fn remote_name(path: &str) -> Option<&str> {
     is_plain_name(name).then_some(name)
 }
 
-/// A name a server may give us for a file in a directory: nothing that climbs or roots.
-pub fn is_plain_name(name: &str) -> bool {
-    !name.is_empty() && name != "." && name != ".." && !name.contains('/') && !name.contains('\0')
-}
-
-/// The permission bits a new local file gets without `-p`: the remote mode under our umask,
-/// as scp does.
+/// The permission bits a downloaded file or directory gets: the remote mode without the
+/// setuid, setgid and sticky bits, as OpenSSH's scp does with or without `-p` (a compromised
+/// server must not plant a setuid program owned by whoever ran `smscp -rp`), and under our
+/// umask without `-p`.
 fn local_mode(remote_mode: u32, preserve: bool, umask: u32) -> u32 {
     if preserve {
-        remote_mode & 0o7777
+        remote_mode & 0o777
     } else {
         remote_mode & 0o777 & !umask
     }
@@ -558,7 +555,7 @@ async fn pull_tree(
         let Some(stat) = stat else { continue };
         let applied = std::fs::set_permissions(
             &local_dir,
-            std::os::unix::fs::PermissionsExt::from_mode(stat.mode & 0o7777),
+            std::os::unix::fs::PermissionsExt::from_mode(local_mode(stat.mode, true, 0)),
         )
         .and_then(|()| {
             let times = std::fs::FileTimes::new()
@@ -698,6 +695,8 @@ mod tests {
         assert_eq!(remote_name("/"), None);
         assert_eq!(local_mode(0o100755, false, 0o022), 0o755);
         assert_eq!(local_mode(0o100777, false, 0o027), 0o750);
-        assert_eq!(local_mode(0o104755, true, 0o022), 0o4755);
+        assert_eq!(local_mode(0o104755, true, 0o022), 0o755);
+        assert_eq!(local_mode(0o102775, false, 0o002), 0o775);
+        assert_eq!(local_mode(0o041777, true, 0o022), 0o777);
     }
 }

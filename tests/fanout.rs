@@ -365,3 +365,37 @@ fn retries_wait_for_a_host_that_comes_back_and_timeout_bounds_a_slow_one() {
         started.elapsed()
     );
 }
+
+/// Regression (issue 9, item 9): a gather writes DIR/<host>/..., so a host named `..` (here an
+/// alias that ssh_config resolves to a real worker) wrote into the parent of DIR.
+#[test]
+fn a_host_named_dot_dot_makes_a_gather_write_into_the_parent_of_the_target() {
+    let cluster = Cluster::new(1);
+    let remote = cluster.workers[0].sftp_home().join("probe.txt");
+    std::fs::write(&remote, b"from the worker").expect("remote file");
+    let config = cluster.scratch_file(
+        "config",
+        format!(
+            "Host ..\n  HostName 127.0.0.2\n  Port {}\n  User root\nHost 127.0.0.2\n  Port {}\n  User root\n",
+            cluster.port, cluster.port
+        )
+        .as_bytes(),
+    );
+    let parent = tempfile::tempdir().expect("parent");
+    let target = parent.path().join("gathered");
+    std::fs::create_dir(&target).expect("target");
+    let out = run(cluster.command("smscp").args([
+        "-F",
+        config.to_str().expect("utf-8"),
+        "127.0.0.2,..:probe.txt",
+        target.to_str().expect("utf-8"),
+    ]));
+    assert_exit_code(&out, 1);
+    assert_stderr_contains(&out, "not a plain directory name");
+    assert!(!parent.path().join("probe.txt").exists(), "written into the parent");
+    assert_eq!(
+        std::fs::read_dir(&target).expect("target").count(),
+        0,
+        "nothing is copied when the plan is refused"
+    );
+}

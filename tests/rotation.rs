@@ -606,3 +606,72 @@ fn ctrl_c_while_learning_host_keys_stops_at_once_and_stores_nothing() {
         assert!(block_versions(worker).is_empty());
     }
 }
+
+/// Makes `value` a new version labelled AWSPENDING while AWSCURRENT stays where it is.
+fn stage_pending(cluster: &Cluster, value: &str) -> String {
+    let current = version_with(cluster, "AWSCURRENT").expect("current");
+    let pending = cluster.moto.put_secret_value(SECRET_ID, value);
+    cluster
+        .moto
+        .update_stage(SECRET_ID, "AWSCURRENT", &current, Some(&pending));
+    cluster
+        .moto
+        .update_stage(SECRET_ID, "AWSPENDING", &pending, None);
+    assert_eq!(version_with(cluster, "AWSCURRENT"), Some(current));
+    pending
+}
+
+/// Regression (issue 9, item 6): finishSecret promoted an AWSPENDING version of `{}`, the
+/// desired key set became empty and the managed block was removed from every worker.
+#[test]
+fn finish_secret_can_empty_every_worker() {
+    let (cluster, current) = rotated_cluster();
+    let pending = stage_pending(&cluster, "{}");
+    let out = rotate_step(&cluster, ALL, "finishSecret", &pending);
+    assert_exit_code(&out, 1);
+    assert_stderr_contains(&out, "holds no key yet");
+    assert_eq!(
+        version_with(&cluster, "AWSCURRENT").as_deref(),
+        Some(current.as_str())
+    );
+    for worker in &cluster.workers {
+        assert_eq!(block_versions(worker), [current.clone()]);
+    }
+    assert_copy_works_everywhere(&cluster, ALL, "after the refused finishSecret");
+    let out = rotate(&cluster, &["-w", ALL, "--reconcile"]);
+    assert_success(&out);
+}
+
+/// Regression (issue 9, item 6): the PublicKey field was trusted without checking it against
+/// PrivateKey, so a version whose PublicKey is someone else's key would have been installed on
+/// every worker, and a mismatched pair locks everyone out once promoted.
+#[test]
+fn a_public_key_that_is_not_the_private_keys_half_is_refused_at_every_step() {
+    let (cluster, current) = rotated_cluster();
+    let document: serde_json::Value = serde_json::from_str(
+        &cluster
+            .moto
+            .get_secret_string_at_stage(SECRET_ID, "AWSCURRENT"),
+    )
+    .expect("JSON");
+    let stranger = cluster.workers[0].host_key_line();
+    let stranger: Vec<&str> = stranger.split(' ').skip(1).collect();
+    let forged = serde_json::json!({
+        "PrivateKey": document["PrivateKey"],
+        "PublicKey": stranger.join(" "),
+    });
+    let pending = stage_pending(&cluster, &forged.to_string());
+    for step in ["setSecret", "testSecret", "finishSecret"] {
+        let out = rotate_step(&cluster, ALL, step, &pending);
+        assert_exit_code(&out, 1);
+        assert_stderr_contains(&out, "PublicKey is not the public half of PrivateKey");
+    }
+    assert_eq!(
+        version_with(&cluster, "AWSCURRENT").as_deref(),
+        Some(current.as_str())
+    );
+    for worker in &cluster.workers {
+        assert_eq!(block_versions(worker), [current.clone()]);
+        assert!(!worker.authorized_keys().contains(stranger[1]));
+    }
+}

@@ -5,6 +5,7 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::time::Duration;
 
 use common::*;
@@ -345,4 +346,66 @@ fn remote_to_remote_and_local_to_local_are_refused_up_front() {
     let out = smscp(&cluster, &["a", "b"]);
     assert_exit_code(&out, 1);
     assert_stderr_contains(&out, "use cp");
+}
+
+/// Regression (issue 9, item 3): downloads kept the setuid, setgid and sticky bits the server
+/// reported, so a compromised worker could plant a setuid program owned by whoever ran
+/// `smscp -rp`. OpenSSH's scp masks them with or without -p; so do we.
+#[test]
+fn smscp_p_plants_setuid_files() {
+    let cluster = Cluster::new(1);
+    let remote = tempfile::tempdir().expect("remote");
+    let tree = remote.path().join("tree");
+    std::fs::create_dir(&tree).expect("mkdir");
+    std::fs::write(tree.join("suid"), b"#!/bin/sh\n").expect("write");
+    std::fs::set_permissions(tree.join("suid"), std::fs::Permissions::from_mode(0o4755))
+        .expect("chmod 4755");
+    std::fs::set_permissions(&tree, std::fs::Permissions::from_mode(0o3775)).expect("chmod 3775");
+    let local = tempfile::tempdir().expect("local");
+    for flags in ["-rp", "-r"] {
+        let target = local.path().join(flags);
+        std::fs::create_dir(&target).expect("target");
+        let source = format!("127.0.0.2:{}", tree.display());
+        let out = smscp(&cluster, &[flags, &source, target.to_str().expect("utf-8")]);
+        assert_success(&out);
+        let mode = |path: &Path| {
+            std::fs::metadata(path)
+                .expect("copied")
+                .permissions()
+                .mode()
+        };
+        assert_eq!(mode(&target.join("tree/suid")) & 0o7000, 0, "{flags}: file");
+        assert_eq!(mode(&target.join("tree")) & 0o7000, 0, "{flags}: directory");
+        if flags == "-rp" {
+            assert_eq!(mode(&target.join("tree/suid")) & 0o777, 0o755);
+        }
+    }
+}
+
+/// Regression (issue 9, item 5): strings that came from a server reached the terminal raw. A
+/// remote file name with escape sequences, quoted in an error line, must show them as text.
+#[test]
+fn the_terminal_is_the_servers() {
+    let cluster = Cluster::new(1);
+    let remote = tempfile::tempdir().expect("remote");
+    let tree = remote.path().join("tree");
+    std::fs::create_dir(&tree).expect("mkdir");
+    let evil = "\u{1b}]0;owned\u{7}\u{1b}[2J\u{1b}[8mhidden";
+    std::fs::write(tree.join(evil), b"data").expect("write");
+    let local = tempfile::tempdir().expect("local");
+    // A directory where the file must go makes the download of that name fail locally, so
+    // the error line quotes the server's name.
+    std::fs::create_dir_all(local.path().join("tree").join(evil).join("x")).expect("blocker");
+    let source = format!("127.0.0.2:{}", tree.display());
+    let out = smscp(
+        &cluster,
+        &["-r", &source, local.path().to_str().expect("utf-8")],
+    );
+    assert_exit_code(&out, 1);
+    assert!(
+        !out.stderr.contains(&0x1b) && !out.stderr.contains(&0x07),
+        "raw control bytes on stderr: {:?}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_stderr_contains(&out, "\\x1b]0;owned\\x07\\x1b[2J\\x1b[8mhidden");
 }

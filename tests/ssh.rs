@@ -499,3 +499,96 @@ fn log_level_from_o_is_applied() {
     assert_success(&out);
     assert!(stderr(&out).is_empty(), "{}", describe(&out));
 }
+
+/// Regression (issue 9, item 8): memory was never locked in practice, because mlockall was
+/// skipped unless the hard RLIMIT_MEMLOCK was already unlimited, even for root, who may lift
+/// it. Checked from the kernel's side: `VmLck` of the running process, started as root with
+/// the distributions' default limit of 8 MiB.
+#[test]
+fn memory_is_locked_for_root_even_with_the_default_memlock_limit() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test checks root's behaviour and must run as root"
+    );
+    let cluster = Cluster::new(1);
+    let limit = (8 * 1024 * 1024).to_string();
+    // The same program, arguments and environment as the harness's command, run by prlimit.
+    let plain = cluster.command("smssh");
+    let mut cmd = std::process::Command::new("prlimit");
+    cmd.arg(format!("--memlock={limit}:{limit}"))
+        .arg("--")
+        .arg(plain.get_program())
+        .args(plain.get_args())
+        .args(["127.0.0.2", "sleep", "5"]);
+    for (key, value) in plain.get_envs() {
+        match value {
+            Some(value) => cmd.env(key, value),
+            None => cmd.env_remove(key),
+        };
+    }
+    let running = spawn(&mut cmd);
+    // prlimit execs the program, so the pid is smssh's own once it has started.
+    let status_path = format!("/proc/{}/status", running.id());
+    let mut locked_kib = 0u64;
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(100));
+        let status = std::fs::read_to_string(&status_path).unwrap_or_default();
+        let is_smssh = status.lines().any(|l| l == "Name:\tsmssh");
+        locked_kib = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmLck:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0);
+        if is_smssh && locked_kib > 0 {
+            break;
+        }
+    }
+    let out = running
+        .wait_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|out| panic!("smssh did not end\n{}", describe(&out)));
+    assert_success(&out);
+    assert!(locked_kib > 0, "VmLck stayed 0 kB: memory was not locked");
+}
+
+/// Regression (issue 9, item 10): `ProxyJump`, `ProxyCommand`, `HostKeyAlias`,
+/// `RevokedHostKeys` and `KnownHostsCommand` in a config file were accepted and ignored, so a
+/// host configured to go through a bastion was reached directly and a revocation list was not
+/// applied. A host they apply to is now refused with one line; `none` and other hosts' blocks
+/// change nothing.
+#[test]
+fn security_keywords_in_ssh_config_are_silently_ignored() {
+    let cluster = Cluster::new(1);
+    for (keyword, value) in [
+        ("ProxyJump", "bastion.invalid"),
+        ("ProxyCommand", "nc -x bastion.invalid %h %p"),
+        ("HostKeyAlias", "other-host"),
+        ("RevokedHostKeys", "/etc/ssh/revoked_keys"),
+        ("KnownHostsCommand", "/usr/local/bin/known-hosts %H"),
+    ] {
+        let config = cluster.scratch_file(
+            "config",
+            format!(
+                "Host 127.0.0.2\n  {keyword} {value}\n  Port {}\n  User root\n",
+                cluster.port
+            )
+            .as_bytes(),
+        );
+        let config = config.display().to_string();
+        let out = smssh(&cluster, &["-F", &config, "127.0.0.2", "true"]);
+        assert_exit_code(&out, 255);
+        assert_stderr_contains(&out, &format!("ssh_config sets {keyword} {value}"));
+        assert_eq!(stderr(&out).lines().count(), 1, "{}", describe(&out));
+    }
+    let harmless = cluster.scratch_file(
+        "config",
+        format!(
+            "Host 127.0.0.2\n  ProxyJump none\n  Port {}\n  User root\nHost 127.0.0.*\n  ProxyJump bastion.invalid\nHost elsewhere\n  ProxyCommand nc %h %p\n",
+            cluster.port
+        )
+        .as_bytes(),
+    );
+    let harmless = harmless.display().to_string();
+    let out = smssh(&cluster, &["-F", &harmless, "127.0.0.2", "echo direct"]);
+    assert_success(&out);
+    assert_stdout_eq(&out, "direct\n");
+}

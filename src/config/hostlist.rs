@@ -60,6 +60,9 @@ pub enum HostlistError {
     NonNumericBound { term: String, bound: String },
     #[error("{term}: number {bound} in brackets is too large: check it for a typo")]
     BoundTooLarge { term: String, bound: String },
+    /// A bound written with more digits than a host name label can hold.
+    #[error("{term}: a bound of {digits} digits: a host name label has at most 63 characters")]
+    BoundTooWide { term: String, digits: usize },
     /// `first` and `second` are the bounds as written, so the suggested fix
     /// keeps the user's zero padding.
     #[error("{term}: range {first}-{second} runs backwards: write it as {second}-{first}")]
@@ -588,11 +591,31 @@ fn parse_ranges(term: &str, inside: &str) -> Result<Vec<NumberRange>, HostlistEr
     Ok(ranges)
 }
 
+/// The most digits a range bound may have: a DNS label's length.
+const MAX_BOUND_DIGITS: usize = 63;
+
+/// A term as shown in an error: its first 80 characters, so that a huge input does not make a
+/// huge line.
+fn shorten(term: &str) -> String {
+    match term.char_indices().nth(80) {
+        Some((cut, _)) => format!("{}...", &term[..cut]),
+        None => term.to_owned(),
+    }
+}
+
 fn parse_bound(term: &str, text: &str) -> Result<u64, HostlistError> {
     if !text.bytes().all(|b| b.is_ascii_digit()) {
         return Err(HostlistError::NonNumericBound {
             term: term.to_string(),
             bound: text.to_string(),
+        });
+    }
+    // The written width becomes the padding of every generated name; a DNS label holds at
+    // most 63 characters, and formatting cannot pad beyond 65,535.
+    if text.len() > MAX_BOUND_DIGITS {
+        return Err(HostlistError::BoundTooWide {
+            term: shorten(term),
+            digits: text.len(),
         });
     }
     // Only digits remain, so overflow is the one way parsing can fail.
@@ -911,6 +934,15 @@ mod tests {
                 BoundTooLarge {
                     term: term("n[99999999999999999999999]"),
                     bound: term("99999999999999999999999"),
+                },
+            ),
+            (
+                "n[0000000000000000000000000000000000000000000000000000000000000001-2]",
+                BoundTooWide {
+                    term: term(
+                        "n[0000000000000000000000000000000000000000000000000000000000000001-2]",
+                    ),
+                    digits: 64,
                 },
             ),
             (
@@ -1234,5 +1266,19 @@ mod tests {
                 .to_string(),
             "hosts.txt:2: b[: unbalanced '[': close it with ']'"
         );
+    }
+
+    /// Regression (issue 9, item 9): a zero-padded bound of 65,536 digits made formatting
+    /// panic ("Formatting argument out of range"), from `-w` and from the Lambda's
+    /// SMSSH_TARGETS alike.
+    #[test]
+    fn a_zero_padded_bound_of_65536_digits_panics() {
+        let expr = format!("n[{}1-2]", "0".repeat(65_535));
+        let err = expand(&expr).expect_err("refused");
+        assert!(matches!(
+            err,
+            HostlistError::BoundTooWide { digits: 65_536, .. }
+        ));
+        assert!(err.to_string().len() < 200, "the line stays short: {err}");
     }
 }

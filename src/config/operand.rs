@@ -295,6 +295,13 @@ fn url_decode(text: &str, operand: &str) -> Result<String, OperandError> {
     String::from_utf8(out).map_err(|_| invalid())
 }
 
+/// A single path component that stays where it is put: nothing that climbs (`..`), stays
+/// (`.`), roots or descends (`/`). Names a server gives us for files in a directory, and the
+/// host names a gather makes directories of, must be such names.
+pub fn is_plain_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains('/') && !name.contains('\0')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

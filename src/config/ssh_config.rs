@@ -133,9 +133,39 @@ pub struct HostSettings {
     pub server_alive_interval: Option<Duration>,
     pub server_alive_count_max: Option<u32>,
     pub log_level: Option<LogLevel>,
+    /// Settings smssh does not implement whose absence would change where it connects or
+    /// whom it trusts, each keyword with its first value (`none` included, since a first
+    /// `none` overrides any later value as in OpenSSH).
+    pub unimplemented: Vec<UnimplementedSetting>,
 }
 
+/// A setting that changes the destination or the trust decision (`ProxyJump`,
+/// `ProxyCommand`, `HostKeyAlias`, `RevokedHostKeys`, `KnownHostsCommand`): smssh does not act
+/// on it yet, and ignoring it would connect somewhere else or trust something else than
+/// OpenSSH would, so a host it applies to is refused rather than reached directly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnimplementedSetting {
+    pub keyword: &'static str,
+    pub value: String,
+}
+
+/// The keywords of [`UnimplementedSetting`], lowercased, with their usual spelling.
+const UNIMPLEMENTED_KEYWORDS: &[(&str, &str)] = &[
+    ("proxyjump", "ProxyJump"),
+    ("proxycommand", "ProxyCommand"),
+    ("hostkeyalias", "HostKeyAlias"),
+    ("revokedhostkeys", "RevokedHostKeys"),
+    ("knownhostscommand", "KnownHostsCommand"),
+];
+
 impl HostSettings {
+    /// The first unimplemented setting that is in effect for this host (`none` is not).
+    pub fn unimplemented_in_effect(&self) -> Option<&UnimplementedSetting> {
+        self.unimplemented
+            .iter()
+            .find(|s| !s.value.eq_ignore_ascii_case("none"))
+    }
+
     /// Applies one `-o` option (`Key=Value` or `Key Value`). Like OpenSSH,
     /// an option already set keeps its first value, so `-o` options must be
     /// applied before [`HostSettings::fill_from`] with the config file.
@@ -154,9 +184,11 @@ impl HostSettings {
             return Err(invalid(ConfigProblem::NotACommandLineOption(keyword)));
         }
         match parse_directive(&lower, &keyword, &args, home).map_err(invalid)? {
+            Parsed::Set(Directive::Unimplemented(_)) | Parsed::Ignored => {
+                return Err(invalid(ConfigProblem::UnsupportedOption(keyword)))
+            }
             Parsed::Set(directive) => self.set_if_unset(directive),
             Parsed::Nothing => {}
-            Parsed::Ignored => return Err(invalid(ConfigProblem::UnsupportedOption(keyword))),
             Parsed::Unknown => return Err(invalid(ConfigProblem::BadOption(keyword))),
         }
         Ok(())
@@ -197,6 +229,9 @@ impl HostSettings {
             &other.server_alive_count_max,
         );
         fill(&mut self.log_level, &other.log_level);
+        for setting in &other.unimplemented {
+            self.set_if_unset(Directive::Unimplemented(setting.clone()));
+        }
     }
 
     /// The host name to connect to: `HostName` with `%h` replaced by
@@ -243,6 +278,15 @@ impl HostSettings {
             Directive::ServerAliveInterval(v) => set(&mut self.server_alive_interval, v),
             Directive::ServerAliveCountMax(v) => set(&mut self.server_alive_count_max, v),
             Directive::LogLevel(v) => set(&mut self.log_level, v),
+            Directive::Unimplemented(setting) => {
+                if !self
+                    .unimplemented
+                    .iter()
+                    .any(|s| s.keyword == setting.keyword)
+                {
+                    self.unimplemented.push(setting);
+                }
+            }
         }
     }
 }
@@ -278,6 +322,7 @@ enum Directive {
     ServerAliveInterval(Duration),
     ServerAliveCountMax(u32),
     LogLevel(LogLevel),
+    Unimplemented(UnimplementedSetting),
 }
 
 /// State shared across a file and the files it includes.
@@ -606,8 +651,14 @@ fn parse_directive(
         }
         "userknownhostsfile" => Directive::UserKnownHostsFiles(files()?),
         "globalknownhostsfile" => Directive::GlobalKnownHostsFiles(files()?),
-        other if IGNORED_KEYWORDS.contains(&other) => return Ok(Parsed::Ignored),
-        _ => return Ok(Parsed::Unknown),
+        other => match UNIMPLEMENTED_KEYWORDS.iter().find(|(k, _)| *k == other) {
+            Some((_, spelling)) => Directive::Unimplemented(UnimplementedSetting {
+                keyword: spelling,
+                value: args.join(" "),
+            }),
+            None if IGNORED_KEYWORDS.contains(&other) => return Ok(Parsed::Ignored),
+            None => return Ok(Parsed::Unknown),
+        },
     };
     Ok(Parsed::Set(directive))
 }
@@ -667,7 +718,6 @@ const IGNORED_KEYWORDS: &[&str] = &[
     "hostbasedauthentication",
     "hostbasedkeytypes",
     "hostkeyalgorithms",
-    "hostkeyalias",
     "identitiesonly",
     "identityagent",
     "identityfile",
@@ -676,7 +726,6 @@ const IGNORED_KEYWORDS: &[&str] = &[
     "kbdinteractivedevices",
     "kexalgorithms",
     "keepalive",
-    "knownhostscommand",
     "localcommand",
     "localforward",
     "macs",
@@ -689,8 +738,6 @@ const IGNORED_KEYWORDS: &[&str] = &[
     "pkcs11provider",
     "preferredauthentications",
     "protocol",
-    "proxycommand",
-    "proxyjump",
     "proxyusefdpass",
     "pubkeyacceptedalgorithms",
     "pubkeyacceptedkeytypes",
@@ -701,7 +748,6 @@ const IGNORED_KEYWORDS: &[&str] = &[
     "remoteforward",
     "requesttty",
     "requiredrsasize",
-    "revokedhostkeys",
     "rhostsrsaauthentication",
     "rsaauthentication",
     "securitykeyprovider",

@@ -32,11 +32,13 @@ pub enum MemoryLockError {
 
 /// Disables core dumps and locks the process memory where the OS allows it.
 ///
-/// Memory is locked with `mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT)` only when the hard
-/// `RLIMIT_MEMLOCK` is unlimited (root, or a host configured for it): with a finite limit,
-/// `MCL_FUTURE` would turn later allocations into failures once the limit is reached, which
-/// would abort a large copy half-way. `MCL_ONFAULT` locks pages as they are touched rather than
-/// faulting in every thread stack up front.
+/// Memory is locked with `mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT)` whenever
+/// `RLIMIT_MEMLOCK` can be made unlimited: the hard limit is already unlimited, or the process
+/// may raise it (root, whose CAP_SYS_RESOURCE lifts the distributions' default of 8 MiB). With
+/// a finite limit, `MCL_FUTURE` would turn later allocations into failures once the limit is
+/// reached, which would abort a large copy half-way, so an unprivileged user with a finite hard
+/// limit gets its soft limit raised to the hard one and no lock. `MCL_ONFAULT` locks pages as
+/// they are touched rather than faulting in every thread stack up front.
 pub fn lock_down() -> Posture {
     let core_dumps_disabled = setrlimit(Resource::RLIMIT_CORE, 0, 0).is_ok()
         && nix::sys::prctl::set_dumpable(false).is_ok();
@@ -50,11 +52,11 @@ pub fn lock_down() -> Posture {
 fn lock_memory() -> Result<(), MemoryLockError> {
     let refused = |call| move |errno| MemoryLockError::Refused { call, errno };
     let (_, hard) = getrlimit(Resource::RLIMIT_MEMLOCK).map_err(refused("getrlimit"))?;
-    if hard != RLIM_INFINITY {
+    if setrlimit(Resource::RLIMIT_MEMLOCK, RLIM_INFINITY, RLIM_INFINITY).is_err() {
+        // Not privileged to lift the limit: use what the limit allows for other locks.
+        let _ = setrlimit(Resource::RLIMIT_MEMLOCK, hard, hard);
         return Err(MemoryLockError::Limited { hard });
     }
-    setrlimit(Resource::RLIMIT_MEMLOCK, RLIM_INFINITY, RLIM_INFINITY)
-        .map_err(refused("setrlimit"))?;
     let flags = MlockAllFlags::MCL_CURRENT
         | MlockAllFlags::MCL_FUTURE
         | MlockAllFlags::from_bits_retain(nix::libc::MCL_ONFAULT);

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use crate::cli::args::ScpArgs;
 use crate::config::hostlist;
-use crate::config::operand::{self, Operand, RemotePath};
+use crate::config::operand::{self, is_plain_name, Operand, RemotePath};
 use crate::plan::targets::{self, HostSources, TargetHost};
 use crate::plan::{fanout_options, resolve_common, Common, FanoutOptions, PlanError};
 
@@ -90,6 +90,8 @@ pub enum CopyPlanError {
     GatherToRemote,
     #[error("{0}: Not a directory: a gather writes DIR/<host>/...; create the directory first")]
     GatherTargetNotDirectory(String),
+    #[error("{0:?}: a gather writes DIR/<host>/..., and this host name is not a plain directory name: name the host differently (an alias in ~/.ssh/config)")]
+    GatherHostName(String),
 }
 
 /// Resolves smscp's command line: operands first (so that a typo is reported before any
@@ -186,6 +188,11 @@ fn copy_mode(
             return Err(CopyPlanError::GatherTargetNotDirectory(dir.display().to_string()).into());
         }
         let hosts = operand_hosts(first, args)?;
+        // Each host's files land in DIR/<host>: a host named `..` or `.` would write into
+        // DIR's parent or DIR itself.
+        if let Some(bad) = hosts.iter().find(|h| !is_plain_name(&h.spec.host)) {
+            return Err(CopyPlanError::GatherHostName(bad.spec.host.clone()).into());
+        }
         return Ok(CopyMode::Fanout {
             copy: FanoutCopy::Gather {
                 sources: gather.iter().map(|r| r.path.clone()).collect(),

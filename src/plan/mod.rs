@@ -181,6 +181,9 @@ pub struct HostPlan {
     pub server_alive_interval: Option<Duration>,
     pub server_alive_count_max: u32,
     pub log_level: Option<crate::config::ssh_config::LogLevel>,
+    /// A setting in effect for this host that smssh does not implement and must not ignore;
+    /// the connection is refused with it named.
+    pub unimplemented: Option<crate::config::ssh_config::UnimplementedSetting>,
 }
 
 /// The SSH option sources of one invocation: `-o` options, then the config files.
@@ -230,6 +233,7 @@ impl SshOptions {
             settings.fill_from(&file.resolve(host));
         }
         let home = &self.local.home;
+        let unimplemented = settings.unimplemented_in_effect().cloned();
         HostPlan {
             label: host.to_owned(),
             hostname: settings.effective_hostname(host),
@@ -263,6 +267,7 @@ impl SshOptions {
             server_alive_interval: settings.server_alive_interval.filter(|d| !d.is_zero()),
             server_alive_count_max: settings.server_alive_count_max.unwrap_or(3),
             log_level: settings.log_level,
+            unimplemented,
         }
     }
 }

@@ -196,6 +196,8 @@ pub enum RotationError {
         version: String,
         reason: String,
     },
+    #[error("secret {id}: no version holds a usable key, so every worker's managed block would be emptied: nothing was changed; run a rotation (or store a key pair) first")]
+    NoUsableKey { id: String },
     #[error("secret {id} holds no key yet, so nothing can log in to push the first one: pass --bootstrap-key FILE (a private key already authorized on every worker), or deploy with --deploy ssm")]
     NoCurrentKey { id: String },
     #[error("{step}: {failed} of {total} hosts failed ({hosts}): {consequence}")]
@@ -369,6 +371,10 @@ impl Rotation {
                 self.test(&versions, token).await?
             }
             Step::Finish => {
+                // Nothing is promoted unless the pending version holds a usable key pair: a
+                // `{}` or mismatched version made current would empty every worker's block.
+                let versions = self.versions(description.clone(), Some(token)).await?;
+                self.require_pending(&versions, token)?;
                 let description = self.promote(&description, token).await?;
                 self.reconcile_with(description, Step::Finish).await?
             }
@@ -610,23 +616,30 @@ impl Rotation {
         })
     }
 
+    /// The pending version, which must hold a key pair that decodes and whose public half is
+    /// the one its private half derives: the version setSecret installs, testSecret proves and
+    /// finishSecret promotes.
     fn require_pending<'a>(
         &self,
         versions: &'a Versions,
         token: &str,
     ) -> Result<&'a Document, RotationError> {
-        versions
+        let id = &versions.description.name;
+        let pending = versions
             .pending
             .as_ref()
             .filter(|doc| doc.private_key.is_some())
             .ok_or_else(|| RotationError::PendingEmpty {
-                id: versions.description.name.clone(),
+                id: id.clone(),
                 token: token.to_owned(),
-            })
+            })?;
+        verified_public_key(id, pending)?;
+        Ok(pending)
     }
 
     /// The keys every worker's block must hold now: CURRENT, the pending key of a rotation in
-    /// progress, and PREVIOUS during its grace period. Versions without a key (`{}`) add none.
+    /// progress, and PREVIOUS during its grace period. Versions without a key (`{}`) add none,
+    /// and a set without any key is refused.
     fn desired_keys(&self, versions: &Versions) -> Result<Vec<ManagedKey>, RotationError> {
         let id = &versions.description.name;
         let mut keys: Vec<ManagedKey> = Vec::new();
@@ -642,7 +655,7 @@ impl Rotation {
         .into_iter()
         .flatten()
         {
-            let Some(line) = public_key_line(id, doc)? else {
+            let Some(line) = verified_public_key(id, doc)? else {
                 continue;
             };
             if keys.iter().any(|k| k.key == line) {
@@ -654,6 +667,11 @@ impl Rotation {
                     source,
                 }
             })?);
+        }
+        if keys.is_empty() {
+            // An empty set would remove the block everywhere and, on a cluster that logs in
+            // through it, lock the master out; no step or reconciliation ever writes one.
+            return Err(RotationError::NoUsableKey { id: id.clone() });
         }
         Ok(keys)
     }
@@ -1037,20 +1055,25 @@ fn nothing_to_test(token: &str) -> String {
     format!("version {token} holds no key: a configuration check, nothing to test")
 }
 
-/// A version's public key: its PublicKey field, or else derived from its private key.
-fn public_key_line(id: &str, doc: &Document) -> Result<Option<PublicKeyLine>, RotationError> {
+/// A version's public key, derived from its private key; a `PublicKey` field must state the
+/// same key. The field alone is never trusted: whoever may write a version but not read one
+/// could otherwise have the next rotation install their key on every worker, and an honest
+/// mismatched pair would lock everyone out once promoted. None for a version without a key.
+fn verified_public_key(id: &str, doc: &Document) -> Result<Option<PublicKeyLine>, RotationError> {
     let bad = |reason: String| RotationError::BadKey {
         id: id.to_owned(),
         version: doc.version_id.clone(),
         reason,
     };
-    if let Some(text) = doc.text(store::FIELD_PUBLIC_KEY) {
-        return PublicKeyLine::parse(text)
-            .map(Some)
-            .map_err(|e| bad(format!("PublicKey: {e}")));
-    }
+    let stated = doc
+        .text(store::FIELD_PUBLIC_KEY)
+        .map(|text| PublicKeyLine::parse(text).map_err(|e| bad(format!("PublicKey: {e}"))))
+        .transpose()?;
     if doc.private_key.is_none() {
-        return Ok(None);
+        return match stated {
+            Some(_) => Err(bad("PublicKey without PrivateKey".to_owned())),
+            None => Ok(None),
+        };
     }
     let key = loaded_key(id, doc)?;
     let line = key
@@ -1059,9 +1082,13 @@ fn public_key_line(id: &str, doc: &Document) -> Result<Option<PublicKeyLine>, Ro
         .public_key()
         .to_openssh()
         .map_err(|e| bad(e.to_string()))?;
-    PublicKeyLine::parse(&line)
-        .map(Some)
-        .map_err(|e| bad(e.to_string()))
+    let derived = PublicKeyLine::parse(&line).map_err(|e| bad(e.to_string()))?;
+    match stated {
+        Some(stated) if stated != derived => Err(bad(
+            "PublicKey is not the public half of PrivateKey".to_owned(),
+        )),
+        _ => Ok(Some(derived)),
+    }
 }
 
 /// Decodes a version's private key for logging in.

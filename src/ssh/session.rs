@@ -152,6 +152,12 @@ pub enum ConnectError {
         host: String,
         tried: String,
     },
+    #[error("{host}: ssh_config sets {keyword} {value} for this host: smssh does not implement {keyword} yet, and ignoring it would change where it connects or which host keys it trusts: refusing; remove it for this host (or set it to none), or use OpenSSH")]
+    Unimplemented {
+        host: String,
+        keyword: &'static str,
+        value: String,
+    },
     #[error(transparent)]
     Key(#[from] KeyLoadError),
 }
@@ -476,6 +482,13 @@ fn describe_key(key: &LoadedKey) -> String {
 }
 
 async fn open_transport(plan: &HostPlan, db: &HostKeyDb) -> Result<Handle<Verifier>, ConnectError> {
+    if let Some(setting) = &plan.unimplemented {
+        return Err(ConnectError::Unimplemented {
+            host: plan.label.clone(),
+            keyword: setting.keyword,
+            value: setting.value.clone(),
+        });
+    }
     let host = plan.hostname.clone();
     let port = plan.port;
     let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
