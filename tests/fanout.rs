@@ -392,7 +392,10 @@ fn a_host_named_dot_dot_makes_a_gather_write_into_the_parent_of_the_target() {
     ]));
     assert_exit_code(&out, 1);
     assert_stderr_contains(&out, "not a plain directory name");
-    assert!(!parent.path().join("probe.txt").exists(), "written into the parent");
+    assert!(
+        !parent.path().join("probe.txt").exists(),
+        "written into the parent"
+    );
     assert_eq!(
         std::fs::read_dir(&target).expect("target").count(),
         0,
