@@ -57,6 +57,10 @@ pub struct FunctionConfig {
     pub tag_value: String,
     /// A hostlist instead of the EC2 tag (`SMSSH_TARGETS`; SSH deploy only).
     pub targets: Option<String>,
+    /// The VPC the workers must be in (`SMSSH_VPC_ID`): a second condition next to the tag,
+    /// which the operator controls, so that whoever may tag an instance elsewhere cannot bring
+    /// it into the rotation.
+    pub vpc_id: Option<String>,
     /// SSH port of the workers (`SMSSH_PORT`, default 22).
     pub port: Option<u16>,
     pub connect_timeout: Duration,
@@ -103,6 +107,22 @@ fn parse_bool(text: &str) -> Result<bool, NotBool> {
 #[derive(Debug, thiserror::Error)]
 #[error("not a number in range")]
 struct NotNumber;
+
+#[derive(Debug, thiserror::Error)]
+#[error("not a VPC id: write vpc- and 8 or 17 hexadecimal digits")]
+struct NotVpcId;
+
+fn parse_vpc_id(text: &str) -> Result<String, NotVpcId> {
+    let digits = text.strip_prefix("vpc-").ok_or(NotVpcId)?;
+    let hex = digits
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if hex && matches!(digits.len(), 8 | 17) {
+        Ok(text.to_owned())
+    } else {
+        Err(NotVpcId)
+    }
+}
 
 fn parse_number<T: std::str::FromStr>(text: &str) -> Result<T, NotNumber> {
     text.parse().map_err(|_| NotNumber)
@@ -162,6 +182,7 @@ impl FunctionConfig {
             tag_name: setting(vars, "TAGNAME", text)?.unwrap_or_else(|| "RotateSSHKeys".to_owned()),
             tag_value: setting(vars, "TAGVALUE", text)?.unwrap_or_else(|| "True".to_owned()),
             targets,
+            vpc_id: setting(vars, "SMSSH_VPC_ID", parse_vpc_id)?,
             port: setting(vars, "SMSSH_PORT", parse_number::<u16>)?,
             connect_timeout: Duration::from_secs(
                 setting(vars, "SMSSH_CONNECT_TIMEOUT", parse_number::<u64>)?
@@ -202,7 +223,9 @@ impl FunctionConfig {
                 ..HostSources::default()
             },
             None => HostSources {
-                ec2_filters: vec![format!("tag:{}={}", self.tag_name, self.tag_value)],
+                ec2_filters: std::iter::once(format!("tag:{}={}", self.tag_name, self.tag_value))
+                    .chain(self.vpc_id.iter().map(|vpc| format!("vpc-id={vpc}")))
+                    .collect(),
                 ..HostSources::default()
             },
         }
@@ -301,6 +324,8 @@ mod tests {
             let err = config(&[(name, value)]).unwrap_err();
             assert!(err.to_string().contains(name), "{name}: {err}");
         }
+        let err = config(&[("SMSSH_VPC_ID", "vpc-0123;rm")]).unwrap_err();
+        assert!(err.to_string().contains("SMSSH_VPC_ID"), "{err}");
         let err = config(&[("SMSSH_TARGETS", "w1")]).unwrap_err();
         assert!(err.to_string().contains("SMSSH_DEPLOY=ssh"), "{err}");
     }
@@ -314,5 +339,27 @@ mod tests {
         assert_eq!(event.secret_id, "/dev/ssh");
         assert_eq!(event.client_request_token, "t-1");
         assert_eq!(event.step.parse::<Step>().unwrap(), Step::Set);
+    }
+
+    #[test]
+    fn workers_are_the_tagged_instances_of_the_functions_vpc_when_one_is_set() {
+        let tagged = config(&[]).unwrap().host_sources();
+        assert_eq!(tagged.ec2_filters, ["tag:RotateSSHKeys=True"]);
+        let in_vpc = config(&[("SMSSH_VPC_ID", "vpc-0123456789abcdef0")])
+            .unwrap()
+            .host_sources();
+        assert_eq!(
+            in_vpc.ec2_filters,
+            ["tag:RotateSSHKeys=True", "vpc-id=vpc-0123456789abcdef0"]
+        );
+        let listed = config(&[
+            ("SMSSH_DEPLOY", "ssh"),
+            ("SMSSH_TARGETS", "w[1-2]"),
+            ("SMSSH_VPC_ID", "vpc-01234567"),
+        ])
+        .unwrap()
+        .host_sources();
+        assert_eq!(listed.hostlists, ["w[1-2]"]);
+        assert!(listed.ec2_filters.is_empty());
     }
 }
