@@ -68,6 +68,93 @@ fn event(step: &str, token: &str) -> String {
         .to_string()
 }
 
+/// cargo-lambda's local runtime and the function's binary attached to it, configured for the
+/// SSH channel to `hosts`; both stop when this is dropped.
+struct FunctionRuntime {
+    lambda: PathBuf,
+    port: u16,
+    log: PathBuf,
+    _runtime: Guard,
+    _function: Guard,
+}
+
+impl FunctionRuntime {
+    fn start(cluster: &Cluster, hosts: &str) -> FunctionRuntime {
+        let lambda = cargo_lambda();
+        let port = free_port(&["127.0.0.1"]);
+        let runtime = Guard(
+            Command::new(&lambda)
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .args([
+                    "lambda",
+                    "watch",
+                    "--only-lambda-apis",
+                    "--invoke-address",
+                    "127.0.0.1",
+                    "--invoke-port",
+                ])
+                .arg(port.to_string())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("cargo lambda watch starts"),
+        );
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "cargo lambda watch did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let log = cluster.scratch.path().join("function.log");
+        let log_file = std::fs::File::create(&log).expect("function log");
+        let function = Guard(
+            Command::new(function_binary())
+                .env_clear()
+                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+                .env(
+                    "AWS_LAMBDA_RUNTIME_API",
+                    format!("http://127.0.0.1:{port}/.rt"),
+                )
+                // cargo-lambda's runtime without --function serves the function named `_`, which
+                // is also what `cargo lambda invoke` calls by default.
+                .env("AWS_LAMBDA_FUNCTION_NAME", "_")
+                .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
+                .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+                .env("AWS_ENDPOINT_URL", cluster.moto.endpoint())
+                .env("AWS_ACCESS_KEY_ID", "testing")
+                .env("AWS_SECRET_ACCESS_KEY", "testing")
+                .env("AWS_REGION", "us-east-1")
+                .env("USERNAME", "root")
+                .env("SMSSH_DEPLOY", "ssh")
+                .env("SMSSH_TARGETS", hosts)
+                .env("SMSSH_PORT", cluster.port.to_string())
+                .stdin(Stdio::null())
+                .stdout(log_file.try_clone().expect("log"))
+                .stderr(log_file)
+                .spawn()
+                .expect("the function starts"),
+        );
+        FunctionRuntime {
+            lambda,
+            port,
+            log,
+            _runtime: runtime,
+            _function: function,
+        }
+    }
+
+    fn invoke(&self, payload: &str) -> Output {
+        invoke(&self.lambda, self.port, payload)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
 #[test]
 fn the_function_rotates_a_pending_version_step_by_step_under_cargo_lambdas_runtime() {
     let cluster = Cluster::new(2);
@@ -121,81 +208,25 @@ fn the_function_rotates_a_pending_version_step_by_step_under_cargo_lambdas_runti
         token,
     ])));
 
-    let lambda = cargo_lambda();
-    let port = free_port(&["127.0.0.1"]);
-    let _runtime = Guard(
-        Command::new(&lambda)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .args([
-                "lambda",
-                "watch",
-                "--only-lambda-apis",
-                "--invoke-address",
-                "127.0.0.1",
-                "--invoke-port",
-            ])
-            .arg(port.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("cargo lambda watch starts"),
-    );
-    let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "cargo lambda watch did not listen on {port}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let log = cluster.scratch.path().join("function.log");
-    let log_file = std::fs::File::create(&log).expect("function log");
-    let _function = Guard(
-        Command::new(function_binary())
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env(
-                "AWS_LAMBDA_RUNTIME_API",
-                format!("http://127.0.0.1:{port}/.rt"),
-            )
-            // cargo-lambda's runtime without --function serves the function named `_`, which
-            // is also what `cargo lambda invoke` calls by default.
-            .env("AWS_LAMBDA_FUNCTION_NAME", "_")
-            .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
-            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
-            .env("AWS_ENDPOINT_URL", cluster.moto.endpoint())
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_REGION", "us-east-1")
-            .env("USERNAME", "root")
-            .env("SMSSH_DEPLOY", "ssh")
-            .env("SMSSH_TARGETS", hosts)
-            .env("SMSSH_PORT", cluster.port.to_string())
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().expect("log"))
-            .stderr(log_file)
-            .spawn()
-            .expect("the function starts"),
-    );
+    let function = FunctionRuntime::start(&cluster, hosts);
 
     // A token Secrets Manager never listed is refused, and the function keeps serving.
-    let out = invoke(&lambda, port, &event("setSecret", "not-a-version"));
+    let out = function.invoke(&event("setSecret", "not-a-version"));
     let text = format!("{}{}", stdout(&out), stderr(&out));
     assert!(
         text.contains("is not a version of this secret"),
         "{}\nfunction log:\n{}",
         describe(&out),
-        std::fs::read_to_string(&log).unwrap_or_default()
+        function.log()
     );
 
     for step in ["setSecret", "testSecret", "finishSecret"] {
-        let out = invoke(&lambda, port, &event(step, token));
+        let out = function.invoke(&event(step, token));
         assert!(
             out.status.success() && stdout(&out).contains(step),
             "{step}: {}\nfunction log:\n{}",
             describe(&out),
-            std::fs::read_to_string(&log).unwrap_or_default()
+            function.log()
         );
     }
     assert_eq!(
@@ -233,4 +264,88 @@ fn a_bad_setting_stops_the_function_with_one_line_naming_the_variable() {
         stderr(&out).trim(),
         "smssh-rotation-lambda: environment variable SMSSH_DEPLOY=\"scp\": unknown deploy channel \"scp\": use ssh or ssm"
     );
+}
+
+/// Item 1 of the hostile-input issue, on the function's side: a current version holding a
+/// canary key in a malformed shape makes createSecret fail, and neither the function's
+/// response nor its log (CloudWatch, in AWS) holds any of the key's text.
+#[test]
+fn the_function_never_logs_or_returns_key_text_from_a_malformed_secret() {
+    let cluster = Cluster::new(1);
+    let hosts = "127.0.0.2";
+    let scratch = tempfile::tempdir().expect("scratch");
+    let key = scratch.path().join("canary");
+    let made = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .output()
+        .expect("ssh-keygen runs");
+    assert!(made.status.success(), "{}", describe(&made));
+    let pem = std::fs::read_to_string(&key).expect("canary key");
+    let body: Vec<&str> = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let quoted = serde_json::to_string(&pem).expect("JSON string");
+    let shapes = [
+        quoted.clone(),
+        format!("[{quoted}]"),
+        format!("{{\"PrivateKey\": {{\"k\": {quoted}}}}}"),
+        format!("{{\"PrivateKey\": {quoted}"),
+        serde_json::json!({ "PrivateKey": &pem[..pem.len() / 2] }).to_string(),
+    ];
+    cluster
+        .moto
+        .block_on(
+            cluster
+                .moto
+                .client()
+                .rotate_secret()
+                .secret_id(SECRET_ID)
+                .rotation_rules(
+                    aws_sdk_secretsmanager::types::RotationRulesType::builder()
+                        .automatically_after_days(30)
+                        .build(),
+                )
+                .rotate_immediately(false)
+                .send(),
+        )
+        .expect("RotateSecret enabling rotation");
+    let function = FunctionRuntime::start(&cluster, hosts);
+    for (n, shape) in shapes.iter().enumerate() {
+        cluster.moto.put_secret_value(SECRET_ID, shape);
+        let token = format!("0badc0de-0000-4000-8000-00000000000{n}");
+        // The token must be listed for the function: stage it as AWSPENDING, as
+        // RotateSecret does before it calls createSecret.
+        cluster
+            .moto
+            .block_on(
+                cluster
+                    .moto
+                    .client()
+                    .put_secret_value()
+                    .secret_id(SECRET_ID)
+                    .client_request_token(&token)
+                    .secret_string("{}")
+                    .version_stages("AWSPENDING")
+                    .send(),
+            )
+            .expect("a pending version");
+        for step in ["createSecret", "setSecret", "testSecret", "finishSecret"] {
+            let out = function.invoke(&event(step, &token));
+            let seen = format!("{}{}{}", stdout(&out), stderr(&out), function.log());
+            if step == "createSecret" && n < 4 {
+                // The step ran and failed on the malformed version, rather than passing by
+                // never reading it (the last shape is valid JSON, so only setSecret, which
+                // decodes the current key, fails on it).
+                assert!(
+                    seen.contains(SECRET_ID) && !seen.contains("AWSPENDING)"),
+                    "shape {n}: createSecret did not fail on the secret:\n{seen}"
+                );
+            }
+            for line in &body {
+                assert!(
+                    !seen.contains(line),
+                    "shape {n}, {step}: key text in the response or the log:\n{seen}"
+                );
+            }
+        }
+    }
 }
