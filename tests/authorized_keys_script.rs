@@ -3,8 +3,9 @@
 //! temporary homes, the script text on stdin exactly as `sh -s` receives it
 //! over SSH.
 //!
-//! The root-mode test needs root (CI runs as root) and fails, rather than
-//! skips, without it.
+//! The root-mode tests, among them the race against an attacker swapping
+//! files for links, need root (CI runs as root) and fail, rather than skip,
+//! without it. The concurrency tests run 16 edits of one home at a time.
 
 use std::collections::hash_map::RandomState;
 use std::ffi::OsString;
@@ -13,7 +14,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::io::Write;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 
 use smssh::rotation::block::{
     parse_block, parse_report, render_lines, script, shell_quote, ManagedKey, PublicKeyLine,
@@ -23,6 +24,9 @@ use tempfile::TempDir;
 
 const SHELLS: [&str; 2] = ["sh", "bash"];
 const ID: &str = "prod/cluster-key";
+/// The lock file the script leaves beside authorized_keys once it has taken
+/// the lock to write it.
+const LOCK: &str = ".authorized_keys.smssh-lock";
 
 const ED25519: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGHOZKbNeUgKlOBSlf6yk3OyTGhFi4g18wYEA/Vtd5DU a";
@@ -71,20 +75,56 @@ fn block(id: &str, keys: &[ManagedKey]) -> String {
     )
 }
 
-/// Runs `text` with `shell -s`, the text on stdin, in a clean environment
-/// holding only PATH (optionally with `bin_first` in front) and HOME.
-fn run_text(shell: &str, text: &str, home: Option<&Path>, bin_first: Option<&Path>) -> Run {
+/// A run in progress, with the directory that makes `sh` mean bash for the
+/// bash runs, which must outlive it.
+struct Started {
+    child: Child,
+    _sh_is_bash: Option<TempDir>,
+}
+
+/// The full path of a command on the test's PATH.
+fn on_path(name: &str) -> PathBuf {
+    std::env::split_paths(&path_with(None))
+        .map(|dir| dir.join(name))
+        .find(|file| file.is_file())
+        .unwrap_or_else(|| panic!("{name} is not on PATH"))
+}
+
+/// The test's PATH, with `bin_first` in front.
+fn path_with(bin_first: Option<&Path>) -> OsString {
     let mut path = OsString::new();
     if let Some(bin) = bin_first {
         path.push(bin);
         path.push(":");
     }
     path.push(std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into()));
+    path
+}
+
+/// Starts `text` with `shell -s`, the text on stdin, in a clean environment
+/// holding only `path` and HOME. The script runs its edit in a second `sh`;
+/// for the bash runs, `sh` is bash as well (as on Amazon Linux, where /bin/sh
+/// is bash), so that both parts of the script run under each shell.
+fn start_text(shell: &str, text: &str, home: Option<&Path>, path: OsString) -> Started {
+    let sh_is_bash = (shell == "bash").then(|| {
+        let dir = TempDir::new().unwrap();
+        // In root mode the edit runs as another account, which must be able
+        // to find this `sh` too.
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        symlink(on_path("bash"), dir.path().join("sh")).unwrap();
+        dir
+    });
+    let mut full_path = OsString::new();
+    if let Some(dir) = &sh_is_bash {
+        full_path.push(dir.path());
+        full_path.push(":");
+    }
+    full_path.push(path);
     let mut command = Command::new(shell);
     command
         .arg("-s")
         .env_clear()
-        .env("PATH", path)
+        .env("PATH", full_path)
         .current_dir("/")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -99,12 +139,25 @@ fn run_text(shell: &str, text: &str, home: Option<&Path>, bin_first: Option<&Pat
         .unwrap()
         .write_all(text.as_bytes())
         .unwrap();
-    let out = child.wait_with_output().unwrap();
+    Started {
+        child,
+        _sh_is_bash: sh_is_bash,
+    }
+}
+
+fn finish(started: Started) -> Run {
+    let out = started.child.wait_with_output().unwrap();
     Run {
         status: out.status.code().expect("the shell was killed by a signal"),
         stdout: String::from_utf8(out.stdout).unwrap(),
         stderr: String::from_utf8(out.stderr).unwrap(),
     }
+}
+
+/// Runs `text` as `start_text` starts it, with the test's PATH and
+/// `bin_first` in front of it.
+fn run_text(shell: &str, text: &str, home: Option<&Path>, bin_first: Option<&Path>) -> Run {
+    finish(start_text(shell, text, home, path_with(bin_first)))
 }
 
 /// Renders the script for the current user and runs it.
@@ -184,7 +237,7 @@ fn fresh_home_gets_ssh_dir_700_and_file_600() {
         let uid = fs::metadata(home.path()).unwrap().uid();
         assert_eq!(fs::metadata(&file).unwrap().uid(), uid, "{shell}");
         assert_eq!(fs::read_to_string(&file).unwrap(), block(ID, &current()));
-        assert_eq!(entries(&ssh), ["authorized_keys"], "{shell}");
+        assert_eq!(entries(&ssh), [LOCK, "authorized_keys"], "{shell}");
         let text = fs::read_to_string(&file).unwrap();
         assert_eq!(parse_block(&text, ID).unwrap(), current());
     }
@@ -218,7 +271,7 @@ fn unmanaged_lines_and_other_blocks_stay_byte_for_byte() {
         let run = rotate(shell, home.path(), None, &rotated());
         assert_success(&run, true, &rotated());
         assert_eq!(fs::read(&file).unwrap(), after, "{shell}");
-        assert_eq!(entries(file.parent().unwrap()), ["authorized_keys"]);
+        assert_eq!(entries(file.parent().unwrap()), [LOCK, "authorized_keys"]);
     }
 }
 
@@ -356,7 +409,7 @@ fn existing_mode_and_owner_are_kept() {
         assert_ne!(after.ino(), before.ino(), "{shell}: not replaced by rename");
         assert_eq!(mode(&file), 0o640, "{shell}");
         assert_eq!((after.uid(), after.gid()), (before.uid(), before.gid()));
-        assert_eq!(entries(file.parent().unwrap()), ["authorized_keys"]);
+        assert_eq!(entries(file.parent().unwrap()), [LOCK, "authorized_keys"]);
     }
 }
 
@@ -483,7 +536,7 @@ fn failed_rename_leaves_no_temporary_file() {
         assert_eq!(fs::read_to_string(&file).unwrap(), "keep\n");
         assert_eq!(
             entries(file.parent().unwrap()),
-            ["authorized_keys"],
+            [LOCK, "authorized_keys"],
             "{shell}"
         );
     }
@@ -515,7 +568,7 @@ fn relative_and_absolute_paths() {
             fs::read_to_string(&target).unwrap(),
             format!("mine\n{}", block(ID, &current()))
         );
-        assert_eq!(entries(elsewhere.path()), ["authorized_keys"]);
+        assert_eq!(entries(elsewhere.path()), [LOCK, "authorized_keys"]);
     }
 }
 
@@ -569,16 +622,18 @@ impl ThrowawayUser {
     fn create(home: &Path) -> ThrowawayUser {
         let suffix = RandomState::new().build_hasher().finish() & 0xffff_ffff;
         let name = format!("smssh-akt-{suffix:08x}");
-        let status = Command::new("useradd")
-            .arg("--no-create-home")
-            .arg("--home-dir")
-            .arg(home)
-            .arg("--shell")
-            .arg("/bin/sh")
-            .arg(&name)
-            .status()
-            .expect("useradd must be installed to test root mode");
-        assert!(status.success(), "useradd {name} failed");
+        let added = retry_account_change(|| {
+            Command::new("useradd")
+                .arg("--no-create-home")
+                .arg("--home-dir")
+                .arg(home)
+                .arg("--shell")
+                .arg("/bin/sh")
+                .arg(&name)
+                .status()
+                .expect("useradd must be installed to test root mode")
+        });
+        assert!(added, "useradd {name} failed");
         ThrowawayUser { name }
     }
 
@@ -601,8 +656,25 @@ impl ThrowawayUser {
 
 impl Drop for ThrowawayUser {
     fn drop(&mut self) {
-        let _ = Command::new("userdel").arg(&self.name).status();
+        retry_account_change(|| Command::new("userdel").arg(&self.name).status().unwrap());
     }
+}
+
+/// Runs useradd or userdel until it succeeds, for a few seconds at most:
+/// tests running in parallel each add an account, and each command gives up
+/// at once when another one holds the lock on /etc/passwd.
+fn retry_account_change(mut change: impl FnMut() -> std::process::ExitStatus) -> bool {
+    for _ in 0..50 {
+        if change().success() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    false
+}
+
+fn chown_to(path: &Path, uid: u32, gid: u32) {
+    std::os::unix::fs::chown(path, Some(uid), Some(gid)).unwrap();
 }
 
 #[test]
@@ -616,6 +688,9 @@ fn root_edits_another_users_file() {
         let home = TempDir::new().unwrap();
         let user = ThrowawayUser::create(home.path());
         let (uid, gid) = user.ids();
+        // The home belongs to the account, as a real one does: root edits the
+        // file as the account, which must be able to create .ssh there.
+        chown_to(home.path(), uid, gid);
         // HOME points elsewhere: in root mode the home comes from getent.
         let decoy = TempDir::new().unwrap();
         let text = script(&user.name, ID, None, &current()).unwrap();
@@ -644,12 +719,18 @@ fn root_edits_another_users_file() {
         let file_meta = fs::metadata(&file).unwrap();
         assert_eq!((file_meta.uid(), file_meta.gid()), (uid, gid));
         assert_eq!(mode(&file), 0o640);
-        assert_eq!(entries(&ssh), ["authorized_keys"]);
+        assert_eq!(entries(&ssh), [LOCK, "authorized_keys"]);
+
+        // A file of root's in the account's .ssh is refused: the account,
+        // which does the edit, could not keep that owner.
+        chown_to(&file, 0, 0);
+        let run = run_text(shell, &text, Some(decoy.path()), None);
+        assert_failure(&run, EXIT_REFUSED, "owned by uid 0");
+        assert_eq!(fs::read_to_string(&file).unwrap(), block(ID, &rotated()));
 
         // A .ssh that is a link (say to /root/.ssh) is refused as root.
         let target = TempDir::new().unwrap();
-        fs::remove_file(&file).unwrap();
-        fs::remove_dir(&ssh).unwrap();
+        fs::remove_dir_all(&ssh).unwrap();
         symlink(target.path(), &ssh).unwrap();
         let run = run_text(shell, &text, Some(decoy.path()), None);
         assert_failure(&run, EXIT_REFUSED, "symbolic link");
@@ -692,4 +773,358 @@ fn root_edits_another_users_file() {
         };
         assert_failure(&run, EXIT_BAD_INPUT, "needs root");
     }
+}
+
+/// A directory of links to every command on the test's PATH except `hidden`,
+/// open to every account, to stand for the whole PATH of a host that lacks
+/// those commands.
+fn commands_without(hidden: &[&str]) -> TempDir {
+    let dir = TempDir::new().unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    for bin in std::env::split_paths(&path_with(None)) {
+        let Ok(listing) = fs::read_dir(&bin) else {
+            continue;
+        };
+        for entry in listing {
+            let entry = entry.unwrap();
+            let link = dir.path().join(entry.file_name());
+            let hide = hidden.iter().any(|h| entry.file_name() == *h);
+            if !hide && fs::symlink_metadata(&link).is_err() {
+                symlink(entry.path(), link).unwrap();
+            }
+        }
+    }
+    dir
+}
+
+#[test]
+fn root_mode_uses_runuser_without_setpriv_and_refuses_without_either() {
+    assert!(
+        is_root(),
+        "this test edits another account's authorized_keys and must run as root \
+         (CI does); run `cargo test` as root or in the CI container"
+    );
+    let no_setpriv = commands_without(&["setpriv"]);
+    let neither = commands_without(&["setpriv", "runuser"]);
+    for shell in SHELLS {
+        let home = TempDir::new().unwrap();
+        let user = ThrowawayUser::create(home.path());
+        let (uid, gid) = user.ids();
+        chown_to(home.path(), uid, gid);
+        let file = home.path().join(".ssh/authorized_keys");
+
+        let text = script(&user.name, ID, None, &current()).unwrap();
+        let run = finish(start_text(shell, &text, None, no_setpriv.path().into()));
+        assert_success(&run, true, &current());
+        let meta = fs::metadata(&file).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (uid, gid), "{shell}");
+        assert_eq!(fs::read_to_string(&file).unwrap(), block(ID, &current()));
+
+        let text = script(&user.name, ID, None, &rotated()).unwrap();
+        let run = finish(start_text(shell, &text, None, neither.path().into()));
+        assert_failure(&run, EXIT_IO, "neither setpriv nor runuser");
+        assert_eq!(fs::read_to_string(&file).unwrap(), block(ID, &current()));
+    }
+}
+
+/// The attacker of issue 9, item 2, in Python so that it needs nothing but
+/// the interpreter: it watches one directory with inotify and replaces every
+/// file created there with a symbolic link to `canary`, atomically (a link
+/// made beside it is renamed over it), printing one line per swap.
+const SWAPPER: &str = r#"
+import ctypes, os, struct, sys
+watched, canary = os.fsencode(sys.argv[1]), os.fsencode(sys.argv[2])
+libc = ctypes.CDLL(None, use_errno=True)
+fd = libc.inotify_init1(0)
+if fd < 0 or libc.inotify_add_watch(fd, watched, 0x100) < 0:  # IN_CREATE
+    sys.exit("inotify failed: errno %d" % ctypes.get_errno())
+print("ready", flush=True)
+n = 0
+while True:
+    events = os.read(fd, 65536)
+    i = 0
+    while i < len(events):
+        _, mask, _, size = struct.unpack_from("iIII", events, i)
+        name = events[i + 16:i + 16 + size].rstrip(b"\0")
+        i += 16 + size
+        if mask & 0x40000000 or name.startswith(b"swapper-"):  # IN_ISDIR, our own links
+            continue
+        n += 1
+        link = os.path.join(watched, b"swapper-%d" % n)
+        try:
+            os.symlink(canary, link)
+            os.rename(link, os.path.join(watched, name))
+            print("swapped", flush=True)
+        except OSError:
+            try:
+                os.unlink(link)
+            except OSError:
+                pass
+"#;
+
+/// The swapper running as another account; killed on drop, so that the
+/// account can be deleted even when an assertion fails.
+struct Swapper {
+    child: Child,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Swapper {
+    fn start(uid: u32, gid: u32, watched: &Path, canary: &Path) -> Swapper {
+        let mut child = Command::new("setpriv")
+            .arg(format!("--reuid={uid}"))
+            .arg(format!("--regid={gid}"))
+            .arg("--init-groups")
+            .arg("--")
+            .arg("python3")
+            .arg("-c")
+            .arg(SWAPPER)
+            .arg(watched)
+            .arg(canary)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("setpriv (util-linux) and python3 must be installed for the race test");
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+        assert_eq!(line, "ready\n", "the swapper did not start");
+        Swapper { child, stdout }
+    }
+
+    /// Stops the swapper and returns how many files it swapped.
+    fn stop(mut self) -> usize {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut self.stdout, &mut rest).unwrap();
+        rest.lines().filter(|l| *l == "swapped").count()
+    }
+}
+
+impl Drop for Swapper {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Everything about a file that a write, chmod or chown through a link
+/// would change.
+fn file_state(path: &Path) -> (Vec<u8>, u32, u32, u32) {
+    let meta = fs::metadata(path).unwrap();
+    (fs::read(path).unwrap(), mode(path), meta.uid(), meta.gid())
+}
+
+/// Issue 9, item 2: in root mode the account owner could swap the script's
+/// temporary file for a link between root's steps and have root write, chown
+/// and chmod any file. An attacker races every run here; root's canary must
+/// never change, and every run must succeed or fail cleanly.
+#[test]
+fn root_mode_never_writes_through_a_link_the_user_plants() {
+    const ROUNDS: usize = 200;
+    const CANARY: &[u8] = b"root's secret, never to be touched\n";
+    assert!(
+        is_root(),
+        "this test races an attacker against the script as root and must run as root \
+         (CI does); run `cargo test` as root or in the CI container"
+    );
+    let home = TempDir::new().unwrap();
+    let user = ThrowawayUser::create(home.path());
+    let (uid, gid) = user.ids();
+    chown_to(home.path(), uid, gid);
+    let ssh = home.path().join(".ssh");
+    fs::create_dir(&ssh).unwrap();
+    fs::set_permissions(&ssh, fs::Permissions::from_mode(0o700)).unwrap();
+    chown_to(&ssh, uid, gid);
+    // The file each round starts from is prepared where only root can reach
+    // and renamed into .ssh: the attacker reacts to creations, not renames.
+    let stage = TempDir::new_in(home.path()).unwrap();
+    let vault = TempDir::new().unwrap();
+    let canary = vault.path().join("canary");
+    fs::write(&canary, CANARY).unwrap();
+    fs::set_permissions(&canary, fs::Permissions::from_mode(0o640)).unwrap();
+    let pristine = file_state(&canary);
+
+    let swapper = Swapper::start(uid, gid, &ssh, &canary);
+    let text = script(&user.name, ID, None, &current()).unwrap();
+    let (mut wins, mut updated, mut failed) = (0, 0, 0);
+    let mut unclean = Vec::new();
+    for round in 0..ROUNDS {
+        for entry in fs::read_dir(&ssh).unwrap() {
+            let path = entry.unwrap().path();
+            if fs::symlink_metadata(&path)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+            {
+                fs::remove_file(&path).unwrap();
+            }
+        }
+        let staged = stage.path().join("authorized_keys");
+        fs::write(&staged, "unmanaged\n").unwrap();
+        fs::set_permissions(&staged, fs::Permissions::from_mode(0o600)).unwrap();
+        chown_to(&staged, uid, gid);
+        fs::rename(&staged, ssh.join("authorized_keys")).unwrap();
+
+        let run = run_text(SHELLS[round % 2], &text, None, None);
+        let clean_failure = [EXIT_IO, EXIT_REFUSED].contains(&run.status)
+            && run.stdout.is_empty()
+            && run.stderr.lines().count() == 1
+            && run.stderr.starts_with(SCRIPT_ERROR_PREFIX);
+        let report = parse_report(&run.stdout);
+        if run.status == 0 && run.stderr.is_empty() && report.is_ok_and(|r| r.changed) {
+            updated += 1;
+        } else if clean_failure {
+            failed += 1;
+        } else {
+            unclean.push(run);
+        }
+        // Links are the attacker's, and so are names gone before they are
+        // looked at: it may still be renaming a link over a name the script
+        // has already removed, or removing a link it failed to rename.
+        let leftovers: Vec<String> = entries(&ssh)
+            .into_iter()
+            .filter(|name| !["authorized_keys", LOCK].contains(&name.as_str()))
+            .filter(|name| fs::symlink_metadata(ssh.join(name)).is_ok_and(|m| !m.is_symlink()))
+            .collect();
+        assert!(leftovers.is_empty(), "round {round} left {leftovers:?}");
+        if file_state(&canary) != pristine {
+            wins += 1;
+            fs::write(&canary, CANARY).unwrap();
+            fs::set_permissions(&canary, fs::Permissions::from_mode(0o640)).unwrap();
+            chown_to(&canary, 0, 0);
+        }
+    }
+    let swaps = swapper.stop();
+    eprintln!(
+        "{ROUNDS} rounds: attacker won {wins}, {updated} runs updated the file, \
+         {failed} failed cleanly, {} did not, {swaps} files swapped",
+        unclean.len()
+    );
+    assert_eq!(
+        wins, 0,
+        "the attacker made root change the canary in {wins} of {ROUNDS} rounds"
+    );
+    assert!(
+        unclean.is_empty(),
+        "runs that neither succeeded nor failed cleanly: {unclean:?}"
+    );
+    // A race the attacker never ran in proves nothing.
+    assert!(
+        swaps >= ROUNDS / 2,
+        "the attacker swapped only {swaps} files in {ROUNDS} rounds"
+    );
+}
+
+/// Runs `rounds` rounds of 16 concurrent edits of one home directory, as 16
+/// workers sharing an NFS home would: two runs (one per shell) for each of 8
+/// secrets, all wanting the rotated keys. Even rounds start without .ssh, so
+/// that the workers race to create it; odd ones from a file holding every
+/// block with the current keys and one unmanaged line. Returns the number of
+/// failed runs, the number of blocks lost and a description of everything
+/// that went wrong.
+fn edit_concurrently(rounds: usize, bin_first: Option<&Path>) -> (usize, usize, Vec<String>) {
+    const WORKERS: usize = 16;
+    const SECRETS: usize = 8;
+    let ids: Vec<String> = (0..SECRETS).map(|i| format!("shared/key-{i}")).collect();
+    let (mut failed, mut lost) = (0, 0);
+    let mut problems = Vec::new();
+    for round in 0..rounds {
+        let home = TempDir::new().unwrap();
+        let ssh = home.path().join(".ssh");
+        let file = ssh.join("authorized_keys");
+        let prefix = if round % 2 == 0 { "" } else { "unmanaged\n" };
+        if round % 2 == 1 {
+            let old: String = ids.iter().map(|id| block(id, &current())).collect();
+            fs::create_dir(&ssh).unwrap();
+            fs::write(&file, format!("{prefix}{old}")).unwrap();
+        }
+        let started: Vec<Started> = (0..WORKERS)
+            .map(|w| {
+                let text = script(&current_user(), &ids[w % SECRETS], None, &rotated()).unwrap();
+                let shell = SHELLS[w / SECRETS % 2];
+                start_text(shell, &text, Some(home.path()), path_with(bin_first))
+            })
+            .collect();
+        for run in started.into_iter().map(finish) {
+            let ids_ok = parse_report(&run.stdout).is_ok_and(|r| r.version_ids == ["v1", "v2"]);
+            if run.status != 0 || !run.stderr.is_empty() || !ids_ok {
+                failed += 1;
+                problems.push(format!("round {round}: {run:?}"));
+            }
+        }
+        let text = fs::read_to_string(&file).unwrap_or_default();
+        let wanted: Vec<String> = ids.iter().map(|id| block(id, &rotated())).collect();
+        for (id, want) in ids.iter().zip(&wanted) {
+            if parse_block(&text, id).ok() != Some(rotated()) || text.matches(want).count() != 1 {
+                lost += 1;
+                problems.push(format!("round {round}: block {id} lost"));
+            }
+        }
+        let length = prefix.len() + wanted.iter().map(String::len).sum::<usize>();
+        // Each block once and nothing else (in file order where the blocks
+        // were already there) is exactly the file every worker wanted.
+        let exact = if round % 2 == 0 {
+            text.len() == length
+        } else {
+            text == format!("{prefix}{}", wanted.concat())
+        };
+        if !exact {
+            problems.push(format!(
+                "round {round}: the file is not exactly the wanted blocks: {text:?}"
+            ));
+        }
+        if ssh.is_dir() && entries(&ssh) != [LOCK, "authorized_keys"] {
+            problems.push(format!("round {round}: .ssh holds {:?}", entries(&ssh)));
+        }
+    }
+    (failed, lost, problems)
+}
+
+/// Issue 9, item 11: the script took no lock, so two edits of one file lost
+/// one, and workers sharing a home raced on creating .ssh and failed.
+#[test]
+fn concurrent_edits_of_one_shared_file_lose_nothing() {
+    let rounds = 10;
+    let (failed, lost, problems) = edit_concurrently(rounds, None);
+    eprintln!(
+        "{rounds} rounds of 16 runs: {failed} runs failed, {lost} of {} blocks lost",
+        rounds * 8
+    );
+    assert!(
+        problems.is_empty(),
+        "{failed} of {} runs failed and {lost} of {} blocks were lost: {problems:#?}",
+        rounds * 16,
+        rounds * 8
+    );
+}
+
+/// The same where flock cannot lock (missing, or a file system without
+/// locks): the script falls back to a lock directory.
+#[test]
+fn concurrent_edits_lose_nothing_where_flock_cannot_lock() {
+    let bin = TempDir::new().unwrap();
+    let flock = bin.path().join("flock");
+    fs::write(
+        &flock,
+        "#!/bin/sh\necho 'flock: 9: No locks available' >&2\nexit 71\n",
+    )
+    .unwrap();
+    fs::set_permissions(&flock, fs::Permissions::from_mode(0o755)).unwrap();
+    let rounds = 2;
+    let (failed, lost, problems) = edit_concurrently(rounds, Some(bin.path()));
+    eprintln!(
+        "{rounds} rounds of 16 runs: {failed} runs failed, {lost} of {} blocks lost",
+        rounds * 8
+    );
+    assert!(
+        problems.is_empty(),
+        "{failed} of {} runs failed and {lost} of {} blocks were lost: {problems:#?}",
+        rounds * 16,
+        rounds * 8
+    );
 }
