@@ -12,8 +12,11 @@ use smssh::config::{hostlist, operand};
 use smssh::key::ClientKey;
 use smssh::rotation::block;
 
+/// What a target does with one input.
+pub type Check = fn(&[u8]);
+
 /// The fuzz targets, by name, as `fuzz/fuzz_targets/<name>.rs` and `fuzz/corpus/<name>/`.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Check)] = &[
     ("hostlist", hostlist),
     ("operand", operand),
     ("ssh_config", ssh_config),

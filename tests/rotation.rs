@@ -635,7 +635,7 @@ fn finish_secret_can_empty_every_worker() {
         Some(current.as_str())
     );
     for worker in &cluster.workers {
-        assert_eq!(block_versions(worker), [current.clone()]);
+        assert_eq!(block_versions(worker), std::slice::from_ref(&current));
     }
     assert_copy_works_everywhere(&cluster, ALL, "after the refused finishSecret");
     let out = rotate(&cluster, &["-w", ALL, "--reconcile"]);
@@ -671,7 +671,7 @@ fn a_public_key_that_is_not_the_private_keys_half_is_refused_at_every_step() {
         Some(current.as_str())
     );
     for worker in &cluster.workers {
-        assert_eq!(block_versions(worker), [current.clone()]);
+        assert_eq!(block_versions(worker), std::slice::from_ref(&current));
         assert!(!worker.authorized_keys().contains(stranger[1]));
     }
 }
