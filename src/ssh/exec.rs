@@ -3,8 +3,10 @@
 //! exit status (or 128+N for a signal) returned.
 //!
 //! Owns: one session channel's life and the mapping of its end to an exit code. Invariant: the
-//! local terminal is left as it was found (raw mode is scoped), and stdout is flushed before
-//! the exit code is returned. Must not know: how the connection was made or which key it used.
+//! local terminal is left as it was found (raw mode is scoped), stdout is flushed before the
+//! exit code is returned, and what a sink holds of a host's output is bounded whatever the
+//! host sends (a held-back line by `MAX_LINE`, a capture by its limit). Must not know: how the
+//! connection was made or which key it used.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -127,6 +129,11 @@ impl OutputSink for Terminal {
     }
 }
 
+/// Longest line `Prefixed` holds back. A longer line, or one that never ends, is printed in
+/// pieces of this size, each under the host's prefix (as pdsh does), so a host cannot make us
+/// buffer without bound.
+pub const MAX_LINE: usize = 64 * 1024;
+
 /// pdsh-style `host: line` output. Lines are written whole, under the stream's lock, so
 /// lines of different hosts never interleave mid-line.
 pub struct Prefixed {
@@ -144,66 +151,163 @@ impl Prefixed {
         }
     }
 
-    fn emit(label: &str, pending: &mut Vec<u8>, data: &[u8], to_stderr: bool, flush_all: bool) {
-        pending.extend_from_slice(data);
-        let complete = if flush_all {
-            pending.len()
-        } else {
-            match pending.iter().rposition(|b| *b == b'\n') {
-                Some(i) => i + 1,
-                None => return,
-            }
-        };
-        if complete == 0 {
+    /// Prints every line that `data` completes and keeps the unfinished rest.
+    fn emit(label: &str, pending: &mut Vec<u8>, data: &[u8], to_stderr: bool) {
+        Prefixed::write(&Prefixed::complete_lines(label, pending, data), to_stderr);
+    }
+
+    /// The prefixed lines that `data` completes after `pending`, which keeps the unfinished
+    /// rest (at most [`MAX_LINE`] bytes). Only the new bytes are searched for newlines, once
+    /// each.
+    fn complete_lines(label: &str, pending: &mut Vec<u8>, data: &[u8]) -> Vec<u8> {
+        let mut text = Vec::new();
+        let mut rest = data;
+        while !rest.is_empty() {
+            let room = MAX_LINE - pending.len();
+            // One byte more than fits, so that a newline right after a full line still ends
+            // that line instead of printing an empty one.
+            let window = &rest[..rest.len().min(room + 1)];
+            let (line, used) = match window.iter().position(|b| *b == b'\n') {
+                Some(i) => (&window[..i], i + 1),
+                None if window.len() > room => (&window[..room], room),
+                None => {
+                    pending.extend_from_slice(window);
+                    break;
+                }
+            };
+            Prefixed::push_line(&mut text, label, pending, line);
+            rest = &rest[used..];
+        }
+        text
+    }
+
+    /// What is left of an unfinished line, prefixed and with the newline it never had.
+    fn last_line(label: &str, pending: &mut Vec<u8>) -> Vec<u8> {
+        let mut text = Vec::new();
+        if !pending.is_empty() {
+            Prefixed::push_line(&mut text, label, pending, &[]);
+        }
+        text
+    }
+
+    /// Appends `label: ` and the line made of `pending` then `line`, and empties `pending`.
+    fn push_line(text: &mut Vec<u8>, label: &str, pending: &mut Vec<u8>, line: &[u8]) {
+        text.extend_from_slice(label.as_bytes());
+        text.extend_from_slice(b": ");
+        text.append(pending);
+        text.extend_from_slice(line);
+        text.push(b'\n');
+    }
+
+    fn write(text: &[u8], to_stderr: bool) {
+        if text.is_empty() {
             return;
         }
-        let mut text = Vec::with_capacity(complete + 32);
-        for line in pending[..complete].split_inclusive(|b| *b == b'\n') {
-            text.extend_from_slice(label.as_bytes());
-            text.extend_from_slice(b": ");
-            text.extend_from_slice(line);
-            if !line.ends_with(b"\n") {
-                text.push(b'\n');
-            }
-        }
-        pending.drain(..complete);
         let _ = if to_stderr {
-            std::io::stderr().lock().write_all(&text)
+            std::io::stderr().lock().write_all(text)
         } else {
-            std::io::stdout().lock().write_all(&text)
+            std::io::stdout().lock().write_all(text)
         };
     }
 }
 
 impl OutputSink for Prefixed {
     fn stdout(&mut self, data: &[u8]) {
-        Prefixed::emit(&self.label, &mut self.out, data, false, false);
+        Prefixed::emit(&self.label, &mut self.out, data, false);
     }
 
     fn stderr(&mut self, data: &[u8]) {
-        Prefixed::emit(&self.label, &mut self.err, data, true, false);
+        Prefixed::emit(&self.label, &mut self.err, data, true);
     }
 
     fn finish(&mut self) {
-        Prefixed::emit(&self.label, &mut self.out, &[], false, true);
-        Prefixed::emit(&self.label, &mut self.err, &[], true, true);
+        Prefixed::write(&Prefixed::last_line(&self.label, &mut self.out), false);
+        Prefixed::write(&Prefixed::last_line(&self.label, &mut self.err), true);
     }
 }
 
-/// Everything kept in memory, for `--group` and `--json`.
-#[derive(Debug, Default)]
+/// Bytes of output, stdout and stderr together, that `Captured` keeps per host by default.
+pub const CAPTURE_LIMIT: usize = 16 * 1024 * 1024;
+
+/// Everything kept in memory, for `--group` and `--json` (and the rotation's script), up to
+/// a limit: past it, output is dropped and a line at the end of `stderr` says so.
+#[derive(Debug)]
 pub struct Captured {
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
+    /// Whether output past the limit was dropped.
+    pub truncated: bool,
+    limit: usize,
+}
+
+impl Default for Captured {
+    fn default() -> Captured {
+        Captured::with_limit(CAPTURE_LIMIT)
+    }
+}
+
+impl Captured {
+    /// Keeps at most `limit` bytes of stdout and stderr together.
+    pub fn with_limit(limit: usize) -> Captured {
+        Captured {
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            truncated: false,
+            limit,
+        }
+    }
+
+    fn keep(&mut self, data: &[u8], to_stderr: bool) {
+        if self.truncated {
+            return;
+        }
+        let room = self
+            .limit
+            .saturating_sub(self.stdout.len() + self.stderr.len());
+        let kept = &data[..data.len().min(room)];
+        let limit = self.limit;
+        let buffer = if to_stderr {
+            &mut self.stderr
+        } else {
+            &mut self.stdout
+        };
+        // Grow by doubling as Vec does, but not past the limit: a full buffer would otherwise
+        // hold up to twice the memory it needs.
+        let needed = buffer.len() + kept.len();
+        if needed > buffer.capacity() {
+            let target = (buffer.capacity() * 2).min(limit).max(needed);
+            buffer.reserve_exact(target - buffer.len());
+        }
+        buffer.extend_from_slice(kept);
+        if kept.len() < data.len() {
+            self.truncated = true;
+            self.mark_truncated();
+        }
+    }
+
+    /// Ends `stderr` with the line saying output was dropped, on a line of its own in the
+    /// text that `-b` shows (stdout, then stderr).
+    fn mark_truncated(&mut self) {
+        let last = self.stderr.last().or(self.stdout.last());
+        if last.is_some_and(|b| *b != b'\n') {
+            self.stderr.push(b'\n');
+        }
+        let line = format!(
+            "{}: output truncated after {}: the rest was not kept\n",
+            crate::term::diag::program(),
+            indicatif::BinaryBytes(self.limit as u64)
+        );
+        self.stderr.extend_from_slice(line.as_bytes());
+    }
 }
 
 impl OutputSink for Captured {
     fn stdout(&mut self, data: &[u8]) {
-        self.stdout.extend_from_slice(data);
+        self.keep(data, false);
     }
 
     fn stderr(&mut self, data: &[u8]) {
-        self.stderr.extend_from_slice(data);
+        self.keep(data, true);
     }
 }
 
@@ -372,5 +476,81 @@ mod tests {
         for (exit, code) in cases {
             assert_eq!(exit.code(), code, "{exit:?}");
         }
+    }
+
+    /// Feeds `chunks` to one stream of a `Prefixed` sink and returns everything it prints.
+    fn prefixed(chunks: &[&[u8]]) -> Vec<u8> {
+        let mut pending = Vec::new();
+        let mut text = Vec::new();
+        for chunk in chunks {
+            text.extend(Prefixed::complete_lines("h", &mut pending, chunk));
+            assert!(
+                pending.len() <= MAX_LINE,
+                "{} bytes held back",
+                pending.len()
+            );
+        }
+        text.extend(Prefixed::last_line("h", &mut pending));
+        text
+    }
+
+    #[test]
+    fn prefixed_lines_are_whole_across_chunks() {
+        assert_eq!(prefixed(&[b"a\nb", b"c\n", b"d"]), b"h: a\nh: bc\nh: d\n");
+        assert_eq!(prefixed(&[b"\n\n"]), b"h: \nh: \n");
+        assert_eq!(prefixed(&[]), b"");
+    }
+
+    #[test]
+    fn prefixed_long_lines_are_printed_in_pieces() {
+        let piece = |fill: u8| {
+            let mut line = b"h: ".to_vec();
+            line.extend(std::iter::repeat_n(fill, MAX_LINE));
+            line.push(b'\n');
+            line
+        };
+        // A line that never ends, in small chunks: pieces of MAX_LINE, then the rest at the end.
+        let endless = vec![b'x'; 2 * MAX_LINE + 5];
+        let chunks: Vec<&[u8]> = endless.chunks(1000).collect();
+        let mut expected = [piece(b'x'), piece(b'x')].concat();
+        expected.extend_from_slice(b"h: xxxxx\n");
+        assert_eq!(prefixed(&chunks), expected);
+        // A line of exactly MAX_LINE bytes keeps its own newline: no empty line after it.
+        let mut exact = vec![b'y'; MAX_LINE];
+        exact.extend_from_slice(b"\nz");
+        assert_eq!(
+            prefixed(&[&exact]),
+            [piece(b'y'), b"h: z\n".to_vec()].concat()
+        );
+        assert_eq!(
+            prefixed(&[&exact[..MAX_LINE], &exact[MAX_LINE..]]),
+            [piece(b'y'), b"h: z\n".to_vec()].concat()
+        );
+    }
+
+    #[test]
+    fn captured_output_stops_at_the_limit_and_says_so() {
+        let mut sink = Captured::with_limit(10);
+        sink.stdout(b"hello");
+        sink.stderr(b"wor");
+        assert!(!sink.truncated);
+        sink.stderr(b"ld!!");
+        sink.stdout(b"more");
+        assert!(sink.truncated);
+        assert_eq!(sink.stdout, b"hello");
+        assert_eq!(
+            String::from_utf8_lossy(&sink.stderr),
+            "world\nsmssh: output truncated after 10 B: the rest was not kept\n"
+        );
+        // Output ending with a newline gets no empty line before the marker.
+        let mut sink = Captured::with_limit(3);
+        sink.stdout(b"ab\ncd");
+        assert_eq!(sink.stdout, b"ab\n");
+        assert!(String::from_utf8_lossy(&sink.stderr).starts_with("smssh: output truncated"));
+        // Within the limit, nothing changes.
+        let mut sink = Captured::default();
+        sink.stdout(&vec![b'x'; CAPTURE_LIMIT]);
+        assert!(!sink.truncated && sink.stderr.is_empty());
+        assert_eq!(sink.stdout.len(), CAPTURE_LIMIT);
     }
 }

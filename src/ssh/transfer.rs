@@ -5,7 +5,8 @@
 //! request pipelining, the temporary-name scheme, bandwidth limiting and progress accounting.
 //! Invariants: a target file only ever appears complete (written under a temporary name in the
 //! same directory, then renamed over the target); a failed transfer removes its temporary file;
-//! at most `in_flight` requests are outstanding per file, which bounds memory.
+//! at most `in_flight` requests are outstanding per file, whatever size the server claims,
+//! which bounds memory; a directory listing holds at most its `DirLimit`.
 //! Must not know: scp's operand rules (which file goes where) or how connections are made.
 
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -33,6 +34,12 @@ pub const IN_FLIGHT_FANOUT_TOTAL: u64 = 64 * 1024 * 1024;
 const SOURCE_CACHE_BYTES: usize = 64 * 1024 * 1024;
 /// SFTP responses wait at most this long; a stalled server fails the file, not the program.
 const REQUEST_TIMEOUT_SECS: u64 = 60;
+/// Most entries a directory listing may hold by default: a directory this large, or a server
+/// whose listing never ends, gets a clear error instead of the master's memory.
+pub const MAX_DIR_ENTRIES: usize = 1_000_000;
+/// Most bytes of names a directory listing may hold by default: a million names of 64 bytes.
+/// Names are not bounded by the entry count alone, since one can fill a whole SFTP packet.
+pub const MAX_DIR_NAME_BYTES: usize = 64 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransferError {
@@ -162,6 +169,43 @@ pub struct Sftp {
     request_len: u64,
     posix_rename: bool,
     in_flight: u64,
+    dir_limit: DirLimit,
+}
+
+/// How much one directory listing may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirLimit {
+    pub entries: usize,
+    pub name_bytes: usize,
+}
+
+impl Default for DirLimit {
+    fn default() -> DirLimit {
+        DirLimit {
+            entries: MAX_DIR_ENTRIES,
+            name_bytes: MAX_DIR_NAME_BYTES,
+        }
+    }
+}
+
+impl DirLimit {
+    /// Why a listing of `entries` entries and `name_bytes` bytes of names is too large, if
+    /// it is.
+    fn exceeded(&self, entries: usize, name_bytes: usize) -> Option<String> {
+        let what = if entries > self.entries {
+            format!("{} entries", self.entries)
+        } else if name_bytes > self.name_bytes {
+            format!(
+                "{} of file names",
+                indicatif::BinaryBytes(self.name_bytes as u64)
+            )
+        } else {
+            return None;
+        };
+        Some(format!(
+            "directory listing exceeds {what}: copy its subdirectories or files separately"
+        ))
+    }
 }
 
 impl Sftp {
@@ -204,7 +248,14 @@ impl Sftp {
             request_len,
             posix_rename,
             in_flight,
+            dir_limit: DirLimit::default(),
         })
+    }
+
+    /// Replaces the default limit on directory listings, for a user whose directories are
+    /// larger.
+    pub fn set_dir_limit(&mut self, limit: DirLimit) {
+        self.dir_limit = limit;
     }
 
     /// `stat` that follows symlinks; None when the path does not exist.
@@ -216,7 +267,8 @@ impl Sftp {
         }
     }
 
-    /// The entries of a directory, without `.` and `..`.
+    /// The entries of a directory, without `.` and `..`. A listing larger than the session's
+    /// [`DirLimit`] (or one that never ends) is an error, not a growing list.
     pub async fn read_dir(&self, path: &str) -> Result<Vec<(String, RemoteStat)>, TransferError> {
         let handle = self
             .raw
@@ -225,9 +277,26 @@ impl Sftp {
             .map_err(|e| remote_error(path, e))?
             .handle;
         let mut entries = Vec::new();
+        let (mut seen, mut name_bytes) = (0usize, 0usize);
         let result = loop {
+            if crate::term::cancel::requested() {
+                break Err(TransferError::Interrupted {
+                    path: path.to_owned(),
+                });
+            }
             match self.raw.readdir(handle.as_str()).await {
+                // OpenSSH's client also takes an answer without names as the end: a server
+                // that sends only those would otherwise keep us asking forever.
+                Ok(name) if name.files.is_empty() => break Ok(()),
                 Ok(name) => {
+                    seen += name.files.len();
+                    name_bytes += name.files.iter().map(|f| f.filename.len()).sum::<usize>();
+                    if let Some(reason) = self.dir_limit.exceeded(seen, name_bytes) {
+                        break Err(TransferError::Remote {
+                            path: path.to_owned(),
+                            reason,
+                        });
+                    }
                     for file in name.files {
                         if file.filename != "." && file.filename != ".." {
                             entries.push((file.filename, RemoteStat::from_attrs(&file.attrs)));
@@ -371,8 +440,8 @@ impl Sftp {
         Ok(done)
     }
 
-    /// Downloads `remote` (of known `size`) to `local`: written to a temporary name beside it,
-    /// then renamed.
+    /// Downloads `remote` to `local`: written to a temporary name beside it, then renamed.
+    /// `stat.size` only sizes the first requests; the copy runs to the server's end of file.
     pub async fn download(
         &self,
         remote: &str,
@@ -420,6 +489,14 @@ impl Sftp {
         result
     }
 
+    /// Reads the open file into `file` until the server says end of file, whatever size
+    /// `size` (the server's STAT) claims, and returns the bytes copied. At most the session's
+    /// window of requests is outstanding and the next offset is worked out as each one goes
+    /// out, so memory stays fixed however large the claim. As OpenSSH's client does, the file
+    /// is copied as it is: one that shrank ends where its end of file came, and one that grew
+    /// goes on (bounded only by the local disk). Past the claimed size, requests start one at
+    /// a time and the window doubles with each full answer, so a file whose size was stated
+    /// right costs one extra request (sent with the others) to find its end.
     async fn read_all(
         &self,
         handle: &str,
@@ -429,60 +506,91 @@ impl Sftp {
         local: &Path,
         meter: &Meter,
     ) -> Result<u64, TransferError> {
-        let max_in_flight = (self.in_flight / self.request_len).max(1) as usize;
+        let window = (self.in_flight / self.request_len).max(1) as usize;
         let mut pending = FuturesUnordered::new();
-        // Ranges still to request; a short read puts its remainder back.
-        let mut queue: std::collections::VecDeque<(u64, u64)> = std::collections::VecDeque::new();
-        let mut offset = 0;
-        while offset < size {
-            let len = self.request_len.min(size - offset);
-            queue.push_back((offset, len));
-            offset += len;
-        }
-        let mut done = 0u64;
+        // The remainders of short reads, asked for again before any new range.
+        let mut remainders: Vec<(u64, u64)> = Vec::new();
+        // The lowest offset not yet asked for.
+        let mut next = 0u64;
+        // The lowest offset at which the server said end of file; u64::MAX until it does.
+        let mut eof = u64::MAX;
+        // Requests at or past the claimed size allowed at once, and those outstanding.
+        let (mut beyond_allowed, mut beyond_pending) = (1usize, 0usize);
+        // One past the highest byte written.
+        let mut written = 0u64;
         loop {
             if crate::term::cancel::requested() {
                 return Err(TransferError::Interrupted {
                     path: remote.to_owned(),
                 });
             }
-            while pending.len() < max_in_flight {
-                let Some((at, len)) = queue.pop_front() else {
-                    break;
+            while pending.len() < window {
+                let (at, len) = match remainders.pop() {
+                    // A remainder at or past the end of file has nothing left to read.
+                    Some((at, _)) if at >= eof => continue,
+                    Some(range) => range,
+                    None if eof == u64::MAX && next < size => {
+                        (next, self.request_len.min(size - next))
+                    }
+                    None if eof == u64::MAX && beyond_pending < beyond_allowed => {
+                        (next, self.request_len)
+                    }
+                    None => break,
                 };
-                meter.pace(len).await;
+                next = next.max(at + len);
+                if at >= size {
+                    beyond_pending += 1;
+                } else {
+                    meter.pace(len).await;
+                }
                 pending.push(async move { (at, len, self.raw.read(handle, at, len as u32).await) });
             }
             let Some((at, len, result)) = pending.next().await else {
                 break;
             };
+            if at >= size {
+                beyond_pending -= 1;
+            }
             match result {
-                Ok(data) => {
+                Ok(data) if !data.data.is_empty() => {
                     let got = data.data.len() as u64;
-                    if got == 0 {
+                    if got > len {
                         return Err(TransferError::Remote {
                             path: remote.to_owned(),
-                            reason: "the file shrank while being copied".to_owned(),
+                            reason: format!(
+                                "the server sent {got} bytes for a read of {len}: refused"
+                            ),
                         });
                     }
                     file.write_all_at(&data.data, at)
                         .map_err(|e| local_error(local, e))?;
+                    written = written.max(at + got);
                     if got < len {
-                        queue.push_back((at + got, len - got));
+                        remainders.push((at + got, len - got));
                     }
-                    done += got;
+                    if at >= size {
+                        // Bytes past the claim were never paced when asked for: pace them now.
+                        meter.pace(got).await;
+                        if got == len {
+                            beyond_allowed = (beyond_allowed * 2).min(window);
+                        }
+                    }
                     meter.progress(got);
                 }
+                // An empty answer is taken as end of file too: it could not advance anyway.
+                Ok(_) => eof = eof.min(at),
                 Err(SftpError::Status(s)) if s.status_code == StatusCode::Eof => {
-                    return Err(TransferError::Remote {
-                        path: remote.to_owned(),
-                        reason: "the file shrank while being copied".to_owned(),
-                    });
+                    eof = eof.min(at);
                 }
                 Err(err) => return Err(remote_error(remote, err)),
             }
         }
-        Ok(done)
+        // Every offset below the end of file has been read. Bytes a server sent past it (its
+        // answers disagreeing with each other) are not part of the copy.
+        if written > eof {
+            file.set_len(eof).map_err(|e| local_error(local, e))?;
+        }
+        Ok(written.min(eof))
     }
 
     /// Renames `from` over `to`, atomically where the server has posix-rename.
@@ -684,6 +792,28 @@ pub fn local_mode_and_times(meta: &std::fs::Metadata) -> (u32, (u32, u32)) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn directory_listings_have_a_limit() {
+        let limit = DirLimit {
+            entries: 10,
+            name_bytes: 100,
+        };
+        assert_eq!(limit.exceeded(10, 100), None);
+        assert_eq!(
+            limit.exceeded(11, 0).as_deref(),
+            Some(
+                "directory listing exceeds 10 entries: copy its subdirectories or files separately"
+            )
+        );
+        assert_eq!(
+            limit.exceeded(1, 101).as_deref(),
+            Some("directory listing exceeds 100 B of file names: copy its subdirectories or files separately")
+        );
+        assert!(DirLimit::default()
+            .exceeded(MAX_DIR_ENTRIES + 1, 0)
+            .is_some_and(|reason| reason.contains("1000000 entries")));
+    }
 
     #[test]
     fn remote_paths() {
