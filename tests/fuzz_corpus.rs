@@ -19,7 +19,11 @@ fn every_stored_fuzz_input_passes_its_check() {
         for input in inputs {
             let data = std::fs::read(&input).expect("a corpus file");
             let replay = std::panic::catch_unwind(|| check(&data));
-            assert!(replay.is_ok(), "{name}: {} fails its check", input.display());
+            assert!(
+                replay.is_ok(),
+                "{name}: {} fails its check",
+                input.display()
+            );
         }
     }
 }
