@@ -14,10 +14,12 @@ use std::sync::Arc;
 use crate::config::operand::{is_plain_name, Operand, RemotePath};
 use crate::fanout;
 use crate::key::source::KeySource;
-use crate::plan::copy::{CopyRequest, FanoutCopy};
+use crate::plan::copy::{CopyPlan, CopyRequest, FanoutCopy};
 use crate::plan::{FanoutOptions, HostPlan, SshOptions};
 use crate::ssh::session::{self, ConnectError, Connection, HostKeyDb};
-use crate::ssh::transfer::{self, Meter, RemoteStat, Sftp, SourceRegistry, TransferError};
+use crate::ssh::transfer::{
+    self, DirLimit, Meter, RemoteStat, Sftp, SourceRegistry, TransferError,
+};
 use crate::term::output;
 use crate::term::progress::Progress;
 
@@ -26,22 +28,23 @@ pub struct CopyContext {
     pub recursive: bool,
     pub preserve: bool,
     pub limit_kbits: Option<u64>,
+    /// How much one remote directory listing may hold (`--max-dir-entries`).
+    pub dir_limit: DirLimit,
     pub registry: SourceRegistry,
     pub progress: Arc<Progress>,
     umask: u32,
 }
 
 impl CopyContext {
-    pub fn new(
-        recursive: bool,
-        preserve: bool,
-        limit_kbits: Option<u64>,
-        progress: Arc<Progress>,
-    ) -> CopyContext {
+    pub fn new(plan: &CopyPlan, progress: Arc<Progress>) -> CopyContext {
         CopyContext {
-            recursive,
-            preserve,
-            limit_kbits,
+            recursive: plan.recursive,
+            preserve: plan.preserve,
+            limit_kbits: plan.limit_kbits,
+            dir_limit: DirLimit {
+                entries: plan.max_dir_entries,
+                ..DirLimit::default()
+            },
             registry: SourceRegistry::default(),
             progress,
             umask: current_umask(),
@@ -136,29 +139,31 @@ pub async fn run(
     let mut report = Report::new(true);
     let (meter, _bar) = ctx.progress.host("", ctx.limit_kbits);
     match &request.target {
-        Operand::Remote(target) => match open(target, request, ssh, keys, db).await {
-            Ok((_conn, sftp)) => {
-                let sources: Vec<PathBuf> = request
-                    .sources
-                    .iter()
-                    .filter_map(|s| match s {
-                        Operand::Local(path) => Some(path.clone()),
-                        Operand::Remote(_) => None,
-                    })
-                    .collect();
-                push(
-                    &sftp,
-                    &target.host,
-                    &sources,
-                    &target.path,
-                    ctx,
-                    &meter,
-                    &mut report,
-                )
-                .await;
+        Operand::Remote(target) => {
+            match open(target, request, ssh, keys, db, ctx.dir_limit).await {
+                Ok((_conn, sftp)) => {
+                    let sources: Vec<PathBuf> = request
+                        .sources
+                        .iter()
+                        .filter_map(|s| match s {
+                            Operand::Local(path) => Some(path.clone()),
+                            Operand::Remote(_) => None,
+                        })
+                        .collect();
+                    push(
+                        &sftp,
+                        &target.host,
+                        &sources,
+                        &target.path,
+                        ctx,
+                        &meter,
+                        &mut report,
+                    )
+                    .await;
+                }
+                Err(err) => report.fail(ctx, err),
             }
-            Err(err) => report.fail(ctx, err),
-        },
+        }
         Operand::Local(target) => {
             if request.sources.len() > 1 && !target.is_dir() {
                 report.fail(ctx, format!("{}: Not a directory", target.display()));
@@ -184,7 +189,7 @@ pub async fn run(
                             _ => None,
                         })
                         .collect();
-                    match open(host, request, ssh, keys, db).await {
+                    match open(host, request, ssh, keys, db, ctx.dir_limit).await {
                         Ok((_conn, sftp)) => {
                             pull(&sftp, &host.host, &paths, target, ctx, &meter, &mut report).await
                         }
@@ -217,6 +222,7 @@ async fn open(
     ssh: &SshOptions,
     keys: &KeySource,
     db: &HostKeyDb,
+    dir_limit: DirLimit,
 ) -> Result<(Connection, Sftp), OpenError> {
     let plan = ssh.plan(
         &remote.host,
@@ -224,12 +230,13 @@ async fn open(
         remote.port.or(request.port),
     );
     let conn = session::connect(&plan, keys, db).await?;
-    let sftp = Sftp::open(&conn, transfer::IN_FLIGHT_SINGLE)
+    let mut sftp = Sftp::open(&conn, transfer::IN_FLIGHT_SINGLE)
         .await
         .map_err(|source| OpenError::Sftp {
             host: remote.host.clone(),
             source,
         })?;
+    sftp.set_dir_limit(dir_limit);
     Ok((conn, sftp))
 }
 
@@ -591,9 +598,10 @@ pub async fn run_fanout(
         let ctx = Arc::clone(&job_ctx);
         let copy = Arc::clone(&copy);
         async move {
-            let sftp = Sftp::open(&conn, in_flight)
+            let mut sftp = Sftp::open(&conn, in_flight)
                 .await
                 .map_err(|err| HostCopyFailure::one(describe(&plan.label, &err)))?;
+            sftp.set_dir_limit(ctx.dir_limit);
             let (meter, _bar) = ctx.progress.host(&plan.label, ctx.limit_kbits);
             let mut report = Report::new(false);
             match copy.as_ref() {

@@ -402,3 +402,41 @@ fn a_host_named_dot_dot_makes_a_gather_write_into_the_parent_of_the_target() {
         "nothing is copied when the plan is refused"
     );
 }
+
+/// `--max-output` bounds what `-b` and `--json` keep per host, and the result says so.
+#[test]
+fn max_output_bounds_what_group_and_json_keep_and_says_so() {
+    let cluster = Cluster::new(2);
+    let command = "head -c 3000000 /dev/zero | tr '\\0' x; echo";
+    let out = run(cluster.command("smssh").args([
+        "--json",
+        "--max-output",
+        "1",
+        "-w",
+        "127.0.0.[2-3]",
+        "--",
+        command,
+    ]));
+    assert_success(&out);
+    for line in stdout(&out).lines() {
+        let object: serde_json::Value = serde_json::from_str(line).expect("JSON");
+        assert_eq!(object["truncated"], true, "{line:.200}");
+        let kept = object["stdout"].as_str().expect("stdout").len();
+        assert_eq!(kept, 1024 * 1024, "{line:.200}");
+    }
+    let out = run(cluster.command("smssh").args([
+        "-b",
+        "--max-output",
+        "1",
+        "-w",
+        "127.0.0.[2-3]",
+        "--",
+        command,
+    ]));
+    assert_success(&out);
+    assert!(
+        stdout(&out).contains("output truncated after 1.00 MiB"),
+        "{:.300}",
+        stdout(&out)
+    );
+}

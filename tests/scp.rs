@@ -409,3 +409,32 @@ fn the_terminal_is_the_servers() {
     );
     assert_stderr_contains(&out, "\\x1b]0;owned\\x07\\x1b[2J\\x1b[8mhidden");
 }
+
+/// `--max-dir-entries` refuses a remote directory that lists more entries, with one line.
+#[test]
+fn max_dir_entries_refuses_a_larger_listing_with_one_line() {
+    let cluster = Cluster::new(1);
+    let remote = tempfile::tempdir().expect("remote");
+    let tree = remote.path().join("tree");
+    std::fs::create_dir(&tree).expect("mkdir");
+    for n in 0..5 {
+        std::fs::write(tree.join(format!("f{n}")), b"x").expect("write");
+    }
+    let local = tempfile::tempdir().expect("local");
+    let source = format!("127.0.0.2:{}", tree.display());
+    let target = local.path().to_str().expect("utf-8");
+    let out = smscp(&cluster, &["-r", "--max-dir-entries", "3", &source, target]);
+    assert_exit_code(&out, 1);
+    assert_stderr_contains(&out, "directory listing exceeds 3 entries");
+    let out = smscp(
+        &cluster,
+        &["-r", "--max-dir-entries", "10", &source, target],
+    );
+    assert_success(&out);
+    assert_eq!(
+        std::fs::read_dir(local.path().join("tree"))
+            .expect("copied")
+            .count(),
+        5
+    );
+}

@@ -115,7 +115,7 @@ async fn run_copy(plan: CopyPlan, show_progress: bool) -> Result<u8, AppError> {
     cancel::watch_ctrl_c();
     let ssh = &plan.common.ssh;
     let keys = Arc::new(KeySource::new(plan.common.secret.clone()));
-    let (copy, hosts) = match plan.mode {
+    let (copy, hosts) = match &plan.mode {
         CopyMode::Single(request) => {
             let plans: Vec<HostPlan> = request
                 .sources
@@ -129,24 +129,19 @@ async fn run_copy(plan: CopyPlan, show_progress: bool) -> Result<u8, AppError> {
                 })
                 .collect();
             let db = key_and_host_keys(&keys, &plans).await?;
-            let ctx = CopyContext::new(
-                plan.recursive,
-                plan.preserve,
-                plan.limit_kbits,
-                Progress::new(show_progress, 1),
-            );
-            return Ok(copy::run(&request, ssh, &keys, &db, &ctx).await);
+            let ctx = CopyContext::new(&plan, Progress::new(show_progress, 1));
+            return Ok(copy::run(request, ssh, &keys, &db, &ctx).await);
         }
         CopyMode::Fanout {
             copy,
             hosts: FanoutHosts::Expanded(hosts),
-        } => (copy, hosts),
+        } => (copy.clone(), hosts.clone()),
         CopyMode::Fanout {
             copy,
             hosts: FanoutHosts::Sources(sources),
         } => (
-            copy,
-            targets::resolve(&sources, keys.aws_config().await).await?,
+            copy.clone(),
+            targets::resolve(sources, keys.aws_config().await).await?,
         ),
     };
     let (copy, unusable_source) = match copy {
@@ -166,9 +161,7 @@ async fn run_copy(plan: CopyPlan, show_progress: bool) -> Result<u8, AppError> {
     let plans = targets::plans(&hosts, ssh, None, plan.port);
     let db = key_and_host_keys(&keys, &plans).await?;
     let ctx = Arc::new(CopyContext::new(
-        plan.recursive,
-        plan.preserve,
-        plan.limit_kbits,
+        &plan,
         Progress::new(show_progress, plans.len()),
     ));
     let code = copy::run_fanout(copy, plans, keys, db, &plan.fanout, ctx).await;
@@ -229,6 +222,7 @@ async fn run_command(plan: command::CommandPlan) -> Result<u8, AppError> {
             login,
             port,
             options,
+            capture_limit,
         } => {
             cancel::watch_ctrl_c();
             let keys = Arc::new(keys);
@@ -253,7 +247,7 @@ async fn run_command(plan: command::CommandPlan) -> Result<u8, AppError> {
                             captured: None,
                         })
                     } else {
-                        let mut sink = Captured::default();
+                        let mut sink = Captured::with_limit(capture_limit);
                         let exit = exec::run(&conn, &request, &mut sink).await?;
                         Ok(HostRun {
                             exit,

@@ -88,13 +88,6 @@ pub struct FanoutArgs {
     pub retries: u32,
 }
 
-impl FanoutArgs {
-    /// True when the hosts come from -w, --hosts-file or --ec2-filter rather than an operand.
-    pub fn names_hosts(&self) -> bool {
-        !self.hosts.is_empty() || self.hosts_file.is_some() || !self.ec2_filter.is_empty()
-    }
-}
-
 /// smscp: copy files with the cluster key from AWS Secrets Manager (drop-in for scp).
 #[derive(Debug, Parser)]
 #[command(name = "smscp", version, about, disable_help_flag = false)]
@@ -117,6 +110,11 @@ pub struct ScpArgs {
     /// Bandwidth limit in Kbit/s.
     #[arg(short = 'l', value_name = "LIMIT")]
     pub limit_kbits: Option<u64>,
+    /// The most entries one remote directory listing may have in a recursive download; a
+    /// server that lists more is refused (it may be listing for ever).
+    #[arg(long, value_name = "N", default_value_t = 1_000_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_dir_entries: u64,
     #[command(flatten)]
     pub ssh: SshOptionArgs,
     #[command(flatten)]
@@ -159,6 +157,11 @@ pub struct SshArgs {
     /// Fan-out: one JSON object per host on stdout (host, exit_status, stdout, stderr, ...).
     #[arg(long)]
     pub json: bool,
+    /// With -b or --json, the most output kept per host, in MiB (stdout and stderr together);
+    /// the rest is dropped and the host's output says so.
+    #[arg(long, value_name = "MIB", default_value_t = 16,
+          value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub max_output: u64,
     /// [user@]host or ssh://[user@]host[:port]; with -w, --hosts-file or --ec2-filter, the
     /// first word of the command.
     #[arg(value_name = "DESTINATION")]

@@ -38,6 +38,8 @@ pub enum CommandMode {
         login: Option<String>,
         port: Option<u16>,
         options: FanoutOptions,
+        /// Bytes of output kept per host for `-b` and `--json`.
+        capture_limit: usize,
     },
 }
 
@@ -78,6 +80,8 @@ pub fn resolve(
             login: args.login.clone(),
             port: args.port,
             options: fanout_options(&args.fanout),
+            capture_limit: usize::try_from(args.max_output.saturating_mul(1024 * 1024))
+                .unwrap_or(usize::MAX),
         }
     } else if args.group || args.json {
         return Err(PlanError::PresentationWithoutHosts);

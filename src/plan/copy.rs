@@ -65,6 +65,8 @@ pub struct CopyPlan {
     pub recursive: bool,
     pub preserve: bool,
     pub limit_kbits: Option<u64>,
+    /// `--max-dir-entries`: the most entries one remote directory listing may have.
+    pub max_dir_entries: usize,
     /// `-P`, for hosts and operands without their own port.
     pub port: Option<u16>,
     pub fanout: FanoutOptions,
@@ -120,6 +122,7 @@ pub fn resolve(args: &ScpArgs) -> Result<CopyPlan, PlanError> {
         recursive: args.recursive,
         preserve: args.preserve,
         limit_kbits: args.limit_kbits,
+        max_dir_entries: usize::try_from(args.max_dir_entries).unwrap_or(usize::MAX),
         port: args.port,
         fanout: fanout_options(&args.fanout),
     })

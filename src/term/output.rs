@@ -70,6 +70,12 @@ pub fn describe_exit(exit: &RemoteExit) -> String {
 pub fn print_json<E: std::fmt::Display>(outcomes: &[HostOutcome<HostRun, E>]) {
     let mut out = std::io::stdout().lock();
     for outcome in outcomes {
+        let truncated = outcome
+            .result
+            .as_ref()
+            .ok()
+            .and_then(|run| run.captured.as_ref())
+            .is_some_and(|c| c.truncated);
         let (exit_status, signal, stdout, stderr, error) = match &outcome.result {
             Ok(run) => {
                 let captured = run.captured.as_ref();
@@ -100,6 +106,7 @@ pub fn print_json<E: std::fmt::Display>(outcomes: &[HostOutcome<HostRun, E>]) {
             "signal": signal,
             "stdout": stdout.unwrap_or_default(),
             "stderr": stderr.unwrap_or_default(),
+            "truncated": truncated,
             "duration_ms": outcome.duration.as_millis() as u64,
             "error": error,
         });
@@ -109,15 +116,15 @@ pub fn print_json<E: std::fmt::Display>(outcomes: &[HostOutcome<HostRun, E>]) {
 
 /// Identical outputs once, under the compressed hostlist of the hosts that printed them.
 pub fn print_groups<E>(outcomes: &[HostOutcome<HostRun, E>]) {
-    // Groups keep the order in which their first host appears.
-    let mut groups: Vec<(Vec<u8>, Vec<&str>)> = Vec::new();
+    // Groups keep the order in which their first host appears. Outputs are compared in
+    // place, as (stdout, stderr) pairs, so that no host's output is copied.
+    let mut groups: Vec<((&[u8], &[u8]), Vec<&str>)> = Vec::new();
     for outcome in outcomes {
         let Ok(run) = &outcome.result else { continue };
         let Some(captured) = &run.captured else {
             continue;
         };
-        let mut text = captured.stdout.clone();
-        text.extend_from_slice(&captured.stderr);
+        let text = (captured.stdout.as_slice(), captured.stderr.as_slice());
         match groups.iter_mut().find(|(t, _)| *t == text) {
             Some((_, hosts)) => hosts.push(&outcome.plan.label),
             None => groups.push((text, vec![&outcome.plan.label])),
@@ -132,8 +139,11 @@ pub fn print_groups<E>(outcomes: &[HostOutcome<HostRun, E>]) {
             hostlist::compress(&hosts),
             hosts.len()
         );
-        let _ = out.write_all(&text);
-        if !text.ends_with(b"\n") && !text.is_empty() {
+        let (stdout, stderr) = text;
+        let _ = out.write_all(stdout);
+        let _ = out.write_all(stderr);
+        let last = if stderr.is_empty() { stdout } else { stderr };
+        if !last.is_empty() && !last.ends_with(b"\n") {
             let _ = writeln!(out);
         }
     }
