@@ -114,11 +114,14 @@ pub fn print_json<E: std::fmt::Display>(outcomes: &[HostOutcome<HostRun, E>]) {
     }
 }
 
+/// One host's captured output: (stdout, stderr).
+type Output<'a> = (&'a [u8], &'a [u8]);
+
 /// Identical outputs once, under the compressed hostlist of the hosts that printed them.
 pub fn print_groups<E>(outcomes: &[HostOutcome<HostRun, E>]) {
     // Groups keep the order in which their first host appears. Outputs are compared in
     // place, as (stdout, stderr) pairs, so that no host's output is copied.
-    let mut groups: Vec<((&[u8], &[u8]), Vec<&str>)> = Vec::new();
+    let mut groups: Vec<(Output, Vec<&str>)> = Vec::new();
     for outcome in outcomes {
         let Ok(run) = &outcome.result else { continue };
         let Some(captured) = &run.captured else {
