@@ -7,6 +7,7 @@
 //! (ssh-key's private key types do). Must not know: where the bytes came from, or SSH sessions.
 
 pub mod hardening;
+pub mod lock;
 pub mod source;
 
 use std::fmt;
@@ -48,10 +49,19 @@ impl ClientKey {
 
     fn from_private(key: PrivateKey) -> ClientKey {
         let fingerprint = key.public_key().fingerprint(HashAlg::Sha256).to_string();
-        ClientKey {
-            key: Arc::new(key),
-            fingerprint,
+        let key = Arc::new(key);
+        // When the whole process could not be locked, at least the key's own pages are.
+        if !hardening::all_memory_locked() {
+            match lock::lock_key(&key) {
+                Ok(bytes) => crate::term::diag::debug(format_args!(
+                    "locked the {bytes} bytes that hold the decoded key"
+                )),
+                Err(errno) => crate::term::diag::debug(format_args!(
+                    "cannot lock the decoded key's pages: {errno}"
+                )),
+            }
         }
+        ClientKey { key, fingerprint }
     }
 
     /// The key for russh's `authenticate_publickey`.
@@ -229,5 +239,61 @@ mod tests {
         let key = ClientKey::decode(&material(&private, None)).unwrap();
         let shown = format!("{key:?}");
         assert_eq!(shown, format!("ClientKey(ssh-ed25519 {fingerprint})"));
+    }
+
+    /// The kernel's `Locked:` figure (kB) for the mapping of this process that holds `address`,
+    /// read from /proc/self/smaps.
+    fn locked_kib_at(address: usize) -> u64 {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").expect("smaps");
+        let mut inside = false;
+        for line in smaps.lines() {
+            if let Some((range, _)) = line.split_once(' ') {
+                if let Some((start, end)) = range.split_once('-') {
+                    if let (Ok(start), Ok(end)) = (
+                        usize::from_str_radix(start, 16),
+                        usize::from_str_radix(end, 16),
+                    ) {
+                        inside = (start..end).contains(&address);
+                        continue;
+                    }
+                }
+            }
+            if inside {
+                if let Some(value) = line.strip_prefix("Locked:") {
+                    return value.trim().trim_end_matches("kB").trim().parse().unwrap();
+                }
+            }
+        }
+        panic!("no mapping holds {address:#x}");
+    }
+
+    /// Regression (issue 9, item 8): a process that could not lock all of its memory (an
+    /// unprivileged user under the default RLIMIT_MEMLOCK, as this test process is, since it
+    /// never calls lock_down) locked nothing; the decoded key's pages are locked now. Checked
+    /// by the kernel, at the key's own address.
+    #[test]
+    fn memory_is_never_locked_in_practice_for_a_user() {
+        assert!(!hardening::all_memory_locked());
+        for key_type in [
+            crate::rotation::keygen::KeyType::Ed25519,
+            crate::rotation::keygen::KeyType::Rsa2048,
+        ] {
+            let generated = crate::rotation::keygen::generate(key_type).unwrap();
+            let material = KeyMaterial {
+                private_key: PrivateKeyBytes::Text(generated.private_text),
+                passphrase: None,
+                known_hosts: None,
+            };
+            let key = ClientKey::decode(&material).unwrap();
+            let address = Arc::as_ptr(&key.key) as usize;
+            assert!(
+                locked_kib_at(address) > 0,
+                "{key_type}: key page not locked"
+            );
+            if let russh::keys::ssh_key::private::KeypairData::Rsa(pair) = key.key.key_data() {
+                let d = pair.private().d().as_bytes().as_ptr() as usize;
+                assert!(locked_kib_at(d) > 0, "{key_type}: d not locked");
+            }
+        }
     }
 }
