@@ -5,8 +5,10 @@
 //! names; several sources need a directory target; directories need `-r`; every failing source
 //! prints `smscp: PATH: reason` and the rest still copy; exit 1 if anything failed. Invariant:
 //! names that come from a server in a remote→local recursive copy are plain names (no `/`,
-//! `.`, `..`) before they touch the local file system. Must not know: SFTP packets or how
-//! connections are made.
+//! `.`, `..`) before they touch the local file system, and such a copy goes at most 64
+//! directory levels deep (a server can list a symbolic link loop as a directory); a link in
+//! it is copied as the regular file it points to, with that file's mode. Must not know: SFTP
+//! packets or how connections are made.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -383,6 +385,20 @@ async fn push_tree(
     }
 }
 
+/// How deep a recursive download goes below its top directory, OpenSSH's `MAX_DIR_DEPTH`.
+const MAX_DIR_DEPTH: usize = 64;
+
+const FILE_TYPE: u32 = 0o170000;
+
+fn is_symlink(mode: u32) -> bool {
+    mode & FILE_TYPE == 0o120000
+}
+
+/// A regular file, or a mode that does not say its type.
+fn is_regular(mode: u32) -> bool {
+    matches!(mode & FILE_TYPE, 0 | 0o100000)
+}
+
 /// The last component of a remote path, which names the local copy.
 fn remote_name(path: &str) -> Option<&str> {
     let trimmed = path.trim_end_matches('/');
@@ -506,11 +522,23 @@ async fn pull_tree(
     meter: &Meter,
     report: &mut Report,
 ) {
-    let mut stack = vec![(dir.to_owned(), dest.to_path_buf())];
+    // Each directory's depth below `dir`, which is 0: a server whose listings never end in
+    // depth (a symbolic link loop it lists as a directory) stops at OpenSSH's limit.
+    let mut stack = vec![(dir.to_owned(), dest.to_path_buf(), 0usize)];
     let mut finished_dirs = Vec::new();
-    while let Some((remote_dir, local_dir)) = stack.pop() {
+    while let Some((remote_dir, local_dir, depth)) = stack.pop() {
         if crate::term::cancel::requested() {
             break;
+        }
+        if depth >= MAX_DIR_DEPTH {
+            report.fail(
+                ctx,
+                format!(
+                    "{host}:{remote_dir}: more than {MAX_DIR_DEPTH} directory levels: \
+                     not copied (a symbolic link loop?)"
+                ),
+            );
+            continue;
         }
         if let Err(err) = std::fs::create_dir(&local_dir) {
             if !(err.kind() == std::io::ErrorKind::AlreadyExists && local_dir.is_dir()) {
@@ -540,8 +568,33 @@ async fn pull_tree(
             }
             let child_remote = transfer::remote_join(&remote_dir, &name);
             let child_local = local_dir.join(&name);
+            // A symbolic link is copied as the file it points to, with that file's mode and
+            // times (STAT's, as OpenSSH's scp does), never as the link's 0777; a link to a
+            // directory is not followed, and one that never resolves is a failure.
+            let stat = if is_symlink(stat.mode) {
+                match sftp.stat(&child_remote).await {
+                    Ok(Some(target)) if is_regular(target.mode) => target,
+                    Ok(Some(_)) => {
+                        report.fail(ctx, format!("{host}:{child_remote}: not a regular file"));
+                        continue;
+                    }
+                    Ok(None) => {
+                        report.fail(
+                            ctx,
+                            format!("{host}:{child_remote}: No such file or directory"),
+                        );
+                        continue;
+                    }
+                    Err(err) => {
+                        report.fail(ctx, describe(host, &err));
+                        continue;
+                    }
+                }
+            } else {
+                stat
+            };
             if stat.is_dir {
-                stack.push((child_remote, child_local));
+                stack.push((child_remote, child_local, depth + 1));
             } else {
                 pull_one(
                     sftp,
@@ -706,5 +759,21 @@ mod tests {
         assert_eq!(local_mode(0o104755, true, 0o022), 0o755);
         assert_eq!(local_mode(0o102775, false, 0o002), 0o775);
         assert_eq!(local_mode(0o041777, true, 0o022), 0o777);
+    }
+
+    #[test]
+    fn file_types_from_the_server() {
+        assert!(is_symlink(0o120777));
+        assert!(!is_symlink(0o100644));
+        assert!(!is_symlink(0o040755));
+        assert!(is_regular(0o100644));
+        assert!(is_regular(0o104755));
+        assert!(
+            is_regular(0o644),
+            "a mode without a type is taken as a file"
+        );
+        assert!(!is_regular(0o040755));
+        assert!(!is_regular(0o120777));
+        assert!(!is_regular(0o010644), "a FIFO");
     }
 }

@@ -57,11 +57,23 @@ pub fn summarize<T, E: std::fmt::Display>(
     failed.len()
 }
 
-/// How a remote command ended, for the line naming a host whose command failed.
+/// The most characters of a signal's name that [`describe_exit`] shows: real names are a few
+/// letters, and the line must stay one line whatever name a server sends.
+const MAX_SIGNAL_NAME: usize = 64;
+
+/// How a remote command ended, for the line naming a host whose command failed. The caller
+/// prints it through `term/escape`, which shows the name's control characters.
 pub fn describe_exit(exit: &RemoteExit) -> String {
     match exit {
         RemoteExit::Status(status) => format!("exit status {status}"),
-        RemoteExit::Signal { name, .. } => format!("killed by signal {name}"),
+        RemoteExit::Signal { name, .. } => match name.char_indices().nth(MAX_SIGNAL_NAME) {
+            Some((cut, _)) => format!(
+                "killed by signal {}... (a {}-byte name, cut)",
+                &name[..cut],
+                name.len()
+            ),
+            None => format!("killed by signal {name}"),
+        },
         RemoteExit::NoStatus => "the session ended without an exit status".to_owned(),
     }
 }

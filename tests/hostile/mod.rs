@@ -5,8 +5,10 @@
 //! The client key lives in moto as [`common::SECRET_ID`], the server's host key is written
 //! into the test HOME's known_hosts and the address's port into its `.ssh/config`, so the
 //! binaries connect to it as to any worker. Only the client's own public key is accepted.
+//! [`Hostile::start_on`] listens on several addresses at once, one of which may present a
+//! host key other than the one known_hosts records for it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs;
 use std::io::Read;
 use std::path::Path;
@@ -16,16 +18,19 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use russh::server::{Auth, ChannelOpenHandle, Msg, Session, VerifiedPublicKey};
-use russh::{Channel, ChannelId};
+use russh::{Channel, ChannelId, Sig};
 use russh_sftp::protocol::{
     Attrs, Data, File, FileAttributes, Handle, Name, Status, StatusCode, Version,
 };
+use russh_sftp::server::StatusReply;
 use tempfile::TempDir;
 
 use crate::common::{self, Moto};
 
 /// The address the hostile server listens on, away from the harness's workers.
 pub const ADDR: &str = "127.0.0.200";
+/// A second address for the same server, for fan-outs of two hosts.
+pub const ADDR2: &str = "127.0.0.201";
 
 /// What the server does.
 #[derive(Clone, Debug)]
@@ -41,6 +46,183 @@ pub enum Script {
     EndlessDir { path: String, batch: usize },
     /// exec: whatever the command, `total` bytes of `fill` on stdout, then exit status 0.
     Flood { total: u64, fill: u8 },
+    /// SFTP: a file tree whose listings, symbolic links and modes say what the test wants.
+    Tree(Arc<Tree>),
+    /// exec: whatever the command, `stdout`, then `end`.
+    Exit { stdout: Vec<u8>, end: End },
+}
+
+/// How a [`Script::Exit`] command ends.
+#[derive(Clone, Debug)]
+pub enum End {
+    /// exit-status.
+    Status(u32),
+    /// exit-signal with this name, sent as it is (RFC 4254 names have no "SIG").
+    Signal(String),
+}
+
+/// A remote file tree. Paths are the strings the client sends (`tree/sub/file`, no leading
+/// `/`); a symbolic link's target is resolved from its directory, as a real server does, so
+/// a link can point anywhere in the tree, or at itself.
+#[derive(Clone, Debug, Default)]
+pub struct Tree {
+    nodes: HashMap<String, Node>,
+    /// How many symbolic links one path may pass through; None is Linux's 40.
+    link_limit: Option<usize>,
+}
+
+#[derive(Clone, Debug)]
+enum Node {
+    /// `mode` is the permission bits (with setuid and the like), without the type.
+    File {
+        mode: u32,
+        content: Arc<Vec<u8>>,
+    },
+    /// READDIR answers `listing` in this order, in one batch, then end of file. An entry's
+    /// attributes are those it claims, or else its node's own (LSTAT's), or else a regular
+    /// file's, for a name that has no node.
+    Dir {
+        mode: u32,
+        listing: Vec<(String, Option<FileAttributes>)>,
+    },
+    Link {
+        target: String,
+    },
+}
+
+/// How many symbolic links one path may pass through on Linux.
+const MAX_LINKS: usize = 40;
+
+impl Tree {
+    pub fn new() -> Tree {
+        Tree::default()
+    }
+
+    /// A regular file: `mode` is its permission bits (setuid, setgid and sticky included).
+    pub fn file(mut self, path: &str, mode: u32, content: &[u8]) -> Tree {
+        let node = Node::File {
+            mode,
+            content: Arc::new(content.to_vec()),
+        };
+        self.nodes.insert(path.to_owned(), node);
+        self
+    }
+
+    /// A directory whose listing names `names`, in this order; a name needs no node of its own
+    /// (a listing can name anything).
+    pub fn dir(mut self, path: &str, mode: u32, names: &[&str]) -> Tree {
+        let listing = names.iter().map(|n| ((*n).to_owned(), None)).collect();
+        self.nodes
+            .insert(path.to_owned(), Node::Dir { mode, listing });
+        self
+    }
+
+    /// In `dir`'s listing, `name` claims to be a directory with `mode`, whatever its node is
+    /// (as a server that follows symbolic links in its listings says of a link).
+    pub fn listed_as_dir(mut self, dir: &str, name: &str, mode: u32) -> Tree {
+        let Some(Node::Dir { listing, .. }) = self.nodes.get_mut(dir) else {
+            panic!("{dir:?} is not a directory of the tree");
+        };
+        let entry = listing
+            .iter_mut()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("{dir:?} does not list {name:?}"));
+        entry.1 = Some(attrs(0o040000 | mode, 4096));
+        self
+    }
+
+    /// A symbolic link to `target`.
+    pub fn link(mut self, path: &str, target: &str) -> Tree {
+        let node = Node::Link {
+            target: target.to_owned(),
+        };
+        self.nodes.insert(path.to_owned(), node);
+        self
+    }
+
+    /// Lets one path pass through any number of symbolic links, so that a loop's depth has
+    /// no end on the server's side (a hostile server needs no kernel to resolve its paths).
+    pub fn without_link_limit(mut self) -> Tree {
+        self.link_limit = Some(usize::MAX);
+        self
+    }
+
+    /// The path `path` names once its symbolic links are followed (the last one only when
+    /// `follow_last`), as a key of `nodes`. A path that is a key as it is stands for itself,
+    /// so that a test can give a node to any string a client might send.
+    fn resolve(&self, path: &str, follow_last: bool) -> Result<String, StatusReply> {
+        match self.nodes.get(path) {
+            Some(Node::Link { .. }) if follow_last => {}
+            Some(_) => return Ok(path.to_owned()),
+            None => {}
+        }
+        let mut rest: VecDeque<String> = path.split('/').map(str::to_owned).collect();
+        let mut done: Vec<String> = Vec::new();
+        let mut links = 0;
+        while let Some(part) = rest.pop_front() {
+            match part.as_str() {
+                "" | "." => continue,
+                ".." => {
+                    done.pop();
+                    continue;
+                }
+                _ => done.push(part),
+            }
+            let Some(Node::Link { target }) = self.nodes.get(&done.join("/")) else {
+                continue;
+            };
+            if rest.is_empty() && !follow_last {
+                break;
+            }
+            links += 1;
+            if links > self.link_limit.unwrap_or(MAX_LINKS) {
+                return Err(StatusCode::Failure.with_message("Too many levels of symbolic links"));
+            }
+            done.pop();
+            if target.starts_with('/') {
+                done.clear();
+            }
+            for part in target.split('/').rev() {
+                rest.push_front(part.to_owned());
+            }
+        }
+        Ok(done.join("/"))
+    }
+
+    /// The node `path` names, following symbolic links (STAT) or not (LSTAT).
+    fn node(&self, path: &str, follow: bool) -> Result<(String, &Node), StatusReply> {
+        let resolved = self.resolve(path, follow)?;
+        match self.nodes.get(&resolved) {
+            Some(node) => Ok((resolved, node)),
+            None => Err(StatusCode::NoSuchFile.into()),
+        }
+    }
+
+    fn attrs_of(node: &Node) -> FileAttributes {
+        match node {
+            Node::File { mode, content } => attrs(0o100000 | mode, content.len() as u64),
+            Node::Dir { mode, .. } => attrs(0o040000 | mode, 4096),
+            Node::Link { target } => attrs(0o120777, target.len() as u64),
+        }
+    }
+
+    fn listing(&self, dir: &str) -> Vec<File> {
+        let Some(Node::Dir { listing, .. }) = self.nodes.get(dir) else {
+            return Vec::new();
+        };
+        listing
+            .iter()
+            .map(|(name, claimed)| {
+                let attrs = claimed.clone().unwrap_or_else(|| {
+                    match self.nodes.get(&format!("{dir}/{name}")) {
+                        Some(node) => Tree::attrs_of(node),
+                        None => attrs(0o100644, 0),
+                    }
+                });
+                File::new(name.clone(), attrs)
+            })
+            .collect()
+    }
 }
 
 /// A running hostile server and the client side's environment: moto holding the client key,
@@ -48,12 +230,25 @@ pub enum Script {
 pub struct Hostile {
     pub moto: Moto,
     pub home: TempDir,
+    pub port: u16,
+    /// The SHA256 fingerprint of the host key known_hosts records for every address.
+    pub host_fingerprint: String,
+    /// The SHA256 fingerprint of the other key the `changed` address of
+    /// [`Hostile::start_on`] presents.
+    pub changed_fingerprint: Option<String>,
     /// Hosts the server; dropping it stops the server.
     runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl Hostile {
     pub fn start(script: Script) -> Hostile {
+        Hostile::start_on(script, &[ADDR], None)
+    }
+
+    /// A server on each of `addrs` (one port for all), each recorded in known_hosts with the
+    /// same host key; the `changed` address presents another key, as a reinstalled host (or
+    /// someone in the middle) would.
+    pub fn start_on(script: Script, addrs: &[&str], changed: Option<&str>) -> Hostile {
         let moto = Moto::start();
         let home = tempfile::Builder::new()
             .prefix("smssh-hostile-home-")
@@ -67,20 +262,25 @@ impl Hostile {
             common::SECRET_ID,
             &common::key_secret_json(&client_private, &client_public),
         );
-        let port = common::free_port(&[ADDR]);
+        let port = common::free_port(addrs);
         fs::write(
             ssh_dir.join("config"),
-            format!("Host {ADDR}\n    Port {port}\n"),
+            format!("Host {}\n    Port {port}\n", addrs.join(" ")),
         )
         .expect("cannot write HOME/.ssh/config");
-        fs::write(
-            ssh_dir.join("known_hosts"),
-            format!("[{ADDR}]:{port} {host_public}\n"),
-        )
-        .expect("cannot write HOME/.ssh/known_hosts");
+        let known: String = addrs
+            .iter()
+            .map(|addr| format!("[{addr}]:{port} {host_public}\n"))
+            .collect();
+        fs::write(ssh_dir.join("known_hosts"), known).expect("cannot write HOME/.ssh/known_hosts");
+        let host_fingerprint = fingerprint(&ssh_dir.join("host.pub"));
+        let other = changed.map(|_| keygen(&ssh_dir.join("changed")).0);
+        let changed_fingerprint = changed.map(|_| fingerprint(&ssh_dir.join("changed.pub")));
 
-        let host_key = russh::keys::decode_secret_key(&host_private, None)
-            .expect("cannot decode the generated host key");
+        let decode = |private: &str| {
+            russh::keys::decode_secret_key(private, None)
+                .expect("cannot decode the generated host key")
+        };
         let accepted = russh::keys::parse_public_key_base64(
             client_public
                 .split_whitespace()
@@ -88,38 +288,51 @@ impl Hostile {
                 .expect("a public key line has a base64 field"),
         )
         .expect("cannot parse the generated client key");
-        let config = Arc::new(russh::server::Config {
-            keys: vec![host_key],
-            auth_rejection_time: Duration::from_millis(10),
-            auth_rejection_time_initial: Some(Duration::ZERO),
-            ..Default::default()
-        });
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .expect("cannot build the server's runtime");
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind((ADDR, port)))
-            .expect("cannot listen on the hostile server's address");
-        runtime.spawn(async move {
-            while let Ok((socket, _)) = listener.accept().await {
-                let handler = Connection {
-                    script: script.clone(),
-                    accepted: accepted.clone(),
-                    channels: HashMap::new(),
-                };
-                let config = Arc::clone(&config);
-                tokio::spawn(async move {
-                    if let Ok(session) = russh::server::run_stream(config, socket, handler).await {
-                        let _ = session.await;
-                    }
-                });
-            }
-        });
+        for addr in addrs {
+            let host_key = match (&other, changed) {
+                (Some(other), Some(c)) if c == *addr => decode(other),
+                _ => decode(&host_private),
+            };
+            let config = Arc::new(russh::server::Config {
+                keys: vec![host_key],
+                auth_rejection_time: Duration::from_millis(10),
+                auth_rejection_time_initial: Some(Duration::ZERO),
+                ..Default::default()
+            });
+            let listener = runtime
+                .block_on(tokio::net::TcpListener::bind((*addr, port)))
+                .expect("cannot listen on the hostile server's address");
+            let script = script.clone();
+            let accepted = accepted.clone();
+            runtime.spawn(async move {
+                while let Ok((socket, _)) = listener.accept().await {
+                    let handler = Connection {
+                        script: script.clone(),
+                        accepted: accepted.clone(),
+                        channels: HashMap::new(),
+                    };
+                    let config = Arc::clone(&config);
+                    tokio::spawn(async move {
+                        if let Ok(session) =
+                            russh::server::run_stream(config, socket, handler).await
+                        {
+                            let _ = session.await;
+                        }
+                    });
+                }
+            });
+        }
         Hostile {
             moto,
             home,
+            port,
+            host_fingerprint,
+            changed_fingerprint,
             runtime: Some(runtime),
         }
     }
@@ -171,6 +384,22 @@ fn keygen(path: &Path) -> (String, String) {
     (private, public.trim_end().to_owned())
 }
 
+/// The SHA256 fingerprint of a public key file, as ssh-keygen prints it.
+fn fingerprint(public: &Path) -> String {
+    let out = Command::new("ssh-keygen")
+        .args(["-l", "-E", "sha256", "-f"])
+        .arg(public)
+        .stdin(Stdio::null())
+        .output()
+        .expect("cannot run ssh-keygen -l");
+    assert!(out.status.success(), "ssh-keygen -l failed: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .nth(1)
+        .expect("ssh-keygen -l prints a fingerprint")
+        .to_owned()
+}
+
 /// One client connection's SSH side.
 struct Connection {
     script: Script,
@@ -210,28 +439,59 @@ impl russh::server::Handler for Connection {
         _command: &[u8],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let (Some(channel), Script::Flood { total, fill }) =
-            (self.channels.remove(&id), self.script.clone())
-        else {
+        let Some(channel) = self.channels.remove(&id) else {
             return session.channel_failure(id);
         };
-        session.channel_success(id)?;
-        tokio::spawn(async move {
-            // One shared buffer sent again and again: the server's own memory stays small
-            // however much it sends, and the channel's window paces it to the client.
-            let block = vec![fill; 256 * 1024];
-            let mut left = total;
-            while left > 0 {
-                let len = left.min(block.len() as u64) as usize;
-                if channel.data(&block[..len]).await.is_err() {
-                    return;
-                }
-                left -= len as u64;
+        match self.script.clone() {
+            Script::Flood { total, fill } => {
+                session.channel_success(id)?;
+                tokio::spawn(async move {
+                    // One shared buffer sent again and again: the server's own memory stays
+                    // small however much it sends, and the channel's window paces it to the
+                    // client.
+                    let block = vec![fill; 256 * 1024];
+                    let mut left = total;
+                    while left > 0 {
+                        let len = left.min(block.len() as u64) as usize;
+                        if channel.data(&block[..len]).await.is_err() {
+                            return;
+                        }
+                        left -= len as u64;
+                    }
+                    let _ = channel.exit_status(0).await;
+                    let _ = channel.eof().await;
+                    let _ = channel.close().await;
+                });
             }
-            let _ = channel.exit_status(0).await;
-            let _ = channel.eof().await;
-            let _ = channel.close().await;
-        });
+            Script::Exit { stdout, end } => {
+                session.channel_success(id)?;
+                let handle = session.handle();
+                tokio::spawn(async move {
+                    if !stdout.is_empty() && channel.data(&stdout[..]).await.is_err() {
+                        return;
+                    }
+                    match end {
+                        End::Status(status) => {
+                            let _ = channel.exit_status(status).await;
+                        }
+                        End::Signal(name) => {
+                            let _ = handle
+                                .exit_signal_request(
+                                    id,
+                                    Sig::Custom(name),
+                                    false,
+                                    String::new(),
+                                    String::new(),
+                                )
+                                .await;
+                        }
+                    }
+                    let _ = channel.eof().await;
+                    let _ = channel.close().await;
+                });
+            }
+            _ => return session.channel_failure(id),
+        }
         Ok(())
     }
 
@@ -248,6 +508,8 @@ impl russh::server::Handler for Connection {
         let sftp = Sftp {
             script: self.script.clone(),
             listed: 0,
+            handles: HashMap::new(),
+            next_handle: 0,
         };
         russh_sftp::server::run(channel.into_stream(), sftp).await;
         Ok(())
@@ -259,6 +521,10 @@ struct Sftp {
     script: Script,
     /// Names an endless directory has handed out so far.
     listed: u64,
+    /// A [`Script::Tree`]'s open handles: the node's path and, for a directory, whether its
+    /// listing has been sent.
+    handles: HashMap<String, (String, bool)>,
+    next_handle: u64,
 }
 
 const FILE_HANDLE: &str = "file";
@@ -284,7 +550,7 @@ fn attrs(mode: u32, size: u64) -> FileAttributes {
 }
 
 impl Sftp {
-    fn attrs_of(&self, path: &str) -> Result<FileAttributes, StatusCode> {
+    fn attrs_of(&self, path: &str, follow: bool) -> Result<FileAttributes, StatusReply> {
         match &self.script {
             Script::LyingStat {
                 path: file,
@@ -292,16 +558,25 @@ impl Sftp {
                 ..
             } if path == file => Ok(attrs(0o100644, *claimed)),
             Script::EndlessDir { path: dir, .. } if path == dir => Ok(attrs(0o040755, 4096)),
-            _ => Err(StatusCode::NoSuchFile),
+            Script::Tree(tree) => tree.node(path, follow).map(|(_, n)| Tree::attrs_of(n)),
+            _ => Err(StatusCode::NoSuchFile.into()),
         }
+    }
+
+    /// A new handle for the tree node at `path`.
+    fn tree_handle(&mut self, id: u32, path: String) -> Handle {
+        self.next_handle += 1;
+        let handle = format!("tree-{}", self.next_handle);
+        self.handles.insert(handle.clone(), (path, false));
+        Handle { id, handle }
     }
 }
 
 impl russh_sftp::server::Handler for Sftp {
-    type Error = StatusCode;
+    type Error = StatusReply;
 
     fn unimplemented(&self) -> Self::Error {
-        StatusCode::OpUnsupported
+        StatusCode::OpUnsupported.into()
     }
 
     async fn init(
@@ -313,11 +588,11 @@ impl russh_sftp::server::Handler for Sftp {
     }
 
     async fn stat(&mut self, id: u32, path: String) -> Result<Attrs, Self::Error> {
-        self.attrs_of(&path).map(|attrs| Attrs { id, attrs })
+        self.attrs_of(&path, true).map(|attrs| Attrs { id, attrs })
     }
 
     async fn lstat(&mut self, id: u32, path: String) -> Result<Attrs, Self::Error> {
-        self.attrs_of(&path).map(|attrs| Attrs { id, attrs })
+        self.attrs_of(&path, false).map(|attrs| Attrs { id, attrs })
     }
 
     async fn fstat(&mut self, id: u32, handle: String) -> Result<Attrs, Self::Error> {
@@ -326,7 +601,15 @@ impl russh_sftp::server::Handler for Sftp {
                 id,
                 attrs: attrs(0o100644, *claimed),
             }),
-            _ => Err(StatusCode::Failure),
+            (Script::Tree(tree), handle) => {
+                let (path, _) = self.handles.get(handle).ok_or(StatusCode::Failure)?;
+                let (_, node) = tree.node(path, true)?;
+                Ok(Attrs {
+                    id,
+                    attrs: Tree::attrs_of(node),
+                })
+            }
+            _ => Err(StatusCode::Failure.into()),
         }
     }
 
@@ -342,7 +625,12 @@ impl russh_sftp::server::Handler for Sftp {
                 id,
                 handle: FILE_HANDLE.to_owned(),
             }),
-            _ => Err(StatusCode::PermissionDenied),
+            Script::Tree(tree) => {
+                // As open(2): a directory opens too; it is READ that fails.
+                let (path, _) = tree.node(&filename, true)?;
+                Ok(self.tree_handle(id, path))
+            }
+            _ => Err(StatusCode::PermissionDenied.into()),
         }
     }
 
@@ -353,15 +641,20 @@ impl russh_sftp::server::Handler for Sftp {
         offset: u64,
         len: u32,
     ) -> Result<Data, Self::Error> {
-        let Script::LyingStat { content, .. } = &self.script else {
-            return Err(StatusCode::Failure);
+        let content = match &self.script {
+            Script::LyingStat { content, .. } if handle == FILE_HANDLE => content,
+            Script::Tree(tree) => {
+                let (path, _) = self.handles.get(&handle).ok_or(StatusCode::Failure)?;
+                match tree.nodes.get(path) {
+                    Some(Node::File { content, .. }) => content,
+                    _ => return Err(StatusCode::Failure.with_message("Is a directory")),
+                }
+            }
+            _ => return Err(StatusCode::Failure.into()),
         };
-        if handle != FILE_HANDLE {
-            return Err(StatusCode::Failure);
-        }
         let start = usize::try_from(offset).unwrap_or(usize::MAX);
         if start >= content.len() {
-            return Err(StatusCode::Eof);
+            return Err(StatusCode::Eof.into());
         }
         let end = content.len().min(start.saturating_add(len as usize));
         Ok(Data {
@@ -370,7 +663,8 @@ impl russh_sftp::server::Handler for Sftp {
         })
     }
 
-    async fn close(&mut self, id: u32, _handle: String) -> Result<Status, Self::Error> {
+    async fn close(&mut self, id: u32, handle: String) -> Result<Status, Self::Error> {
+        self.handles.remove(&handle);
         Ok(ok(id))
     }
 
@@ -380,27 +674,54 @@ impl russh_sftp::server::Handler for Sftp {
                 id,
                 handle: DIR_HANDLE.to_owned(),
             }),
-            _ => Err(StatusCode::NoSuchFile),
+            Script::Tree(tree) => match tree.node(&path, true)? {
+                (path, Node::Dir { .. }) => Ok(self.tree_handle(id, path)),
+                _ => Err(StatusCode::Failure.with_message("Not a directory")),
+            },
+            _ => Err(StatusCode::NoSuchFile.into()),
         }
     }
 
     async fn readdir(&mut self, id: u32, handle: String) -> Result<Name, Self::Error> {
-        let Script::EndlessDir { batch, .. } = &self.script else {
-            return Err(StatusCode::Failure);
-        };
-        if handle != DIR_HANDLE {
-            return Err(StatusCode::Failure);
+        match &self.script {
+            Script::EndlessDir { batch, .. } if handle == DIR_HANDLE => {
+                let files = (0..*batch)
+                    .map(|i| {
+                        File::new(
+                            format!("f{:012}", self.listed + i as u64),
+                            attrs(0o100644, 1),
+                        )
+                    })
+                    .collect();
+                self.listed += *batch as u64;
+                Ok(Name { id, files })
+            }
+            Script::Tree(tree) => {
+                let (path, sent) = self.handles.get_mut(&handle).ok_or(StatusCode::Failure)?;
+                if *sent {
+                    return Err(StatusCode::Eof.into());
+                }
+                *sent = true;
+                Ok(Name {
+                    id,
+                    files: tree.listing(path),
+                })
+            }
+            _ => Err(StatusCode::Failure.into()),
         }
-        let files = (0..*batch)
-            .map(|i| {
-                File::new(
-                    format!("f{:012}", self.listed + i as u64),
-                    attrs(0o100644, 1),
-                )
-            })
-            .collect();
-        self.listed += *batch as u64;
-        Ok(Name { id, files })
+    }
+
+    async fn readlink(&mut self, id: u32, path: String) -> Result<Name, Self::Error> {
+        let Script::Tree(tree) = &self.script else {
+            return Err(StatusCode::NoSuchFile.into());
+        };
+        match tree.node(&path, false)? {
+            (_, Node::Link { target }) => Ok(Name {
+                id,
+                files: vec![File::dummy(target.clone())],
+            }),
+            _ => Err(StatusCode::Failure.with_message("Invalid argument")),
+        }
     }
 
     async fn realpath(&mut self, id: u32, path: String) -> Result<Name, Self::Error> {
