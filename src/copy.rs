@@ -595,6 +595,12 @@ async fn pull_tree(
             };
             if stat.is_dir {
                 stack.push((child_remote, child_local, depth + 1));
+            } else if !is_regular(stat.mode) {
+                // A FIFO, socket or device in the tree is skipped, as OpenSSH's scp does
+                // (it only logs it): reading one could block for ever or never end.
+                crate::term::diag::debug(format_args!(
+                    "{host}:{child_remote}: not a regular file: skipped"
+                ));
             } else {
                 pull_one(
                     sftp,

@@ -438,3 +438,34 @@ fn max_dir_entries_refuses_a_larger_listing_with_one_line() {
         5
     );
 }
+
+/// A FIFO in a remote tree is skipped, as OpenSSH's scp does; before, smscp opened it and
+/// waited for ever for a writer.
+#[test]
+fn a_fifo_in_a_remote_tree_is_skipped_not_waited_on() {
+    let cluster = Cluster::new(1);
+    let remote = tempfile::tempdir().expect("remote");
+    let tree = remote.path().join("tree");
+    std::fs::create_dir(&tree).expect("mkdir");
+    std::fs::write(tree.join("file"), b"data").expect("write");
+    nix::unistd::mkfifo(
+        &tree.join("pipe"),
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .expect("mkfifo");
+    let local = tempfile::tempdir().expect("local");
+    let source = format!("127.0.0.2:{}", tree.display());
+    let out = run_with_timeout(
+        cluster
+            .command("smscp")
+            .args(["-r", &source, local.path().to_str().expect("utf-8")]),
+        Duration::from_secs(30),
+    )
+    .unwrap_or_else(|out| panic!("smscp waited on the FIFO\n{}", describe(&out)));
+    assert_success(&out);
+    assert_eq!(
+        std::fs::read(local.path().join("tree/file")).expect("file"),
+        b"data"
+    );
+    assert!(!local.path().join("tree/pipe").exists());
+}

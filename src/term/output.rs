@@ -66,15 +66,17 @@ const MAX_SIGNAL_NAME: usize = 64;
 pub fn describe_exit(exit: &RemoteExit) -> String {
     match exit {
         RemoteExit::Status(status) => format!("exit status {status}"),
-        RemoteExit::Signal { name, .. } => match name.char_indices().nth(MAX_SIGNAL_NAME) {
-            Some((cut, _)) => format!(
-                "killed by signal {}... (a {}-byte name, cut)",
-                &name[..cut],
-                name.len()
-            ),
-            None => format!("killed by signal {name}"),
-        },
+        RemoteExit::Signal { name, .. } => format!("killed by signal {}", shown_signal(name)),
         RemoteExit::NoStatus => "the session ended without an exit status".to_owned(),
+    }
+}
+
+/// A signal name as the server sent it, cut at [`MAX_SIGNAL_NAME`] characters: real names are
+/// a few letters, and a server must not make one line (or one JSON field) arbitrarily long.
+fn shown_signal(name: &str) -> String {
+    match name.char_indices().nth(MAX_SIGNAL_NAME) {
+        Some((cut, _)) => format!("{}... (a {}-byte name, cut)", &name[..cut], name.len()),
+        None => name.to_owned(),
     }
 }
 
@@ -96,7 +98,7 @@ pub fn print_json<E: std::fmt::Display>(outcomes: &[HostOutcome<HostRun, E>]) {
                 };
                 let (status, signal) = match &run.exit {
                     RemoteExit::Status(s) => (Some(*s), None),
-                    RemoteExit::Signal { name, .. } => (None, Some(name.clone())),
+                    RemoteExit::Signal { name, .. } => (None, Some(shown_signal(name))),
                     RemoteExit::NoStatus => (None, None),
                 };
                 (
