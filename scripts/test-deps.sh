@@ -18,7 +18,10 @@ MOTO_SPEC='moto[server]>=5,<6'
 # pulls ziglang, which it uses to link.
 CFN_LINT_SPEC='cfn-lint>=1,<2'
 CARGO_LAMBDA_SPEC='cargo-lambda>=1.9,<2'
-APT_PACKAGES=(openssh-server openssh-client python3 python3-venv procps pdsh ca-certificates)
+# time: the hostile-server tests measure smscp's and smssh's peak memory with GNU time; tmux:
+# the host-key question test types on a real terminal; util-linux: setpriv, runuser and
+# prlimit, which the authorized_keys script and the memory-locking tests use.
+APT_PACKAGES=(openssh-server openssh-client python3 python3-venv procps pdsh ca-certificates time tmux util-linux)
 
 export DEBIAN_FRONTEND=noninteractive
 
@@ -30,7 +33,7 @@ PROG=test-deps
 
 apt_install_missing "${APT_PACKAGES[@]}"
 
-for tool in /usr/sbin/sshd /usr/lib/openssh/sftp-server ssh ssh-keygen scp kill pkill; do
+for tool in /usr/sbin/sshd /usr/lib/openssh/sftp-server ssh ssh-keygen scp kill pkill /usr/bin/time tmux setpriv runuser prlimit; do
     if ! command -v "$tool" >/dev/null 2>&1; then
         echo "test-deps: $tool is still missing after installing ${APT_PACKAGES[*]}" >&2
         exit 1
