@@ -2,7 +2,8 @@
 # Runs every fuzz target (fuzz/fuzz_targets/) for SECONDS each (default 600), two at a time on
 # this 2-core machine, with the corpus kept in fuzz/corpus/<target>/ (minimised afterwards so
 # that the repository keeps only inputs that add coverage). A crash leaves its input in
-# fuzz/artifacts/<target>/ and fails the script; copy it into the corpus once fixed, so that
+# fuzz/artifacts/<target>/ and fails the script; once fixed, copy it into fuzz/regressions/<target>/
+# (minimisation never touches that folder), so that
 # tests/fuzz_corpus.rs replays it in every `cargo test`.
 #
 # Usage: scripts/fuzz.sh [SECONDS] [TARGET...]
