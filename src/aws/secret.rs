@@ -111,11 +111,13 @@ impl JsonProblem {
     }
 }
 
-/// A secret's JSON field name as it may be shown: a name that is not a short plain word could
-/// be key text stored as a name by mistake, so it is counted rather than shown.
+/// A secret's JSON field names as they may be shown: a name that is not a short plain word
+/// could be key text stored as a name by mistake, so it is counted rather than shown. Short
+/// means under 24 characters: real field names are words (`PrivateKey`, `Passphrase`), and no
+/// run of a key's base64 body long enough to matter fits.
 pub fn shown_field_names(names: &[&str]) -> String {
     let plain = |name: &&str| {
-        name.len() <= 64
+        name.len() < 24
             && name
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
@@ -443,6 +445,11 @@ mod tests {
             "a, b, 1 other name(s) not shown"
         );
         assert_eq!(shown_field_names(&["x y"]), "1 other name(s) not shown");
+        // Found by the `secret` fuzz target: a plain-looking name can be a slice of key text.
+        assert_eq!(
+            shown_field_names(&["PasZXkjEAAAAABG5vbrUEAAAEINsphrare", "PrivateKey"]),
+            "PrivateKey, 1 other name(s) not shown"
+        );
         assert_eq!(shown_field_names(&[]), "");
     }
 
