@@ -23,9 +23,9 @@ pub enum KeyError {
     #[error("the private key is encrypted and the secret has no Passphrase field: add the passphrase to the secret's JSON as \"Passphrase\"")]
     NeedsPassphrase,
     #[error("cannot decrypt the private key ({reason}): check the Passphrase field of the secret")]
-    WrongPassphrase { reason: String },
+    WrongPassphrase { reason: &'static str },
     #[error("the value is not a private key ({reason}): store an OpenSSH, PEM (PKCS#1) or PKCS#8 private key")]
-    NotAKey { reason: String },
+    NotAKey { reason: &'static str },
     #[error("unsupported key type {key_type}: use ed25519, ecdsa or rsa")]
     Unsupported { key_type: String },
 }
@@ -98,7 +98,7 @@ fn decode_text(text: &str, passphrase: Option<&str>) -> Result<PrivateKey, KeyEr
     let trimmed = text.trim();
     if !trimmed.starts_with("-----BEGIN ") && !trimmed.starts_with("PuTTY-User-Key-File-") {
         return Err(KeyError::NotAKey {
-            reason: "no -----BEGIN ... PRIVATE KEY----- header".to_owned(),
+            reason: "no -----BEGIN ... PRIVATE KEY----- header",
         });
     }
     let encrypted = trimmed.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----")
@@ -126,16 +126,46 @@ fn classify(err: russh::keys::Error, passphrase: Option<&str>) -> KeyError {
         russh::keys::Error::UnsupportedKeyType {
             key_type_string, ..
         } => KeyError::Unsupported {
-            key_type: key_type_string,
+            key_type: shown_key_type(&key_type_string),
         },
         // Decryption failures surface as assorted crypto/padding errors; with a passphrase
         // present the likely cause is the passphrase, and the message says so.
         other if passphrase.is_some() => KeyError::WrongPassphrase {
-            reason: other.to_string(),
+            reason: decoder_problem(&other),
         },
         other => KeyError::NotAKey {
-            reason: other.to_string(),
+            reason: decoder_problem(&other),
         },
+    }
+}
+
+/// What the decoder refused, in fixed words. The decoders' own messages may quote the input
+/// (ssh-key's PPK parser quotes the header it read), and the input is key text.
+fn decoder_problem(err: &russh::keys::Error) -> &'static str {
+    use russh::keys::Error;
+    match err {
+        Error::CouldNotReadKey => "the key cannot be read",
+        Error::KeyIsCorrupt => "the key is corrupt",
+        Error::Ed25519KeyError(_) => "invalid Ed25519 key data",
+        Error::EcdsaKeyError(_) => "invalid ECDSA key data",
+        Error::Rsa(_) => "invalid RSA key data",
+        Error::Decode(_) => "its base64 does not decode",
+        Error::Pad(_) | Error::Unpad(_) => "the decrypted padding is wrong",
+        Error::UnknownAlgorithm(_) => "unknown key algorithm",
+        _ => "the key decoder refused it",
+    }
+}
+
+/// A key type name from the key's own data, shown only when it is a short plain token.
+fn shown_key_type(name: &str) -> String {
+    let plain = name.len() <= 40
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'@' | b'_'));
+    if plain {
+        name.to_owned()
+    } else {
+        "(a name that is not shown)".to_owned()
     }
 }
 
