@@ -30,7 +30,12 @@ fn every_stored_fuzz_input_passes_its_check() {
             .iter()
             .chain(&inputs(&root.join("regressions").join(name)))
         {
-            let data = std::fs::read(input).expect("a stored input");
+            let data = match std::fs::read(input) {
+                Ok(data) => data,
+                // A fuzzer running on the same corpus replaces inputs as it minimises them.
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(err) => panic!("{}: {err}", input.display()),
+            };
             let replay = std::panic::catch_unwind(|| check(&data));
             assert!(
                 replay.is_ok(),
