@@ -68,6 +68,29 @@ fn event(step: &str, token: &str) -> String {
         .to_string()
 }
 
+/// Turns rotation on for the secret without rotating (RotateSecret with
+/// RotateImmediately=false), as configuring the function does: the function refuses to run a
+/// step for a secret whose rotation is off.
+fn enable_rotation(cluster: &Cluster) {
+    cluster
+        .moto
+        .block_on(
+            cluster
+                .moto
+                .client()
+                .rotate_secret()
+                .secret_id(SECRET_ID)
+                .rotation_rules(
+                    aws_sdk_secretsmanager::types::RotationRulesType::builder()
+                        .automatically_after_days(30)
+                        .build(),
+                )
+                .rotate_immediately(false)
+                .send(),
+        )
+        .expect("RotateSecret enabling rotation");
+}
+
 /// cargo-lambda's local runtime and the function's binary attached to it, configured for the
 /// SSH channel to `hosts`; both stop when this is dropped.
 struct FunctionRuntime {
@@ -160,23 +183,7 @@ fn the_function_rotates_a_pending_version_step_by_step_under_cargo_lambdas_runti
     let cluster = Cluster::new(2);
     let hosts = "127.0.0.[2-3]";
     // Rotation must be enabled on the secret, as the function checks like AWS's templates.
-    cluster
-        .moto
-        .block_on(
-            cluster
-                .moto
-                .client()
-                .rotate_secret()
-                .secret_id(SECRET_ID)
-                .rotation_rules(
-                    aws_sdk_secretsmanager::types::RotationRulesType::builder()
-                        .automatically_after_days(30)
-                        .build(),
-                )
-                .rotate_immediately(false)
-                .send(),
-        )
-        .expect("RotateSecret enabling rotation");
+    enable_rotation(&cluster);
     // After RotateSecret, because moto's RotateSecret without a function copies the first
     // version's value into the new current one.
 
@@ -291,23 +298,7 @@ fn the_function_never_logs_or_returns_key_text_from_a_malformed_secret() {
         format!("{{\"PrivateKey\": {quoted}"),
         serde_json::json!({ "PrivateKey": &pem[..pem.len() / 2] }).to_string(),
     ];
-    cluster
-        .moto
-        .block_on(
-            cluster
-                .moto
-                .client()
-                .rotate_secret()
-                .secret_id(SECRET_ID)
-                .rotation_rules(
-                    aws_sdk_secretsmanager::types::RotationRulesType::builder()
-                        .automatically_after_days(30)
-                        .build(),
-                )
-                .rotate_immediately(false)
-                .send(),
-        )
-        .expect("RotateSecret enabling rotation");
+    enable_rotation(&cluster);
     let function = FunctionRuntime::start(&cluster, hosts);
     for (n, shape) in shapes.iter().enumerate() {
         cluster.moto.put_secret_value(SECRET_ID, shape);
