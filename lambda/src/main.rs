@@ -8,6 +8,7 @@ use std::sync::Arc;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use smssh::rotation::function::{self, FunctionConfig, RotationEvent};
 use smssh::rotation::{Note, Reporter};
+use smssh::term::escape::visible;
 
 /// As in the binaries: every freed heap block is wiped, so copies of the private key made by
 /// the SDK and serde do not outlive their use.
@@ -24,7 +25,7 @@ async fn main() -> Result<(), Error> {
         Err(err) => {
             // One readable line in the function's log (returning the error would print its
             // Debug form); the runtime then reports the failed start.
-            eprintln!("smssh-rotation-lambda: {err}");
+            eprintln!("smssh-rotation-lambda: {}", visible(&err.to_string()));
             std::process::exit(1);
         }
     };
@@ -35,25 +36,30 @@ async fn main() -> Result<(), Error> {
         let aws = aws.clone();
         async move {
             let event = event.payload;
-            // CloudWatch keeps what the function prints; key material never reaches here.
+            // CloudWatch keeps what the function prints; key material never reaches here, and
+            // text from workers or the event is made terminal-safe for whoever tails the log.
             let report: Reporter = Arc::new(|note, line: &str| match note {
-                Note::Progress => println!("{line}"),
-                Note::HostFailed => eprintln!("{line}"),
+                Note::Progress => println!("{}", visible(line)),
+                Note::HostFailed => eprintln!("{}", visible(line)),
             });
             println!(
-                "{} for secret {} version {}",
-                event.step, event.secret_id, event.client_request_token
+                "{}",
+                visible(&format!(
+                    "{} for secret {} version {}",
+                    event.step, event.secret_id, event.client_request_token
+                ))
             );
             match function::handle(&config, &aws, &event, report).await {
                 Ok(summary) => {
-                    println!("{summary}");
+                    println!("{}", visible(&summary));
                     Ok::<String, Error>(summary)
                 }
                 Err(err) => {
                     // The message goes back to Secrets Manager, which records the failure
                     // and retries the step.
-                    eprintln!("{err}");
-                    Err(Error::from(err.to_string()))
+                    let line = visible(&err.to_string()).into_owned();
+                    eprintln!("{line}");
+                    Err(Error::from(line))
                 }
             }
         }
