@@ -1678,19 +1678,8 @@ impl Cluster {
     }
 
     /// Gives `cmd` the environment of [`Cluster::command`] and a null stdin.
-    fn binary_environment(&self, mut cmd: Command) -> Command {
-        cmd.env_clear()
-            .env("HOME", self.home.path())
-            .env("AWS_ENDPOINT_URL", self.moto.endpoint())
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_REGION", "us-east-1")
-            .env("SMSSH_SECRET_ID", SECRET_ID)
-            .stdin(Stdio::null());
-        if let Some(path) = std::env::var_os("PATH") {
-            cmd.env("PATH", path);
-        }
-        cmd
+    fn binary_environment(&self, cmd: Command) -> Command {
+        harness_environment(cmd, self.home.path(), &self.moto)
     }
 
     /// The real OpenSSH `ssh` or `scp`, configured like the binaries: the
@@ -1735,8 +1724,25 @@ impl Cluster {
     }
 }
 
+/// Gives `cmd` only the environment the binaries need: `home` as HOME, PATH, `moto`'s endpoint
+/// and dummy credentials, and the secret's name; stdin is null.
+pub fn harness_environment(mut cmd: Command, home: &Path, moto: &Moto) -> Command {
+    cmd.env_clear()
+        .env("HOME", home)
+        .env("AWS_ENDPOINT_URL", moto.endpoint())
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env("SMSSH_SECRET_ID", SECRET_ID)
+        .stdin(Stdio::null());
+    if let Some(path) = std::env::var_os("PATH") {
+        cmd.env("PATH", path);
+    }
+    cmd
+}
+
 /// The path cargo built one of this package's binaries ("smscp" or "smssh") at.
-fn binary_path(bin: &str) -> &'static str {
+pub fn binary_path(bin: &str) -> &'static str {
     match bin {
         "smscp" => env!("CARGO_BIN_EXE_smscp"),
         "smssh" => env!("CARGO_BIN_EXE_smssh"),

@@ -340,24 +340,11 @@ impl Hostile {
     /// A command for `bin` ("smscp" or "smssh") with only the environment the binaries need:
     /// HOME, PATH, moto's endpoint and credentials, and the secret's name; stdin is null.
     pub fn command(&self, bin: &str) -> Command {
-        let path = match bin {
-            "smscp" => env!("CARGO_BIN_EXE_smscp"),
-            "smssh" => env!("CARGO_BIN_EXE_smssh"),
-            other => panic!("unknown binary {other:?}: use smscp or smssh"),
-        };
-        let mut cmd = Command::new(path);
-        cmd.env_clear()
-            .env("HOME", self.home.path())
-            .env("AWS_ENDPOINT_URL", self.moto.endpoint())
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_REGION", "us-east-1")
-            .env("SMSSH_SECRET_ID", common::SECRET_ID)
-            .stdin(Stdio::null());
-        if let Some(path) = std::env::var_os("PATH") {
-            cmd.env("PATH", path);
-        }
-        cmd
+        common::harness_environment(
+            Command::new(common::binary_path(bin)),
+            self.home.path(),
+            &self.moto,
+        )
     }
 }
 
