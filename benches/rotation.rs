@@ -23,8 +23,10 @@
 //! `authorized_key` module; lineinfile makes the same one-line edit with one module run per
 //! host and task. Facts are not gathered (`gather_facts: false`), which favours Ansible.
 //!
-//! Keys: each smssh run rotates again (each rotation leaves exactly one managed key, the new
-//! AWSCURRENT). Each Ansible run gets a fresh ed25519 pair as the new key and another as the
+//! Keys: every run starts (untimed) with the cluster key as AWSCURRENT and installed as an
+//! unmanaged line on every worker, so each smssh run is a first rotation that adopts the
+//! cluster: it installs the new key, proves it, and retires the cluster key's line (each
+//! rotation leaves exactly one managed key, the new AWSCURRENT). Each Ansible run gets a fresh ed25519 pair as the new key and another as the
 //! old one, whose line is appended to every worker's authorized_keys before the clock starts;
 //! Ansible logs in with the cluster key, which every worker authorizes as an unmanaged line.
 //!
@@ -232,15 +234,22 @@ impl Bench<'_> {
         self.moto.map_or(0.0, |pid| tree_cpu(&[pid], self.ticks))
     }
 
-    /// Puts the cluster key back as AWSCURRENT (a new version, untimed). Every worker
-    /// authorizes it as an unmanaged line, so the next rotation on any N hosts starts as the
-    /// first one does, whatever smaller N rotated before (and left the others behind).
+    /// Puts the cluster key back as AWSCURRENT (a new version, untimed), and back on every
+    /// worker as an unmanaged line where a rotation retired it, so the next rotation on any N
+    /// hosts starts as the first one does (adopting a cluster whose key was installed by
+    /// hand), whatever smaller N rotated before (and left the others behind). Ansible logs in
+    /// with that key too.
     fn reset_secret(&self) {
         self.cluster.store_key_secret(
             SECRET_ID,
             &self.cluster.private_key,
             &self.cluster.public_key,
         );
+        for worker in &self.cluster.workers {
+            if !worker.authorized_keys().contains(&self.cluster.public_key) {
+                worker.authorize(&self.cluster.public_key);
+            }
+        }
     }
 
     fn smssh(&self, n: usize) -> Command {
@@ -358,7 +367,8 @@ impl Bench<'_> {
         cmd
     }
 
-    /// After a smssh run: every worker's block holds exactly the AWSCURRENT version.
+    /// After a smssh run: every worker's block holds exactly the AWSCURRENT version, and the
+    /// cluster key's line, which the run retired, is gone.
     fn verify_smssh(&self, n: usize) -> Result<(), String> {
         let current = self
             .cluster
@@ -367,7 +377,14 @@ impl Bench<'_> {
             .ok_or_else(|| format!("{SECRET_ID} has no AWSCURRENT version"))?;
         let mut bad = Vec::new();
         for worker in self.cluster.workers.iter().take(n) {
-            match parse_block(&worker.authorized_keys(), SECRET_ID) {
+            let text = worker.authorized_keys();
+            match parse_block(&text, SECRET_ID) {
+                Ok(_) if text.contains(&self.cluster.public_key) => {
+                    bad.push(format!(
+                        "{}: the cluster key was not retired",
+                        worker.addr()
+                    ));
+                }
                 Ok(keys) => {
                     let versions: Vec<&str> = keys.iter().map(|k| k.version_id.as_str()).collect();
                     if versions != [current.as_str()] {
@@ -523,7 +540,6 @@ fn main() {
 
     let mut records: BTreeMap<(usize, Tool), Record> = BTreeMap::new();
     for &n in &sizes {
-        bench.reset_secret();
         for round in 0..rounds {
             // Alternate the order each round so neither tool always runs first.
             let mut order = tools;
@@ -533,6 +549,8 @@ fn main() {
                 if record.failure.is_some() {
                     continue;
                 }
+                // Every run starts from the cluster key, current and installed by hand.
+                bench.reset_secret();
                 match bench.measure(tool, n) {
                     Ok(sample) => {
                         println!(

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use smssh::rotation::block::{
-    parse_block, parse_report, render_lines, script, shell_quote, ManagedKey, PublicKeyLine,
+    parse_block, parse_report, render_lines, script, shell_quote, Edit, ManagedKey, PublicKeyLine,
     EXIT_BAD_INPUT, EXIT_IO, EXIT_REFUSED, SCRIPT_BODY, SCRIPT_ERROR_PREFIX,
 };
 use tempfile::TempDir;
@@ -162,7 +162,7 @@ fn run_text(shell: &str, text: &str, home: Option<&Path>, bin_first: Option<&Pat
 
 /// Renders the script for the current user and runs it.
 fn rotate(shell: &str, home: &Path, file: Option<&str>, keys: &[ManagedKey]) -> Run {
-    let text = script(&current_user(), ID, file, keys).unwrap();
+    let text = script(&current_user(), ID, file, &Edit::block(keys)).unwrap();
     run_text(shell, &text, Some(home), None)
 }
 
@@ -273,6 +273,131 @@ fn unmanaged_lines_and_other_blocks_stay_byte_for_byte() {
         assert_eq!(fs::read(&file).unwrap(), after, "{shell}");
         assert_eq!(entries(file.parent().unwrap()), [LOCK, "authorized_keys"]);
     }
+}
+
+/// The `TYPE BASE64` of a fixture line, as the script compares keys.
+fn key_text(line: &str) -> String {
+    PublicKeyLine::parse(line).unwrap().key_text()
+}
+
+/// finishSecret retires the keys the secret held wherever they sit outside the blocks: a
+/// cluster's first key, installed by user data or by hand before any rotation, is a plain line
+/// with any options and comment. Every other line stays byte for byte, the key inside another
+/// secret's block stays (that secret manages it), and the watched key is only counted.
+#[test]
+fn every_line_holding_a_retired_key_goes_wherever_it_sits_outside_the_blocks() {
+    let old = key_text(P384);
+    let (old_type, old_blob) = old.split_once(' ').unwrap();
+    let watched = key_text(P256);
+    // (line, retired?)
+    let lines: Vec<(String, bool)> = vec![
+        (format!("{old} installed-by-user-data"), true),
+        (old.clone(), true),
+        (
+            format!("restrict,command=\"echo a b\" {old} with options"),
+            true,
+        ),
+        (
+            format!("command=\"echo \\\"x {old}\\\"\" {old} quoted"),
+            true,
+        ),
+        (
+            format!(" \t{old_type}\t{old_blob}\tleading blanks and tabs"),
+            true,
+        ),
+        (format!("# {old} in a comment"), false),
+        (format!("{old_type} {old_blob}x another blob"), false),
+        (
+            format!("{old_type}-cert-v01@openssh.com {old_blob} another type"),
+            false,
+        ),
+        (
+            format!("from=\"{old}\" {watched} key named in an option"),
+            false,
+        ),
+        (format!("{watched} the operator's key"), false),
+        (format!("no-pty {watched} again"), false),
+        ("".to_owned(), false),
+    ];
+    let mut before = String::new();
+    let mut after = String::new();
+    for (line, retired) in &lines {
+        before.push_str(line);
+        before.push('\n');
+        if !retired {
+            after.push_str(line);
+            after.push('\n');
+        }
+    }
+    let foreign = block("other/secret", &[key(P384, "o1")]);
+    before.push_str(&foreign);
+    after.push_str(&foreign);
+    before.push_str(&block(ID, &[key(P384, "v0"), key(ED25519, "v1")]));
+    after.push_str(&block(ID, &current()));
+    // A retired last line without a newline: the line before it keeps its own.
+    before.push_str(&format!("# kept\n{old} last"));
+    after.push_str("# kept\n");
+    let retire = [PublicKeyLine::parse(P384).unwrap()];
+    let watch = PublicKeyLine::parse(P256).unwrap();
+    let keys = current();
+    let edit = Edit {
+        keys: &keys,
+        retire: &retire,
+        watch: Some(&watch),
+    };
+    let text = script(&current_user(), ID, None, &edit).unwrap();
+    for shell in SHELLS {
+        let (home, file) = home_with(before.as_bytes());
+        let run = run_text(shell, &text, Some(home.path()), None);
+        assert_success(&run, true, &current());
+        let report = parse_report(&run.stdout).unwrap();
+        assert_eq!((report.retired, report.watched), (6, 3), "{shell}: {run:?}");
+        assert_eq!(fs::read_to_string(&file).unwrap(), after, "{shell}");
+        // Nothing is left to retire: the second run writes nothing.
+        let again = run_text(shell, &text, Some(home.path()), None);
+        assert_success(&again, false, &current());
+        let report = parse_report(&again.stdout).unwrap();
+        assert_eq!(
+            (report.retired, report.watched),
+            (0, 3),
+            "{shell}: {again:?}"
+        );
+    }
+}
+
+#[test]
+fn forged_keys_to_retire_or_watch_are_refused_and_nothing_is_written() {
+    let good = render_lines(ID, &current()).unwrap();
+    let before = format!("{P384}\n");
+    for (retire, watch) in [
+        ("ssh-ed25519 AAAA comment".to_owned(), String::new()),
+        ("ssh-dss AAAA".to_owned(), String::new()),
+        (format!("{}\n* *", key_text(P384)), String::new()),
+        (String::new(), "ssh-ed25519 AAAA'".to_owned()),
+        (
+            String::new(),
+            format!("{}\n{}", key_text(P384), key_text(P256)),
+        ),
+    ] {
+        let text = forged_with("", ID, "", &good, &retire, &watch);
+        let (home, file) = home_with(before.as_bytes());
+        let run = run_text("sh", &text, Some(home.path()), None);
+        assert_failure(&run, EXIT_BAD_INPUT, "refusing to write anything");
+        assert_eq!(
+            fs::read_to_string(&file).unwrap(),
+            before,
+            "{retire:?} {watch:?}"
+        );
+    }
+    // A prologue without the two variables is incomplete, not empty.
+    let text = format!(
+        "SMSSH_USER=''\nSMSSH_BLOCK_ID={}\nSMSSH_FILE=''\nSMSSH_BLOCK={}\n{SCRIPT_BODY}",
+        shell_quote(ID),
+        shell_quote(&good)
+    );
+    let (home, _file) = home_with(before.as_bytes());
+    let run = run_text("sh", &text, Some(home.path()), None);
+    assert_failure(&run, EXIT_BAD_INPUT, "SMSSH_RETIRE is not set");
 }
 
 #[test]
@@ -445,12 +570,19 @@ fn ambiguous_markers_are_refused_and_nothing_is_written() {
 /// A script whose prologue is written by hand, bypassing every check the
 /// Rust side makes, as a compromised or buggy caller could.
 fn forged(user: &str, id: &str, file: &str, block: &str) -> String {
+    forged_with(user, id, file, block, "", "")
+}
+
+/// A prologue written by hand with the keys to retire and watch too.
+fn forged_with(user: &str, id: &str, file: &str, block: &str, retire: &str, watch: &str) -> String {
     format!(
-        "SMSSH_USER={}\nSMSSH_BLOCK_ID={}\nSMSSH_FILE={}\nSMSSH_BLOCK={}\n{SCRIPT_BODY}",
+        "SMSSH_USER={}\nSMSSH_BLOCK_ID={}\nSMSSH_FILE={}\nSMSSH_BLOCK={}\nSMSSH_RETIRE={}\nSMSSH_WATCH={}\n{SCRIPT_BODY}",
         shell_quote(user),
         shell_quote(id),
         shell_quote(file),
-        shell_quote(block)
+        shell_quote(block),
+        shell_quote(retire),
+        shell_quote(watch)
     )
 }
 
@@ -530,7 +662,7 @@ fn failed_rename_leaves_no_temporary_file() {
         fs::write(&mv, "#!/bin/sh\necho 'mv: simulated failure' >&2\nexit 1\n").unwrap();
         fs::set_permissions(&mv, fs::Permissions::from_mode(0o755)).unwrap();
         let (home, file) = home_with(b"keep\n");
-        let text = script(&current_user(), ID, None, &current()).unwrap();
+        let text = script(&current_user(), ID, None, &Edit::block(&current())).unwrap();
         let run = run_text(shell, &text, Some(home.path()), Some(bin.path()));
         assert_failure(&run, EXIT_IO, "simulated failure");
         assert_eq!(fs::read_to_string(&file).unwrap(), "keep\n");
@@ -604,7 +736,7 @@ fn stdin_is_never_read() {
         let home = TempDir::new().unwrap();
         let text = format!(
             "{}printf 'stdin-intact\\n'\n",
-            script(&current_user(), ID, None, &current()).unwrap()
+            script(&current_user(), ID, None, &Edit::block(&current())).unwrap()
         );
         let run = run_text(shell, &text, Some(home.path()), None);
         assert_eq!(run.status, 0, "{run:?}");
@@ -693,7 +825,7 @@ fn root_edits_another_users_file() {
         chown_to(home.path(), uid, gid);
         // HOME points elsewhere: in root mode the home comes from getent.
         let decoy = TempDir::new().unwrap();
-        let text = script(&user.name, ID, None, &current()).unwrap();
+        let text = script(&user.name, ID, None, &Edit::block(&current())).unwrap();
 
         let run = run_text(shell, &text, Some(decoy.path()), None);
         assert_success(&run, true, &current());
@@ -713,7 +845,7 @@ fn root_edits_another_users_file() {
 
         // The owner and mode of the existing file are kept on rotation.
         fs::set_permissions(&file, fs::Permissions::from_mode(0o640)).unwrap();
-        let rotated_text = script(&user.name, ID, None, &rotated()).unwrap();
+        let rotated_text = script(&user.name, ID, None, &Edit::block(&rotated())).unwrap();
         let run = run_text(shell, &rotated_text, Some(decoy.path()), None);
         assert_success(&run, true, &rotated());
         let file_meta = fs::metadata(&file).unwrap();
@@ -737,13 +869,13 @@ fn root_edits_another_users_file() {
         assert!(entries(target.path()).is_empty());
 
         // An account that does not exist.
-        let text = script("smssh-akt-no-such-user", ID, None, &current()).unwrap();
+        let text = script("smssh-akt-no-such-user", ID, None, &Edit::block(&current())).unwrap();
         let run = run_text(shell, &text, Some(decoy.path()), None);
         assert_failure(&run, EXIT_BAD_INPUT, "unknown on this host");
 
         // The other direction is real too: the throwaway account, not root,
         // asking for root's file is refused before anything is read.
-        let text = script("root", ID, None, &current()).unwrap();
+        let text = script("root", ID, None, &Edit::block(&current())).unwrap();
         let mut child = Command::new("runuser")
             .arg("-u")
             .arg(&user.name)
@@ -813,14 +945,14 @@ fn root_mode_uses_runuser_without_setpriv_and_refuses_without_either() {
         chown_to(home.path(), uid, gid);
         let file = home.path().join(".ssh/authorized_keys");
 
-        let text = script(&user.name, ID, None, &current()).unwrap();
+        let text = script(&user.name, ID, None, &Edit::block(&current())).unwrap();
         let run = finish(start_text(shell, &text, None, no_setpriv.path().into()));
         assert_success(&run, true, &current());
         let meta = fs::metadata(&file).unwrap();
         assert_eq!((meta.uid(), meta.gid()), (uid, gid), "{shell}");
         assert_eq!(fs::read_to_string(&file).unwrap(), block(ID, &current()));
 
-        let text = script(&user.name, ID, None, &rotated()).unwrap();
+        let text = script(&user.name, ID, None, &Edit::block(&rotated())).unwrap();
         let run = finish(start_text(shell, &text, None, neither.path().into()));
         assert_failure(&run, EXIT_IO, "neither setpriv nor runuser");
         assert_eq!(fs::read_to_string(&file).unwrap(), block(ID, &current()));
@@ -950,7 +1082,7 @@ fn root_mode_never_writes_through_a_link_the_user_plants() {
     let pristine = file_state(&canary);
 
     let swapper = Swapper::start(uid, gid, &ssh, &canary);
-    let text = script(&user.name, ID, None, &current()).unwrap();
+    let text = script(&user.name, ID, None, &Edit::block(&current())).unwrap();
     let (mut wins, mut updated, mut failed) = (0, 0, 0);
     let mut unclean = Vec::new();
     for round in 0..ROUNDS {
@@ -1045,7 +1177,13 @@ fn edit_concurrently(rounds: usize, bin_first: Option<&Path>) -> (usize, usize, 
         }
         let started: Vec<Started> = (0..WORKERS)
             .map(|w| {
-                let text = script(&current_user(), &ids[w % SECRETS], None, &rotated()).unwrap();
+                let text = script(
+                    &current_user(),
+                    &ids[w % SECRETS],
+                    None,
+                    &Edit::block(&rotated()),
+                )
+                .unwrap();
                 let shell = SHELLS[w / SECRETS % 2];
                 start_text(shell, &text, Some(home.path()), path_with(bin_first))
             })

@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use std::process::Output;
 
 use common::*;
-use smssh::rotation::block;
 
 const WORKERS: usize = 3;
 const ALL: &str = "127.0.0.[2-4]";
@@ -29,30 +28,9 @@ fn version_with(cluster: &Cluster, stage: &str) -> Option<String> {
     cluster.moto.version_with_stage(SECRET_ID, stage)
 }
 
-/// The version ids in a worker's managed block, in file order.
-fn block_versions(worker: &Worker) -> Vec<String> {
-    block::parse_block(&worker.authorized_keys(), SECRET_ID)
-        .expect("the managed block parses")
-        .into_iter()
-        .map(|key| key.version_id)
-        .collect()
-}
-
 /// The authorized_keys lines outside the managed block.
 fn unmanaged_lines(worker: &Worker) -> Vec<String> {
-    let text = worker.authorized_keys();
-    let mut inside = false;
-    let mut lines = Vec::new();
-    for line in text.lines() {
-        if line.starts_with("# BEGIN smssh-managed ") {
-            inside = true;
-        } else if line.starts_with("# END smssh-managed ") {
-            inside = false;
-        } else if !inside {
-            lines.push(line.to_owned());
-        }
-    }
-    lines
+    lines_outside_blocks(&worker.authorized_keys())
 }
 
 /// Copies a file to every worker with smscp and the key AWSCURRENT holds now.
@@ -70,28 +48,179 @@ fn assert_copy_works_everywhere(cluster: &Cluster, hosts: &str, moment: &str) {
     );
 }
 
-/// A cluster after one rotation, whose workers let the master in through the managed block
-/// only (the harness's unmanaged key removed), with the current version.
+/// A cluster after one rotation, with the current version. The harness installs the secret's
+/// first key outside any block, as the AWS sample's cluster starts; the rotation retired it, so
+/// only the managed block lets the master in.
 fn rotated_cluster() -> (Cluster, String) {
     let cluster = Cluster::new(WORKERS);
     assert_success(&rotate(&cluster, &["-w", ALL]));
-    keep_only_the_block(&cluster);
+    for worker in &cluster.workers {
+        assert!(
+            !worker.authorized_keys().contains(&cluster.public_key),
+            "the first key is still installed:\n{}",
+            worker.authorized_keys()
+        );
+    }
     let current = version_with(&cluster, "AWSCURRENT").expect("current");
     (cluster, current)
 }
 
-/// Removes the harness's unmanaged cluster key from every worker, so that only the managed
-/// block lets the master in.
-fn keep_only_the_block(cluster: &Cluster) {
+/// Asserts that `key` logs in on every worker (`works`) or is refused on every one.
+fn assert_key_everywhere(cluster: &Cluster, key: &std::path::Path, works: bool, what: &str) {
     for worker in &cluster.workers {
-        let text = worker.authorized_keys();
-        let kept: String = text
-            .lines()
-            .filter(|line| !line.contains("smssh-test"))
-            .map(|line| format!("{line}\n"))
-            .collect();
-        worker.set_authorized_keys(&kept);
+        let out = cluster.openssh_login(None, worker.addr(), key);
+        if works {
+            assert!(
+                out.status.success(),
+                "{what} no longer logs in on {}\n{}",
+                worker.addr(),
+                describe(&out)
+            );
+        } else {
+            assert_exit_code(&out, 255);
+            assert!(
+                stderr(&out).contains("Permission denied"),
+                "{what} on {}: {}",
+                worker.addr(),
+                describe(&out)
+            );
+        }
     }
+}
+
+/// The done criterion of the rotation-promise issue: the secret's first key is installed
+/// outside any block on every worker, as the AWS sample's cluster is (by user data, an image or
+/// by hand). After one rotation it is refused everywhere; after a second, the first two keys
+/// are refused and only the third logs in, judged by OpenSSH's own client. Unrelated lines stay.
+#[test]
+fn the_first_key_outside_any_block_is_retired_and_two_rotations_refuse_the_first_two_keys() {
+    let cluster = Cluster::new(WORKERS);
+    let first = version_with(&cluster, "AWSCURRENT").expect("the harness's version");
+    let operator = "from=\"10.0.0.1\" ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl operator";
+    for worker in &cluster.workers {
+        // The first key also sits a second time with options, as a hand edit leaves it.
+        worker.authorize(&format!("no-pty {} copy", cluster.public_key));
+        worker.authorize(operator);
+    }
+    assert_key_everywhere(
+        &cluster,
+        &cluster.key_path,
+        true,
+        "the first key before rotating",
+    );
+
+    let out = rotate(&cluster, &["-w", ALL]);
+    assert_success(&out);
+    for worker in &cluster.workers {
+        assert!(
+            stdout(&out).contains(&format!(
+                "finishSecret: {}: retired 2 line(s)",
+                worker.addr()
+            )),
+            "{}",
+            describe(&out)
+        );
+    }
+    assert!(
+        stdout(&out).contains("6 line(s) with retired keys removed on 3 host(s)"),
+        "{}",
+        describe(&out)
+    );
+    let second = version_with(&cluster, "AWSCURRENT").expect("current");
+    assert_key_everywhere(&cluster, &cluster.key_path, false, "the first key");
+    let second_key = cluster.version_key_file(&second);
+    assert_key_everywhere(&cluster, &second_key, true, "the second key");
+
+    assert_success(&rotate(&cluster, &["-w", ALL]));
+    let third = version_with(&cluster, "AWSCURRENT").expect("current");
+    assert_ne!(third, second);
+    assert_key_everywhere(&cluster, &cluster.key_path, false, "the first key");
+    assert_key_everywhere(&cluster, &second_key, false, "the second key");
+    assert_key_everywhere(
+        &cluster,
+        &cluster.version_key_file(&third),
+        true,
+        "the third key",
+    );
+    for worker in &cluster.workers {
+        assert_eq!(unmanaged_lines(worker), [operator], "{}", worker.addr());
+        assert_eq!(block_versions(worker), [third.as_str()]);
+    }
+    // Retiring changed no version: the first is still the one the harness stored.
+    assert_key_everywhere(
+        &cluster,
+        &cluster.version_key_file(&first),
+        false,
+        "the first version's key",
+    );
+}
+
+/// The operator's bootstrap key is kept by default, and the summary says where it still logs
+/// in; --retire-bootstrap-key removes it everywhere once testSecret proved the new key.
+#[test]
+fn the_bootstrap_key_is_kept_and_counted_unless_asked_to_retire_it() {
+    let cluster = Cluster::new(WORKERS);
+    cluster.moto.delete_secret(SECRET_ID);
+    cluster.moto.put_secret_string(SECRET_ID, "{}");
+    let bootstrap = cluster.key_path.display().to_string();
+
+    let out = rotate(&cluster, &["-w", ALL, "--bootstrap-key", &bootstrap]);
+    assert_success(&out);
+    assert!(
+        stdout(&out).contains("the bootstrap key is kept and still authorized on 3 of 3 hosts"),
+        "{}",
+        describe(&out)
+    );
+    assert_key_everywhere(&cluster, &cluster.key_path, true, "the kept bootstrap key");
+
+    // Without --bootstrap-key there is nothing to retire it with, and with --reconcile
+    // nothing proved the new key first: both are usage errors.
+    let out = rotate(&cluster, &["-w", ALL, "--retire-bootstrap-key"]);
+    assert_exit_code(&out, 2);
+    assert_stderr_contains(&out, "--bootstrap-key");
+    let out = rotate(
+        &cluster,
+        &[
+            "-w",
+            ALL,
+            "--reconcile",
+            "--bootstrap-key",
+            &bootstrap,
+            "--retire-bootstrap-key",
+        ],
+    );
+    assert_exit_code(&out, 2);
+    assert_stderr_contains(&out, "--reconcile");
+
+    let out = rotate(
+        &cluster,
+        &[
+            "-w",
+            ALL,
+            "--bootstrap-key",
+            &bootstrap,
+            "--retire-bootstrap-key",
+        ],
+    );
+    assert_success(&out);
+    assert!(
+        stdout(&out).contains("3 line(s) with retired keys removed on 3 host(s)"),
+        "{}",
+        describe(&out)
+    );
+    assert_key_everywhere(
+        &cluster,
+        &cluster.key_path,
+        false,
+        "the retired bootstrap key",
+    );
+    let current = version_with(&cluster, "AWSCURRENT").expect("current");
+    assert_key_everywhere(
+        &cluster,
+        &cluster.version_key_file(&current),
+        true,
+        "the current key",
+    );
 }
 
 #[test]
@@ -313,19 +442,237 @@ fn reconcile_brings_a_host_that_was_offline_during_a_rotation_to_the_current_key
     assert_copy_works_everywhere(&cluster, ALL, "after --reconcile");
 }
 
+/// The secret's tags, as DescribeSecret lists them.
+fn tags(cluster: &Cluster) -> BTreeMap<String, String> {
+    let described = cluster
+        .moto
+        .block_on(
+            cluster
+                .moto
+                .client()
+                .describe_secret()
+                .secret_id(SECRET_ID)
+                .send(),
+        )
+        .expect("DescribeSecret");
+    described
+        .tags()
+        .iter()
+        .map(|t| {
+            (
+                t.key().unwrap_or_default().to_owned(),
+                t.value().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn set_tag(cluster: &Cluster, key: &str, value: &str) {
+    cluster
+        .moto
+        .block_on(
+            cluster
+                .moto
+                .client()
+                .tag_resource()
+                .secret_id(SECRET_ID)
+                .tags(
+                    aws_sdk_secretsmanager::types::Tag::builder()
+                        .key(key)
+                        .value(value)
+                        .build(),
+                )
+                .send(),
+        )
+        .expect("TagResource");
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+}
+
+/// The grace period of AWSPREVIOUS counts from the promotion of its successor, which
+/// finishSecret records in the secret's `smssh:promoted` tag; it used to count from the
+/// successor's creation, which for a version created long before its promotion (a rotation
+/// left pending, then finished) cut the grace short or ended it before it began.
 #[test]
-fn a_grace_period_keeps_the_previous_key_until_it_ends() {
+fn the_grace_period_counts_from_the_promotion_recorded_in_a_tag() {
     let cluster = Cluster::new(1);
     assert_success(&rotate(&cluster, &["-w", "127.0.0.2"]));
     let first = version_with(&cluster, "AWSCURRENT").expect("current");
+    let before = unix_now();
     assert_success(&rotate(&cluster, &["-w", "127.0.0.2", "--grace", "1h"]));
+    let after = unix_now();
     let second = version_with(&cluster, "AWSCURRENT").expect("current");
-    assert_eq!(block_versions(&cluster.workers[0]), [second.clone(), first]);
+    assert_eq!(
+        block_versions(&cluster.workers[0]),
+        [second.clone(), first.clone()]
+    );
+
+    let tag = tags(&cluster)
+        .remove("smssh:promoted")
+        .expect("the promotion is recorded");
+    let (version, at) = tag.split_once(' ').expect("<version> <seconds>");
+    let at: u64 = at.parse().expect("seconds");
+    assert_eq!(version, second);
+    assert!(
+        (before..=after).contains(&at),
+        "{tag} not within {before}..={after}"
+    );
+
+    // Within the hour the previous key stays, and it still logs in.
     assert_success(&rotate(
         &cluster,
-        &["-w", "127.0.0.2", "--reconcile", "--grace", "0"],
+        &["-w", "127.0.0.2", "--reconcile", "--grace", "1h"],
+    ));
+    assert_eq!(
+        block_versions(&cluster.workers[0]),
+        [second.clone(), first.clone()]
+    );
+    let first_key = cluster.version_key_file(&first);
+    assert_key_everywhere(
+        &cluster,
+        &first_key,
+        true,
+        "the previous key within its grace",
+    );
+
+    // Promoted two hours ago: the grace of one hour is over, whatever the creation dates say.
+    set_tag(
+        &cluster,
+        "smssh:promoted",
+        &format!("{second} {}", unix_now() - 7200),
+    );
+    assert_success(&rotate(
+        &cluster,
+        &["-w", "127.0.0.2", "--reconcile", "--grace", "1h"],
     ));
     assert_eq!(block_versions(&cluster.workers[0]), [second]);
+    assert_key_everywhere(
+        &cluster,
+        &first_key,
+        false,
+        "the previous key after its grace",
+    );
+}
+
+/// `--reconcile --learn-host-keys` brings in a worker added since the last rotation: its host
+/// key goes into a new AWSCURRENT version holding the same key pair (the history says when it
+/// was accepted, and no key changes), AWSPREVIOUS stays where it was, and a host whose key
+/// changed is still refused with both fingerprints.
+#[test]
+fn reconcile_learns_a_new_workers_host_key_into_a_version_with_the_same_key_pair() {
+    let mut cluster = Cluster::new(WORKERS);
+    std::fs::write(cluster.known_hosts_path(), "").expect("empty known_hosts");
+    let first = version_with(&cluster, "AWSCURRENT").expect("the harness's version");
+    let out = rotate(
+        &cluster,
+        &[
+            "-o",
+            "BatchMode=yes",
+            "-w",
+            "127.0.0.[2-3]",
+            "--learn-host-keys",
+        ],
+    );
+    assert_success(&out);
+    let second = version_with(&cluster, "AWSCURRENT").expect("current");
+
+    // The worker that was not part of the rotation is unknown: a plain reconcile refuses it.
+    let out = rotate(&cluster, &["-o", "BatchMode=yes", "-w", ALL, "--reconcile"]);
+    assert_exit_code(&out, 1);
+    assert_stderr_contains(&out, "127.0.0.4");
+
+    let out = rotate(
+        &cluster,
+        &[
+            "-o",
+            "BatchMode=yes",
+            "-w",
+            ALL,
+            "--reconcile",
+            "--learn-host-keys",
+        ],
+    );
+    assert_success(&out);
+    assert!(
+        stdout(&out).contains("recorded 1 new host key(s) in version"),
+        "{}",
+        describe(&out)
+    );
+    let third = version_with(&cluster, "AWSCURRENT").expect("current");
+    assert_ne!(third, second);
+    assert_eq!(
+        version_with(&cluster, "AWSPREVIOUS").as_deref(),
+        Some(first.as_str())
+    );
+    let read = |version: &str| -> serde_json::Value {
+        let value = cluster
+            .moto
+            .block_on(
+                cluster
+                    .moto
+                    .client()
+                    .get_secret_value()
+                    .secret_id(SECRET_ID)
+                    .version_id(version)
+                    .send(),
+            )
+            .expect("GetSecretValue");
+        serde_json::from_str(value.secret_string().expect("string")).expect("JSON")
+    };
+    let (old, new) = (read(&second), read(&third));
+    assert_eq!(old["PrivateKey"], new["PrivateKey"], "the key pair changed");
+    assert_eq!(old["PublicKey"], new["PublicKey"]);
+    let known = new["KnownHosts"].as_str().expect("KnownHosts");
+    for worker in &cluster.workers {
+        assert!(known.contains(&worker.host_key_line()), "{known}");
+        assert_eq!(
+            block_versions(worker),
+            [third.as_str()],
+            "{}",
+            worker.addr()
+        );
+    }
+    // The new worker logged in with the first key, which is now retired there too (OpenSSH
+    // judges, with a known_hosts file of its own).
+    cluster.refresh_known_hosts();
+    assert_key_everywhere(&cluster, &cluster.key_path, false, "the first key");
+    let out = run(cluster.command("smssh").args([
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-w",
+        ALL,
+        "--",
+        "true",
+    ]));
+    assert_success(&out);
+
+    // A changed host key is refused, naming both fingerprints, and no version is stored.
+    let versions_before = stages(&cluster);
+    cluster.workers[2].regenerate_host_key();
+    let out = rotate(
+        &cluster,
+        &[
+            "-o",
+            "BatchMode=yes",
+            "-w",
+            ALL,
+            "--reconcile",
+            "--learn-host-keys",
+        ],
+    );
+    assert_exit_code(&out, 1);
+    assert_stderr_contains(&out, "127.0.0.4");
+    assert!(
+        stderr(&out).matches("SHA256:").count() >= 2,
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(stages(&cluster), versions_before);
 }
 
 #[test]

@@ -192,6 +192,10 @@ pub struct RotateArgs {
     /// secret that holds none yet ({}).
     #[arg(long, value_name = "FILE")]
     pub bootstrap_key: Option<std::path::PathBuf>,
+    /// Remove the --bootstrap-key's public key from every worker at finishSecret, once
+    /// testSecret has proved the new key everywhere (by default it is kept: it is yours).
+    #[arg(long, requires = "bootstrap_key", conflicts_with = "reconcile")]
+    pub retire_bootstrap_key: bool,
     /// How long the previous key stays authorized after a rotation (0, 90s, 30m, 12h, 7d).
     #[arg(long, value_name = "DURATION", default_value = "0")]
     pub grace: String,

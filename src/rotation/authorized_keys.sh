@@ -16,9 +16,22 @@
 #                   used as is.
 #   SMSSH_BLOCK     the desired key lines, "TYPE BASE64 smssh:<id>:<version>",
 #                   newline separated; empty removes the block.
+#   SMSSH_RETIRE    keys to retire, "TYPE BASE64", newline separated: every
+#                   line outside the managed blocks whose key is one of them
+#                   is removed, whatever its options or comment. These are
+#                   the keys the secret held and no longer wants, so that a
+#                   key installed before any rotation (user data, an image,
+#                   by hand) stops working too.
+#   SMSSH_WATCH     one key, "TYPE BASE64", or empty: the lines outside this
+#                   block that hold it are counted (the operator's bootstrap
+#                   key, kept on purpose, so that the summary can say where it
+#                   still logs in).
 #
-# Output on success: "updated" or "unchanged", then "keys:" followed by the
-# version ids now in the block, each preceded by one space.
+# Output on success: "updated" or "unchanged", then "retired:R watched:W"
+# (lines removed for SMSSH_RETIRE, lines holding SMSSH_WATCH), then "keys:"
+# followed by the version ids now in the block, each preceded by one space.
+# Lines inside another secret's block are never removed: they belong to that
+# secret's rotation.
 # Failure: one line on stderr starting "smssh-authorized-keys: ", status 2 for
 # bad input, 3 when the existing file's state is refused, 1 for I/O failures.
 # The file is not changed on failure and no temporary file survives it.
@@ -95,6 +108,9 @@ export LC_ALL
 # The lock file it creates is the account's alone, like the file.
 umask 077
 
+smssh_nl='
+'
+smssh_counts=''
 smssh_file=$1
 smssh_who=$2
 smssh_for_root=$3
@@ -212,6 +228,27 @@ function refuse(msg) {
     if (bad == "") bad = msg
     exit 3
 }
+# The key of an authorized_keys line, "TYPE BASE64", or "" for a comment or
+# a blank line. As sshd reads the line: a key type first, or else options up
+# to the first blank outside double quotes (where \" does not end a quote),
+# then the key.
+function keyof(l,   i, c, q, f, n) {
+    sub(/^[ \t]+/, "", l)
+    if (l == "" || substr(l, 1, 1) == "#") return ""
+    n = split(l, f, /[ \t]+/)
+    if (f[1] ~ keytype) return (n >= 2 ? f[1] " " f[2] : "")
+    q = 0
+    for (i = 1; i <= length(l); i++) {
+        c = substr(l, i, 1)
+        if (c == "\\" && substr(l, i + 1, 1) == "\"") { i++; continue }
+        if (c == "\"") { q = !q; continue }
+        if (!q && (c == " " || c == "\t")) break
+    }
+    l = substr(l, i)
+    sub(/^[ \t]+/, "", l)
+    n = split(l, f, /[ \t]+/)
+    return (n >= 2 ? f[1] " " f[2] : "")
+}
 function emit_block(   i) {
     if (n == 0) return
     out[++m] = begin_m
@@ -225,6 +262,12 @@ BEGIN {
     n = 0
     if (ENVIRON["SMSSH_BLOCK"] != "") n = split(ENVIRON["SMSSH_BLOCK"], want, "\n")
     inside = 0; seen = 0; m = 0; bad = ""; last_idx = 0; last_nr = 0
+    keytype = "^(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp(256|384|521)|sk-(ssh-ed25519|ecdsa-sha2-nistp256)@openssh[.]com)(-cert-v01@openssh[.]com)?$"
+    k = 0
+    if (ENVIRON["SMSSH_RETIRE"] != "") k = split(ENVIRON["SMSSH_RETIRE"], r, "\n")
+    for (i = 1; i <= k; i++) retire[r[i]] = 1
+    watch = ENVIRON["SMSSH_WATCH"]
+    retired = 0; watched = 0; foreign = 0
 }
 {
     line = $0
@@ -248,12 +291,22 @@ BEGIN {
             refuse(sprintf("line %d is another block marker inside the block for %s: fix the markers by hand", NR, id))
         next
     }
+    # The block of another secret holds the keys of that secret, which its
+    # own rotation manages; only the lines outside every block are retired.
+    if (index(line, "# BEGIN smssh-managed ") == 1) foreign = 1
+    else if (index(line, "# END smssh-managed ") == 1) foreign = 0
+    else {
+        key = keyof(line)
+        if (key != "" && key == watch) watched++
+        if (key != "" && !foreign && (key in retire)) { retired++; next }
+    }
     out[++m] = line
     last_idx = m; last_nr = NR
 }
 END {
     if (bad != "") { printf "%s", bad; exit 3 }
     if (inside) { printf "the BEGIN marker for %s at line %d has no END: fix the markers by hand", id, begin_nr; exit 3 }
+    printf "retired:%d watched:%d\n", retired, watched
     if (!seen) emit_block()
     for (i = 1; i <= m; i++) {
         if (i == m && nonl && last_idx == m && last_nr == NR) printf "%s", out[i]
@@ -261,7 +314,13 @@ END {
     }
 }' <"$smssh_src" 2>/dev/null && printf x) || smssh_rc=$?
     case $smssh_rc in
-    0) smssh_new=${smssh_new%x} ;;
+    0)
+        # The first line is awk's count of retired and watched lines; the
+        # file's new content follows it.
+        smssh_new=${smssh_new%x}
+        smssh_counts=${smssh_new%%"$smssh_nl"*}
+        smssh_new=${smssh_new#*"$smssh_nl"}
+        ;;
     3) smssh_die 3 "$smssh_file: $smssh_new" ;;
     *) smssh_die 1 "cannot read $smssh_file (awk failed with status $smssh_rc): check the file and the disk" ;;
     esac
@@ -308,7 +367,7 @@ smssh_lock() {
 smssh_edit_main() {
     smssh_read
     if smssh_unchanged; then
-        printf 'unchanged\n'
+        printf 'unchanged\n%s\n' "$smssh_counts"
         return 0
     fi
 
@@ -326,7 +385,7 @@ smssh_edit_main() {
     smssh_lock
     smssh_read
     if smssh_unchanged; then
-        printf 'unchanged\n'
+        printf 'unchanged\n%s\n' "$smssh_counts"
         return 0
     fi
 
@@ -364,7 +423,7 @@ smssh_edit_main() {
     # And the directory after it, so that the rename itself is on disk before
     # the edit reports it.
     smssh_flush "$smssh_dir"
-    printf 'updated\n'
+    printf 'updated\n%s\n' "$smssh_counts"
 }
 
 trap smssh_cleanup EXIT
@@ -379,6 +438,8 @@ smssh_main() {
     [ "${SMSSH_BLOCK_ID+set}" = set ] || smssh_die 2 "SMSSH_BLOCK_ID is not set: the script prologue is incomplete; rerun smssh"
     [ "${SMSSH_FILE+set}" = set ] || smssh_die 2 "SMSSH_FILE is not set: the script prologue is incomplete; rerun smssh"
     [ "${SMSSH_BLOCK+set}" = set ] || smssh_die 2 "SMSSH_BLOCK is not set: the script prologue is incomplete; rerun smssh"
+    [ "${SMSSH_RETIRE+set}" = set ] || smssh_die 2 "SMSSH_RETIRE is not set: the script prologue is incomplete; rerun smssh"
+    [ "${SMSSH_WATCH+set}" = set ] || smssh_die 2 "SMSSH_WATCH is not set: the script prologue is incomplete; rerun smssh"
 
     # The block id ends up in marker lines and is compared with key tags, so
     # it is checked again here rather than trusted.
@@ -446,6 +507,33 @@ BEGIN {
     0) ;;
     2) smssh_die 2 "$smssh_keys" ;;
     *) smssh_die 1 "awk failed with status $smssh_rc while checking SMSSH_BLOCK: check that awk works on this host" ;;
+    esac
+
+    # The keys to retire or count are compared with what the file holds, so
+    # only plain "TYPE BASE64" lines are accepted.
+    export SMSSH_RETIRE SMSSH_WATCH
+    smssh_rc=0
+    smssh_err=$(awk '
+BEGIN {
+    re = "^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp256|ecdsa-sha2-nistp384|ecdsa-sha2-nistp521) [A-Za-z0-9+/]+=?=?$"
+    n = 0
+    if (ENVIRON["SMSSH_RETIRE"] != "") n = split(ENVIRON["SMSSH_RETIRE"], line, "\n")
+    for (i = 1; i <= n; i++) {
+        if (line[i] !~ re) {
+            printf "line %d of SMSSH_RETIRE is not \"TYPE BASE64\" with a supported key type: refusing to write anything; render the script with smssh", i
+            exit 2
+        }
+    }
+    w = ENVIRON["SMSSH_WATCH"]
+    if (w != "" && w !~ re) {
+        printf "SMSSH_WATCH is not \"TYPE BASE64\" with a supported key type: refusing to write anything; render the script with smssh"
+        exit 2
+    }
+}' </dev/null) || smssh_rc=$?
+    case $smssh_rc in
+    0) ;;
+    2) smssh_die 2 "$smssh_err" ;;
+    *) smssh_die 1 "awk failed with status $smssh_rc while checking SMSSH_RETIRE: check that awk works on this host" ;;
     esac
 
     # Locate the home directory.

@@ -238,6 +238,30 @@ impl PublicKeyLine {
     pub fn blob_base64(&self) -> &str {
         &self.blob_base64
     }
+
+    /// `TYPE BASE64`, the form in which the script compares keys with a file's lines.
+    pub fn key_text(&self) -> String {
+        format!("{} {}", self.algorithm, self.blob_base64)
+    }
+}
+
+/// What one run of the script does to a file: the block's keys, the keys to remove from the
+/// lines outside every block, and the key whose lines are only counted.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Edit<'a> {
+    pub keys: &'a [ManagedKey],
+    pub retire: &'a [PublicKeyLine],
+    pub watch: Option<&'a PublicKeyLine>,
+}
+
+impl<'a> Edit<'a> {
+    /// Rewrites the block to hold `keys` and touches nothing outside it.
+    pub fn block(keys: &'a [ManagedKey]) -> Edit<'a> {
+        Edit {
+            keys,
+            ..Edit::default()
+        }
+    }
 }
 
 /// A key as it sits in a managed block: the key and the Secrets Manager
@@ -264,6 +288,10 @@ impl ManagedKey {
 pub struct ScriptReport {
     /// True when the file was replaced, false when it already held the block.
     pub changed: bool,
+    /// Lines outside the blocks removed because they held a retired key.
+    pub retired: usize,
+    /// Lines outside this block that hold the watched key, after the edit.
+    pub watched: usize,
     /// The version ids now in the block, in file order.
     pub version_ids: Vec<String>,
 }
@@ -400,19 +428,24 @@ pub fn shell_quote(value: &str) -> String {
 }
 
 /// The complete script text run on a worker, by `sh -s` over SSH or as an
-/// SSM `AWS-RunShellScript` command: a prologue assigning the four validated
+/// SSM `AWS-RunShellScript` command: a prologue assigning the six validated
 /// inputs, then `SCRIPT_BODY`. `file` of `None` or `Some("")` means
 /// `.ssh/authorized_keys` in the user's home.
 pub fn script(
     user: &str,
     block_id: &str,
     file: Option<&str>,
-    keys: &[ManagedKey],
+    edit: &Edit<'_>,
 ) -> Result<String, BlockError> {
     validate_user(user)?;
     let file = file.unwrap_or("");
     validate_file(file)?;
-    let block = render_lines(block_id, keys)?;
+    let block = render_lines(block_id, edit.keys)?;
+    // Every retired or watched key was built by `PublicKeyLine::parse`, so its text is one
+    // valid `TYPE BASE64` line.
+    let retire: Vec<String> = edit.retire.iter().map(PublicKeyLine::key_text).collect();
+    let retire = retire.join("\n");
+    let watch = edit.watch.map(PublicKeyLine::key_text).unwrap_or_default();
     let mut text = String::with_capacity(SCRIPT_BODY.len() + block.len() + 256);
     text.push_str("#!/bin/sh\n");
     for (name, value) in [
@@ -420,6 +453,8 @@ pub fn script(
         ("SMSSH_BLOCK_ID", block_id),
         ("SMSSH_FILE", file),
         ("SMSSH_BLOCK", block.as_str()),
+        ("SMSSH_RETIRE", retire.as_str()),
+        ("SMSSH_WATCH", watch.as_str()),
     ] {
         text.push_str(name);
         text.push('=');
@@ -510,7 +545,7 @@ pub fn parse_block(
     Ok(keys)
 }
 
-/// Reads the script's report from its stdout. Only the last two lines count,
+/// Reads the script's report from its stdout. Only the last three lines count,
 /// because a worker's shell start-up files may print before the script runs.
 pub fn parse_report(stdout: &str) -> Result<ScriptReport, BlockError> {
     let fail = |reason| Err(BlockError::BadScriptOutput { reason });
@@ -518,8 +553,17 @@ pub fn parse_report(stdout: &str) -> Result<ScriptReport, BlockError> {
         return fail("it does not end with a newline");
     };
     let mut lines = body.rsplit('\n');
-    let (Some(keys_line), Some(status_line)) = (lines.next(), lines.next()) else {
-        return fail("fewer than two lines");
+    let (Some(keys_line), Some(counts_line), Some(status_line)) =
+        (lines.next(), lines.next(), lines.next())
+    else {
+        return fail("fewer than three lines");
+    };
+    let counts = counts_line
+        .strip_prefix("retired:")
+        .and_then(|rest| rest.split_once(" watched:"))
+        .and_then(|(retired, watched)| Some((count(retired)?, count(watched)?)));
+    let Some((retired, watched)) = counts else {
+        return fail("no retired:N watched:N line");
     };
     let changed = match status_line {
         "updated" => true,
@@ -545,8 +589,18 @@ pub fn parse_report(stdout: &str) -> Result<ScriptReport, BlockError> {
     }
     Ok(ScriptReport {
         changed,
+        retired,
+        watched,
         version_ids,
     })
+}
+
+/// A line count as the script prints it: decimal digits only.
+fn count(text: &str) -> Option<usize> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
 }
 
 /// Why a line inside the block is not a managed key line, for [`BlockError::BadManagedLine`].
@@ -995,17 +1049,27 @@ mod tests {
     #[test]
     fn script_prologue() {
         let keys = [managed(ED25519, "v1")];
-        let text = script("alice", "c/k", Some("/etc/ssh/it's"), &keys).unwrap();
+        let retire = [
+            PublicKeyLine::parse(ED25519).unwrap(),
+            PublicKeyLine::parse(RSA).unwrap(),
+        ];
+        let edit = Edit {
+            keys: &keys,
+            retire: &retire,
+            watch: Some(&retire[1]),
+        };
+        let text = script("alice", "c/k", Some("/etc/ssh/it's"), &edit).unwrap();
         let prologue = format!(
-            "#!/bin/sh\nSMSSH_USER='alice'\nSMSSH_BLOCK_ID='c/k'\nSMSSH_FILE='/etc/ssh/it'\\''s'\nSMSSH_BLOCK='ssh-ed25519 {} smssh:c/k:v1'\n",
-            field(ED25519, 1)
+            "#!/bin/sh\nSMSSH_USER='alice'\nSMSSH_BLOCK_ID='c/k'\nSMSSH_FILE='/etc/ssh/it'\\''s'\nSMSSH_BLOCK='ssh-ed25519 {ed} smssh:c/k:v1'\nSMSSH_RETIRE='ssh-ed25519 {ed}\nssh-rsa {rsa}'\nSMSSH_WATCH='ssh-rsa {rsa}'\n",
+            ed = field(ED25519, 1),
+            rsa = field(RSA, 1),
         );
         assert_eq!(text, format!("{prologue}{SCRIPT_BODY}"));
-        let none = script("", "c", None, &[]).unwrap();
+        let none = script("", "c", None, &Edit::default()).unwrap();
         assert!(none.starts_with(
-            "#!/bin/sh\nSMSSH_USER=''\nSMSSH_BLOCK_ID='c'\nSMSSH_FILE=''\nSMSSH_BLOCK=''\n"
+            "#!/bin/sh\nSMSSH_USER=''\nSMSSH_BLOCK_ID='c'\nSMSSH_FILE=''\nSMSSH_BLOCK=''\nSMSSH_RETIRE=''\nSMSSH_WATCH=''\n"
         ));
-        assert_eq!(script("", "c", Some(""), &[]).unwrap(), none);
+        assert_eq!(script("", "c", Some(""), &Edit::default()).unwrap(), none);
     }
 
     #[test]
@@ -1013,19 +1077,19 @@ mod tests {
         let keys = [managed(ED25519, "v1")];
         for user in ["a'b", "a$(id)", "a;b", "a\nb"] {
             assert!(matches!(
-                script(user, "c", None, &keys),
+                script(user, "c", None, &Edit::block(&keys)),
                 Err(BlockError::InvalidUser { .. })
             ));
         }
         for id in ["c'", "c$(id)", "c;d", "c\nd"] {
             assert!(matches!(
-                script("", id, None, &keys),
+                script("", id, None, &Edit::block(&keys)),
                 Err(BlockError::InvalidBlockId { .. })
             ));
         }
         for file in ["a\nb", "a\0b"] {
             assert!(matches!(
-                script("", "c", Some(file), &keys),
+                script("", "c", Some(file), &Edit::block(&keys)),
                 Err(BlockError::InvalidFile { .. })
             ));
         }
@@ -1171,30 +1235,44 @@ mod tests {
     }
 
     /// `Some((changed, version ids))` for a report that parses.
-    type ExpectedReport = Option<(bool, &'static [&'static str])>;
+    type ExpectedReport = Option<(bool, usize, usize, &'static [&'static str])>;
 
     #[test]
     fn reports() {
-        let cases: [(&str, ExpectedReport); 9] = [
-            ("updated\nkeys: v1 v2\n", Some((true, &["v1", "v2"]))),
-            ("unchanged\nkeys:\n", Some((false, &[]))),
+        let cases: [(&str, ExpectedReport); 12] = [
             (
-                "motd line\nunchanged\nkeys: a.b_c-d\n",
-                Some((false, &["a.b_c-d"])),
+                "updated\nretired:2 watched:1\nkeys: v1 v2\n",
+                Some((true, 2, 1, &["v1", "v2"])),
             ),
-            ("updated\nkeys: v1", None),
-            ("keys: v1\n", None),
-            ("changed\nkeys: v1\n", None),
-            ("updated\nkeys: v1  v2\n", None),
-            ("updated\nkeys:v1\n", None),
-            ("updated\nkeys: v;1\n", None),
+            (
+                "unchanged\nretired:0 watched:0\nkeys:\n",
+                Some((false, 0, 0, &[])),
+            ),
+            (
+                "motd line\nunchanged\nretired:0 watched:3\nkeys: a.b_c-d\n",
+                Some((false, 0, 3, &["a.b_c-d"])),
+            ),
+            ("updated\nretired:0 watched:0\nkeys: v1", None),
+            ("updated\nkeys: v1\n", None),
+            ("retired:0 watched:0\nkeys: v1\n", None),
+            ("changed\nretired:0 watched:0\nkeys: v1\n", None),
+            ("updated\nretired:-1 watched:0\nkeys: v1\n", None),
+            ("updated\nretired:1 watched:\nkeys: v1\n", None),
+            ("updated\nretired:0 watched:0\nkeys: v1  v2\n", None),
+            ("updated\nretired:0 watched:0\nkeys:v1\n", None),
+            ("updated\nretired:0 watched:0\nkeys: v;1\n", None),
         ];
         for (stdout, expected) in cases {
             let got = parse_report(stdout);
             match expected {
-                Some((changed, ids)) => {
+                Some((changed, retired, watched, ids)) => {
                     let report = got.unwrap();
                     assert_eq!(report.changed, changed, "{stdout:?}");
+                    assert_eq!(
+                        (report.retired, report.watched),
+                        (retired, watched),
+                        "{stdout:?}"
+                    );
                     assert_eq!(report.version_ids, ids, "{stdout:?}");
                 }
                 None => assert!(

@@ -169,17 +169,22 @@ pub enum SsmError {
     },
 }
 
-fn map_ssm_error<E, R>(operation: &'static str, err: aws_sdk_ssm::error::SdkError<E, R>) -> SsmError
+fn map_ssm_error<E>(operation: &'static str, err: aws_sdk_ssm::error::SdkError<E>) -> SsmError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
 {
     let reason = crate::aws::describe_chain(&err);
     match &err {
         aws_sdk_ssm::error::SdkError::ServiceError(service) => {
-            let code = service.err().code().unwrap_or("HTTP error").to_owned();
-            let message = service.err().message().unwrap_or("no message").to_owned();
-            if code.starts_with("AccessDenied") {
+            // As for Secrets Manager: an XML refusal leaves the SDK without a code.
+            let status = service.raw().status().as_u16();
+            let (code, message) = crate::aws::code_and_message(
+                status,
+                service.raw().body().bytes(),
+                service.err().code(),
+                service.err().message(),
+            );
+            if code.starts_with("AccessDenied") || (status == 403 && code.starts_with("HTTP ")) {
                 SsmError::AccessDenied { operation, message }
             } else {
                 SsmError::Rejected {
@@ -347,7 +352,11 @@ mod tests {
 
     #[test]
     fn verdicts_need_exit_zero_and_a_report() {
-        let ok = verdict(RemoteExit::Status(0), b"updated\nkeys: a b\n", b"");
+        let ok = verdict(
+            RemoteExit::Status(0),
+            b"updated\nretired:0 watched:0\nkeys: a b\n",
+            b"",
+        );
         assert_eq!(ok.unwrap().version_ids, vec!["a", "b"]);
         let noise = verdict(RemoteExit::Status(0), b"motd\n", b"");
         assert!(noise.is_err());

@@ -158,6 +158,8 @@ impl FunctionConfig {
             )?
             .unwrap_or_default(),
             grace: setting(vars, "SMSSH_GRACE", rotation::parse_duration)?.unwrap_or_default(),
+            // The function has no bootstrap key: it never logs in with the operator's own.
+            retire_bootstrap_key: false,
             learn_host_keys: setting(vars, "SMSSH_LEARN_HOST_KEYS", parse_bool)?.unwrap_or(false),
             channel,
             ssm_user: user.clone(),

@@ -8,6 +8,11 @@
 //!   adds, and a failed step promotes nothing. The master is never locked out.
 //! - Every edit of a worker is a reconciliation to the desired state (the keys of the versions
 //!   still valid), never a relative edit, so any retry finishes a partial run.
+//! - finishSecret and a reconciliation retire every key the secret holds or held in a version
+//!   still listed, wherever it sits in the file, except the desired ones and the operator's
+//!   bootstrap key (unless asked to); setSecret never removes anything.
+//! - The grace period of AWSPREVIOUS counts from the moment its successor became AWSCURRENT,
+//!   recorded in the secret's [`store::PROMOTED_TAG`] tag just before the label moves.
 //! - Host keys are always verified; unknown ones are learned only when the operator allowed it,
 //!   at createSecret, and recorded in the new version's `KnownHosts`.
 //!
@@ -41,6 +46,12 @@ use block::{BlockError, ManagedKey, PublicKeyLine};
 use deploy::{DeployFailure, HostResult, RunFailure, SsmError, SsmTarget};
 use keygen::{KeyType, KeygenError};
 use store::{Description, Document, Store, StoreError, AWSCURRENT, AWSPENDING, AWSPREVIOUS};
+
+/// The keepalive interval a rotation's sessions use when the configuration sets none: with
+/// ServerAliveCountMax's default of 3, a worker that stops answering fails after about 45
+/// seconds, far inside the Lambda's 15 minutes, while a slow but live one (a script waiting
+/// for a lock) is never cut off.
+pub const ROTATION_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
 
 /// One of Secrets Manager's rotation steps, spelled as in the rotation event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,8 +164,11 @@ impl Target {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub key_type: KeyType,
-    /// How long AWSPREVIOUS stays authorized after the current version was created.
+    /// How long AWSPREVIOUS stays authorized after the current version was promoted.
     pub grace: Duration,
+    /// Remove the bootstrap key everywhere at finishSecret (it is kept by default, being the
+    /// operator's own key).
+    pub retire_bootstrap_key: bool,
     /// Accept and record unknown host keys at createSecret (first contact only).
     pub learn_host_keys: bool,
     pub channel: Channel,
@@ -208,8 +222,9 @@ pub enum RotationError {
         hosts: String,
         consequence: &'static str,
     },
-    #[error("createSecret: cannot learn the host keys of {failed} of {total} hosts ({hosts}): every host must answer for --learn-host-keys; nothing was stored")]
+    #[error("{during}: cannot learn the host keys of {failed} of {total} hosts ({hosts}): every host must answer for --learn-host-keys; nothing was stored")]
     Learn {
+        during: &'static str,
         failed: usize,
         total: usize,
         hosts: String,
@@ -222,6 +237,8 @@ pub enum RotationError {
     KnownHosts(#[from] KnownHostsError),
     #[error("secret {id}: {source}")]
     Block { id: String, source: BlockError },
+    #[error("--bootstrap-key: {reason}")]
+    BootstrapPublicKey { reason: String },
     #[error("interrupted")]
     Cancelled,
 }
@@ -280,6 +297,15 @@ impl fmt::Debug for Rotation {
     }
 }
 
+/// What a deploy writes: the block's keys, the keys to retire outside it, the bootstrap key
+/// to count, and the script that does it.
+struct Rendered {
+    keys: Vec<ManagedKey>,
+    retire: Vec<PublicKeyLine>,
+    watch: Option<PublicKeyLine>,
+    script: String,
+}
+
 /// The versions a step works with, read once per step.
 struct Versions {
     description: Description,
@@ -302,6 +328,15 @@ impl Rotation {
     ) -> Result<Rotation, RotationError> {
         if settings.channel == Channel::Ssm && targets.iter().any(|t| t.instance_id.is_none()) {
             return Err(RotationError::SsmNeedsInstances);
+        }
+        // A worker that stops answering after login (a frozen sshd, a path that drops packets
+        // without a reset) must fail its step by name rather than hold the rotation for ever,
+        // so rotations send keepalives even when the configuration asks for none.
+        let mut targets = targets;
+        for target in &mut targets {
+            if target.plan.server_alive_interval.is_none() {
+                target.plan.server_alive_interval = Some(ROTATION_KEEPALIVE_INTERVAL);
+            }
         }
         Ok(Rotation {
             store: Store::new(aws, &spec.id),
@@ -460,7 +495,10 @@ impl Rotation {
                 .to_owned(),
             None => return Ok(false),
         };
-        Ok(!self.learn_host_keys(&known).await?.is_empty())
+        Ok(!self
+            .learn_host_keys(&known, "createSecret")
+            .await?
+            .is_empty())
     }
 
     /// finishSecret's first half: AWSCURRENT moves to `token` (Secrets Manager moves
@@ -471,6 +509,9 @@ impl Rotation {
         token: &str,
     ) -> Result<Description, RotationError> {
         let current = description.version_with(AWSCURRENT).map(str::to_owned);
+        // The tag goes first: if the move then fails, the retry writes it again, and a tag
+        // naming a version that never became current is ignored.
+        self.store.mark_promoted(token, SystemTime::now()).await?;
         self.store
             .move_stage(AWSCURRENT, Some(token), current.as_deref())
             .await?;
@@ -488,9 +529,100 @@ impl Rotation {
 
     /// Brings every target to the desired state without rotating (`--reconcile`): hosts that
     /// were offline or are new get the current key, stale keys go.
+    /// With `--learn-host-keys`, the host keys of workers nobody knows yet are first recorded
+    /// in a new current version that carries the same key pair.
     pub async fn reconcile(&self) -> Result<String, RotationError> {
-        let description = self.store.describe().await?;
-        self.reconcile_with(description, Step::Finish).await
+        let mut description = self.store.describe().await?;
+        let mut learned = String::new();
+        if self.settings.learn_host_keys {
+            if let Some((recorded, token, count)) = self.record_new_host_keys(&description).await? {
+                description = recorded;
+                learned = format!(
+                    "recorded {count} new host key(s) in version {token}, which holds the same key pair; "
+                );
+            }
+        }
+        let summary = self.reconcile_with(description, Step::Finish).await?;
+        Ok(format!("{learned}{summary}"))
+    }
+
+    /// Learns the host keys of the targets that neither the known_hosts files nor the current
+    /// version know, and stores them as a new AWSCURRENT version holding the current key pair
+    /// unchanged: the secret's history says when each host key was accepted, and no key
+    /// changes, so nothing on the workers has to. AWSPREVIOUS is put back on the version it
+    /// was on and the promotion time carried over, so that a grace period running for the
+    /// last rotated-away key is neither cut short nor restarted. Returns the new description,
+    /// the new version and how many keys it added, or None when every host is known.
+    async fn record_new_host_keys(
+        &self,
+        description: &Description,
+    ) -> Result<Option<(Description, String, usize)>, RotationError> {
+        let Some(current_id) = description.version_with(AWSCURRENT) else {
+            return Ok(None);
+        };
+        let Some(current) = self.store.document(current_id).await? else {
+            return Ok(None);
+        };
+        let known = current
+            .text(store::FIELD_KNOWN_HOSTS)
+            .unwrap_or_default()
+            .to_owned();
+        let learned = self.learn_host_keys(&known, "reconcile").await?;
+        if learned.is_empty() {
+            return Ok(None);
+        }
+        let mut lines: Vec<&str> = known.lines().filter(|l| !l.trim().is_empty()).collect();
+        lines.extend(learned.iter().map(String::as_str));
+        let mut fields = current.fields.clone();
+        fields.insert(
+            store::FIELD_KNOWN_HOSTS.to_owned(),
+            serde_json::Value::String(lines.join("\n") + "\n"),
+        );
+        let token = new_token();
+        let copy = |secret: &Option<SecretString>| {
+            secret
+                .as_ref()
+                .map(|value| SecretString::from(value.expose_secret()))
+        };
+        let document = Document {
+            version_id: token.clone(),
+            private_key: copy(&current.private_key),
+            passphrase: copy(&current.passphrase),
+            fields,
+        };
+        let promoted_at = match &description.promoted {
+            Some(promotion) if promotion.version_id == current_id => Some(promotion.at),
+            _ => self
+                .store
+                .listed_versions()
+                .await?
+                .get(current_id)
+                .copied()
+                .flatten(),
+        };
+        self.store
+            .mark_promoted(&token, promoted_at.unwrap_or_else(SystemTime::now))
+            .await?;
+        self.store
+            .put_version(&token, &document, AWSCURRENT)
+            .await?;
+        if let Some(previous) = description
+            .version_with(AWSPREVIOUS)
+            .filter(|previous| *previous != current_id)
+        {
+            self.store
+                .move_stage(AWSPREVIOUS, Some(previous), Some(current_id))
+                .await?;
+        }
+        (self.report)(
+            Note::Progress,
+            &format!(
+                "reconcile: learned {} host key(s) on first contact; version {token} holds them and the same key pair",
+                learned.len()
+            ),
+        );
+        let count = learned.len();
+        Ok(Some((self.store.describe().await?, token, count)))
     }
 
     async fn reconcile_with(
@@ -537,7 +669,7 @@ impl Rotation {
                 .and_then(serde_json::Value::as_str)
                 .unwrap_or_default()
                 .to_owned();
-            let learned = self.learn_host_keys(&known).await?;
+            let learned = self.learn_host_keys(&known, "createSecret").await?;
             if !learned.is_empty() {
                 (self.report)(
                     Note::Progress,
@@ -562,7 +694,7 @@ impl Rotation {
             passphrase: None,
             fields,
         };
-        self.store.put_pending(token, &document).await?;
+        self.store.put_version(token, &document, AWSPENDING).await?;
         Ok(format!(
             "new {} key {} stored as version {token} (AWSPENDING)",
             generated.key_type, generated.fingerprint
@@ -600,10 +732,19 @@ impl Rotation {
         };
         let previous_in_grace = match (&previous, &current_id) {
             (Some(_), Some(current)) if !self.settings.grace.is_zero() => {
-                let dates = self.store.created_dates().await?;
-                dates
-                    .get(current)
-                    .is_some_and(|created| SystemTime::now() < *created + self.settings.grace)
+                let since = match &description.promoted {
+                    Some(promoted) if &promoted.version_id == current => Some(promoted.at),
+                    // AWSCURRENT was moved by someone else (the console, the CLI): its
+                    // creation is the latest moment known to precede its promotion.
+                    _ => self
+                        .store
+                        .listed_versions()
+                        .await?
+                        .get(current)
+                        .copied()
+                        .flatten(),
+                };
+                since.is_some_and(|since| SystemTime::now() < since + self.settings.grace)
             }
             _ => false,
         };
@@ -694,31 +835,118 @@ impl Rotation {
         self.spec.clone()
     }
 
-    /// The desired keys and the script that writes them, for the configured channel.
-    fn render(&self, versions: &Versions) -> Result<(Vec<ManagedKey>, String), RotationError> {
+    /// What a deploy for `step` writes, for the configured channel: setSecret only adds keys,
+    /// finishSecret (and a reconciliation) also retires the keys the secret no longer wants.
+    async fn render(&self, versions: &Versions, step: Step) -> Result<Rendered, RotationError> {
         let id = &versions.description.name;
         let keys = self.desired_keys(versions)?;
+        let bootstrap = self.bootstrap_public_key()?;
+        let retire = match step {
+            Step::Finish => {
+                self.keys_to_retire(versions, &keys, bootstrap.as_ref())
+                    .await?
+            }
+            _ => Vec::new(),
+        };
+        let watch = bootstrap.filter(|key| {
+            !self.settings.retire_bootstrap_key && !keys.iter().any(|k| &k.key == key)
+        });
         let user = match self.settings.channel {
             Channel::Ssh => "",
             Channel::Ssm => self.settings.ssm_user.as_str(),
+        };
+        let edit = block::Edit {
+            keys: &keys,
+            retire: &retire,
+            watch: watch.as_ref(),
         };
         let script = block::script(
             user,
             id,
             self.settings.authorized_keys_file.as_deref(),
-            &keys,
+            &edit,
         )
         .map_err(|source| RotationError::Block {
             id: id.clone(),
             source,
         })?;
-        Ok((keys, script))
+        Ok(Rendered {
+            keys,
+            retire,
+            watch,
+            script,
+        })
+    }
+
+    /// The public half of `--bootstrap-key`, when one was given.
+    fn bootstrap_public_key(&self) -> Result<Option<PublicKeyLine>, RotationError> {
+        self.bootstrap
+            .as_deref()
+            .map(|key| {
+                public_key_line(key).map_err(|reason| RotationError::BootstrapPublicKey { reason })
+            })
+            .transpose()
+    }
+
+    /// Every key the secret holds or held in a version still listed (deprecated ones
+    /// included), except the desired ones and, unless `--retire-bootstrap-key`, the bootstrap
+    /// key. A key is the one its version's private key derives, never a `PublicKey` field
+    /// alone, so that nobody can have a foreign key removed by writing a version. A version
+    /// that cannot be read as a key pair is reported and skipped: an old mistake in the
+    /// secret's history must not stop every later rotation.
+    async fn keys_to_retire(
+        &self,
+        versions: &Versions,
+        desired: &[ManagedKey],
+        bootstrap: Option<&PublicKeyLine>,
+    ) -> Result<Vec<PublicKeyLine>, RotationError> {
+        let id = &versions.description.name;
+        let mut retire: Vec<PublicKeyLine> = Vec::new();
+        let add = |key: PublicKeyLine, retire: &mut Vec<PublicKeyLine>| {
+            let wanted = desired.iter().any(|k| k.key == key);
+            if !wanted && !retire.contains(&key) {
+                retire.push(key);
+            }
+        };
+        for version in self.store.listed_versions().await?.into_keys() {
+            let document = match self.store.document(&version).await {
+                Ok(Some(document)) => document,
+                Ok(None) => continue,
+                Err(err @ (StoreError::NotJson { .. } | StoreError::FieldNotString { .. })) => {
+                    (self.report)(
+                        Note::Progress,
+                        &format!("finishSecret: {err}: a key it may hold is not retired"),
+                    );
+                    continue;
+                }
+                Err(err) => return Err(err.into()),
+            };
+            match verified_public_key(id, &document) {
+                Ok(Some(key)) => {
+                    let kept_bootstrap =
+                        bootstrap == Some(&key) && !self.settings.retire_bootstrap_key;
+                    if !kept_bootstrap {
+                        add(key, &mut retire);
+                    }
+                }
+                Ok(None) => {}
+                Err(err) => (self.report)(
+                    Note::Progress,
+                    &format!("finishSecret: {err}; a key it may hold is not retired"),
+                ),
+            }
+        }
+        if let Some(key) = bootstrap.filter(|_| self.settings.retire_bootstrap_key) {
+            add(key.clone(), &mut retire);
+        }
+        Ok(retire)
     }
 
     /// Writes the desired block on every target and fails the step if any host failed.
     async fn deploy(&self, versions: &Versions, step: Step) -> Result<String, RotationError> {
         let id = &versions.description.name;
-        let (keys, script) = self.render(versions)?;
+        let rendered = self.render(versions, step).await?;
+        let script = &rendered.script;
         let results = match self.settings.channel {
             Channel::Ssh => {
                 let source = self.login_keys(versions)?;
@@ -728,7 +956,7 @@ impl Rotation {
                     Arc::new(source),
                     db,
                     &self.settings.fanout,
-                    &script,
+                    script,
                 )
                 .await
             }
@@ -748,14 +976,14 @@ impl Rotation {
                 deploy::over_ssm(
                     client,
                     &targets,
-                    &script,
+                    script,
                     &comment,
                     self.settings.ssm_timeout,
                 )
                 .await?
             }
         };
-        self.judge(step, &keys, &results)
+        self.judge(step, &rendered, &results)
     }
 
     /// A deploy's verdict: every host's block must hold exactly `keys`, or the step fails
@@ -763,16 +991,35 @@ impl Rotation {
     fn judge(
         &self,
         step: Step,
-        keys: &[ManagedKey],
+        rendered: &Rendered,
         results: &[HostResult],
     ) -> Result<String, RotationError> {
-        let versions_wanted: Vec<&str> = keys.iter().map(|k| k.version_id.as_str()).collect();
+        let versions_wanted: Vec<&str> = rendered
+            .keys
+            .iter()
+            .map(|k| k.version_id.as_str())
+            .collect();
         let mut changed = 0usize;
+        let mut retired_lines = 0usize;
+        let mut retired_hosts = 0usize;
+        let mut bootstrap_hosts = 0usize;
         let mut failures: Vec<String> = Vec::new();
         for HostResult { host, result } in results {
             match result {
                 Ok(report) if report.version_ids == versions_wanted => {
                     changed += usize::from(report.changed);
+                    if report.retired > 0 {
+                        (self.report)(
+                            Note::Progress,
+                            &format!(
+                                "{step}: {host}: retired {} line(s) holding keys the secret no longer wants",
+                                report.retired
+                            ),
+                        );
+                        retired_lines += report.retired;
+                        retired_hosts += 1;
+                    }
+                    bootstrap_hosts += usize::from(report.watched > 0);
                 }
                 Ok(report) => {
                     (self.report)(
@@ -808,13 +1055,25 @@ impl Rotation {
                 },
             });
         }
-        Ok(format!(
+        let mut summary = format!(
             "{} hosts hold [{}] ({} updated, {} unchanged)",
             results.len(),
             versions_wanted.join(" "),
             changed,
             results.len() - changed
-        ))
+        );
+        if !rendered.retire.is_empty() {
+            summary.push_str(&format!(
+                "; {retired_lines} line(s) with retired keys removed on {retired_hosts} host(s)"
+            ));
+        }
+        if rendered.watch.is_some() {
+            summary.push_str(&format!(
+                "; the bootstrap key is kept and still authorized on {bootstrap_hosts} of {} hosts (--retire-bootstrap-key removes it)",
+                results.len()
+            ));
+        }
+        Ok(summary)
     }
 
     /// The keys the SSH channel logs in with: CURRENT, then PREVIOUS for hosts that missed the
@@ -966,8 +1225,8 @@ impl Rotation {
         }
         let description = self.promote(&versions.description, token).await?;
         let versions = self.versions(description, None).await?;
-        let (keys, script) = self.render(&versions)?;
-        let request = Arc::new(deploy::script_request(&script));
+        let rendered = self.render(&versions, Step::Finish).await?;
+        let request = Arc::new(deploy::script_request(&rendered.script));
         let outcomes = fanout::for_each(sessions, &self.settings.fanout, move |_plan, conn| {
             let request = Arc::clone(&request);
             async move {
@@ -996,10 +1255,17 @@ impl Rotation {
             let source = self.login_keys(&versions)?;
             let db = self.host_key_db(&versions)?;
             results.extend(
-                deploy::over_ssh(lost, Arc::new(source), db, &self.settings.fanout, &script).await,
+                deploy::over_ssh(
+                    lost,
+                    Arc::new(source),
+                    db,
+                    &self.settings.fanout,
+                    &rendered.script,
+                )
+                .await,
             );
         }
-        let summary = self.judge(Step::Finish, &keys, &results)?;
+        let summary = self.judge(Step::Finish, &rendered, &results)?;
         let finished = outcome(Step::Finish, summary);
         Ok(vec![tested, finished])
     }
@@ -1008,6 +1274,7 @@ impl Rotation {
     async fn learn_host_keys(
         &self,
         secret_known_hosts: &str,
+        during: &'static str,
     ) -> Result<Vec<String>, RotationError> {
         let plans = self.plans();
         let db = HostKeyDb::load(plans.iter(), [secret_known_hosts])?.learning();
@@ -1027,9 +1294,9 @@ impl Rotation {
         for outcome in &outcomes {
             if let Err(err) = &outcome.result {
                 let line = if err.names_host() {
-                    format!("createSecret: {err}")
+                    format!("{during}: {err}")
                 } else {
-                    format!("createSecret: {}: {err}", outcome.plan.label)
+                    format!("{during}: {}: {err}", outcome.plan.label)
                 };
                 (self.report)(Note::HostFailed, &line);
                 failures.push(outcome.plan.label.clone());
@@ -1037,6 +1304,7 @@ impl Rotation {
         }
         if !failures.is_empty() {
             return Err(RotationError::Learn {
+                during,
                 failed: failures.len(),
                 total,
                 hosts: abbreviate(&failures),
@@ -1076,19 +1344,24 @@ fn verified_public_key(id: &str, doc: &Document) -> Result<Option<PublicKeyLine>
         };
     }
     let key = loaded_key(id, doc)?;
-    let line = key
-        .key
-        .private()
-        .public_key()
-        .to_openssh()
-        .map_err(|e| bad(e.to_string()))?;
-    let derived = PublicKeyLine::parse(&line).map_err(|e| bad(e.to_string()))?;
+    let derived = public_key_line(&key).map_err(bad)?;
     match stated {
         Some(stated) if stated != derived => Err(bad(
             "PublicKey is not the public half of PrivateKey".to_owned(),
         )),
         _ => Ok(Some(derived)),
     }
+}
+
+/// The public half of a loaded private key, as a block stores it.
+fn public_key_line(key: &LoadedKey) -> Result<PublicKeyLine, String> {
+    let line = key
+        .key
+        .private()
+        .public_key()
+        .to_openssh()
+        .map_err(|e| e.to_string())?;
+    PublicKeyLine::parse(&line).map_err(|e| e.to_string())
 }
 
 /// Decodes a version's private key for logging in.

@@ -126,6 +126,7 @@ pub fn resolve(args: &RotateArgs) -> Result<RotationPlan, RotationPlanError> {
         settings: Settings {
             key_type,
             grace,
+            retire_bootstrap_key: args.retire_bootstrap_key,
             learn_host_keys: args.learn_host_keys,
             channel,
             ssm_user,

@@ -2,8 +2,9 @@
 //! version's JSON document, writing the AWSPENDING version and moving staging labels.
 //!
 //! Owns: the calls a rotation makes (DescribeSecret, ListSecretVersionIds, GetSecretValue by
-//! version, PutSecretValue, UpdateSecretVersionStage) and the mapping of their failures to
-//! [`StoreError`]. Invariant: the JSON documents it returns keep their private key inside a
+//! version, PutSecretValue, UpdateSecretVersionStage, TagResource) and the mapping of their
+//! failures to [`StoreError`], and the [`PROMOTED_TAG`] that records when a version became
+//! AWSCURRENT (Secrets Manager records only when a version was created). Invariant: the JSON documents it returns keep their private key inside a
 //! `secrecy` wrapper; everything else in them is public (PublicKey, KeyType, KnownHosts).
 //! Must not know: SSH, workers, or the order of the steps.
 
@@ -26,6 +27,42 @@ pub const FIELD_PUBLIC_KEY: &str = "PublicKey";
 pub const FIELD_KEY_TYPE: &str = "KeyType";
 pub const FIELD_FINGERPRINT: &str = "Fingerprint";
 pub const FIELD_KNOWN_HOSTS: &str = "KnownHosts";
+
+/// The secret's tag recording the last promotion made by smssh: `<version id> <Unix seconds>`.
+pub const PROMOTED_TAG: &str = "smssh:promoted";
+
+/// A version and the moment it was made AWSCURRENT, read from [`PROMOTED_TAG`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Promotion {
+    pub version_id: String,
+    pub at: SystemTime,
+}
+
+impl Promotion {
+    /// Reads the tag's value; anything but `<version id> <seconds>` is ignored, as a tag that
+    /// anyone allowed to tag the secret may have written.
+    fn parse(value: &str) -> Option<Promotion> {
+        let (version_id, seconds) = value.split_once(' ')?;
+        crate::rotation::block::validate_version_id(version_id).ok()?;
+        if seconds.is_empty() || !seconds.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let at = SystemTime::UNIX_EPOCH
+            .checked_add(std::time::Duration::from_secs(seconds.parse().ok()?))?;
+        Some(Promotion {
+            version_id: version_id.to_owned(),
+            at,
+        })
+    }
+
+    fn value(version_id: &str, at: SystemTime) -> String {
+        let seconds = at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        format!("{version_id} {seconds}")
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -83,6 +120,8 @@ pub struct Description {
     pub rotation_enabled: bool,
     /// Version id → staging labels.
     pub stages: BTreeMap<String, Vec<String>>,
+    /// The last promotion smssh recorded, if the tag is there and well formed.
+    pub promoted: Option<Promotion>,
 }
 
 impl Description {
@@ -238,34 +277,62 @@ impl Store {
                     .collect()
             })
             .unwrap_or_default();
+        let promoted = output
+            .tags()
+            .iter()
+            .find(|tag| tag.key() == Some(PROMOTED_TAG))
+            .and_then(|tag| tag.value())
+            .and_then(Promotion::parse);
         Ok(Description {
             arn: output.arn().unwrap_or(&self.id).to_owned(),
             name: output.name().unwrap_or(&self.id).to_owned(),
             rotation_enabled: output.rotation_enabled().unwrap_or(false),
             stages,
+            promoted,
         })
     }
 
-    /// When each version was created, for the grace period of AWSPREVIOUS.
-    pub async fn created_dates(&self) -> Result<BTreeMap<String, SystemTime>, StoreError> {
-        let mut dates = BTreeMap::new();
+    /// Every version Secrets Manager still lists, deprecated ones (without a label) included,
+    /// with its creation date when known.
+    pub async fn listed_versions(
+        &self,
+    ) -> Result<BTreeMap<String, Option<SystemTime>>, StoreError> {
+        let mut versions = BTreeMap::new();
         let mut pages = self
             .client
             .list_secret_version_ids()
             .secret_id(&self.id)
+            .include_deprecated(true)
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|err| self.map_error("ListSecretVersionIds", err))?;
             for version in page.versions() {
-                if let (Some(id), Some(created)) = (version.version_id(), version.created_date()) {
-                    if let Ok(time) = SystemTime::try_from(*created) {
-                        dates.insert(id.to_owned(), time);
-                    }
+                if let Some(id) = version.version_id() {
+                    let created = version
+                        .created_date()
+                        .and_then(|date| SystemTime::try_from(*date).ok());
+                    versions.insert(id.to_owned(), created);
                 }
             }
         }
-        Ok(dates)
+        Ok(versions)
+    }
+
+    /// Records that `version_id` becomes AWSCURRENT at `at` (the secret's [`PROMOTED_TAG`]).
+    pub async fn mark_promoted(&self, version_id: &str, at: SystemTime) -> Result<(), StoreError> {
+        let tag = aws_sdk_secretsmanager::types::Tag::builder()
+            .key(PROMOTED_TAG)
+            .value(Promotion::value(version_id, at))
+            .build();
+        self.client
+            .tag_resource()
+            .secret_id(&self.id)
+            .tags(tag)
+            .send()
+            .await
+            .map_err(|err| self.map_error("TagResource", err))?;
+        Ok(())
     }
 
     /// Reads one version by id. `Ok(None)` when the version has no value (Secrets Manager
@@ -298,16 +365,23 @@ impl Store {
         Document::parse(&self.id, version_id.to_owned(), text.expose_secret()).map(Some)
     }
 
-    /// Stores `document` as version `token` labelled AWSPENDING. Idempotent for a token:
-    /// Secrets Manager accepts the same token with the same value again.
-    pub async fn put_pending(&self, token: &str, document: &Document) -> Result<(), StoreError> {
+    /// Stores `document` as version `token` labelled `stage` (AWSPENDING for a rotation;
+    /// AWSCURRENT for a version that only adds host keys, when Secrets Manager moves
+    /// AWSPREVIOUS itself). Idempotent for a token: Secrets Manager accepts the same token with
+    /// the same value again.
+    pub async fn put_version(
+        &self,
+        token: &str,
+        document: &Document,
+        stage: &str,
+    ) -> Result<(), StoreError> {
         let text = document.to_secret_string();
         self.client
             .put_secret_value()
             .secret_id(&self.id)
             .client_request_token(token)
             .secret_string(text.expose_secret())
-            .version_stages(AWSPENDING)
+            .version_stages(stage)
             .send()
             .await
             .map_err(|err| self.map_error("PutSecretValue", err))?;
@@ -333,34 +407,43 @@ impl Store {
         Ok(())
     }
 
-    fn map_error<E, R>(&self, operation: &'static str, err: SdkError<E, R>) -> StoreError
+    fn map_error<E>(&self, operation: &'static str, err: SdkError<E>) -> StoreError
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
-        R: fmt::Debug,
     {
         let id = self.id.clone();
         let reason = crate::aws::describe_chain(&err);
         match &err {
             SdkError::ServiceError(service) => {
-                let code = service.err().code().unwrap_or("HTTP error").to_owned();
-                let message = service.err().message().unwrap_or("no message").to_owned();
+                // An IAM refusal may come as an XML body the JSON protocol cannot parse (as
+                // from moto's IAM layer), leaving the SDK without a code: the body and the
+                // status still say what happened.
+                let status = service.raw().status().as_u16();
+                let (code, message) = crate::aws::code_and_message(
+                    status,
+                    service.raw().body().bytes(),
+                    service.err().code(),
+                    service.err().message(),
+                );
+                let code = match code.as_str() {
+                    "AccessDeniedException" | "AccessDenied" => "AccessDeniedException".to_owned(),
+                    _ if status == 403 && !is_credential_code(&code) => {
+                        "AccessDeniedException".to_owned()
+                    }
+                    _ => code,
+                };
                 match code.as_str() {
                     "ResourceNotFoundException" => StoreError::NotFound {
                         id,
                         operation,
                         message,
                     },
-                    "AccessDeniedException" | "AccessDenied" => StoreError::AccessDenied {
+                    "AccessDeniedException" => StoreError::AccessDenied {
                         id,
                         operation,
                         message,
                     },
-                    "UnrecognizedClientException"
-                    | "InvalidClientTokenId"
-                    | "InvalidSignatureException"
-                    | "SignatureDoesNotMatch"
-                    | "ExpiredTokenException"
-                    | "ExpiredToken" => StoreError::BadCredentials {
+                    _ if is_credential_code(&code) => StoreError::BadCredentials {
                         id,
                         operation,
                         code,
@@ -381,6 +464,19 @@ impl Store {
             },
         }
     }
+}
+
+/// Error codes that mean the credentials themselves are wrong, not that a policy refused.
+fn is_credential_code(code: &str) -> bool {
+    matches!(
+        code,
+        "UnrecognizedClientException"
+            | "InvalidClientTokenId"
+            | "InvalidSignatureException"
+            | "SignatureDoesNotMatch"
+            | "ExpiredTokenException"
+            | "ExpiredToken"
+    )
 }
 
 #[cfg(test)]
@@ -473,6 +569,39 @@ mod tests {
     }
 
     #[test]
+    fn promotion_tags_are_read_strictly() {
+        let cases: &[(&str, Option<(&str, u64)>)] = &[
+            ("v1 1700000000", Some(("v1", 1_700_000_000))),
+            (
+                "0badc0de-0000-4000-8000-00000000cafe 0",
+                Some(("0badc0de-0000-4000-8000-00000000cafe", 0)),
+            ),
+            ("v1", None),
+            ("v1 ", None),
+            ("v1 -5", None),
+            ("v1 12x", None),
+            ("v;1 5", None),
+            ("v1  5", None),
+            ("v1 99999999999999999999999", None),
+        ];
+        for (value, expected) in cases {
+            let got = Promotion::parse(value).map(|p| {
+                let seconds =
+                    p.at.duration_since(SystemTime::UNIX_EPOCH)
+                        .unwrap()
+                        .as_secs();
+                (p.version_id, seconds)
+            });
+            assert_eq!(got, expected.map(|(v, s)| (v.to_owned(), s)), "{value:?}");
+        }
+        let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(42);
+        assert_eq!(
+            Promotion::parse(&Promotion::value("v2", at)).unwrap().at,
+            at
+        );
+    }
+
+    #[test]
     fn description_finds_stages() {
         let mut stages = BTreeMap::new();
         stages.insert("a".to_owned(), vec![AWSCURRENT.to_owned()]);
@@ -482,6 +611,7 @@ mod tests {
             name: "n".into(),
             rotation_enabled: false,
             stages,
+            promoted: None,
         };
         assert_eq!(description.version_with(AWSCURRENT), Some("a"));
         assert_eq!(description.version_with(AWSPENDING), Some("b"));

@@ -1686,6 +1686,11 @@ impl Cluster {
     /// cluster's config, known_hosts and key, never prompting. OpenSSH finds
     /// `~` through passwd rather than HOME, hence the explicit paths.
     pub fn openssh(&self, bin: &str) -> Command {
+        self.openssh_with_key(bin, &self.key_path)
+    }
+
+    /// [`Cluster::openssh`] offering `key` instead of the cluster's key.
+    pub fn openssh_with_key(&self, bin: &str, key: &Path) -> Command {
         assert!(
             matches!(bin, "ssh" | "scp"),
             "openssh() runs ssh or scp, not {bin:?}"
@@ -1705,12 +1710,56 @@ impl Cluster {
             .args(["-o", "BatchMode=yes"])
             .args(["-o", "IdentitiesOnly=yes"])
             .arg("-i")
-            .arg(&self.key_path)
+            .arg(key)
             .stdin(Stdio::null());
         if let Some(path) = std::env::var_os("PATH") {
             cmd.env("PATH", path);
         }
         cmd
+    }
+
+    /// The private key that `version` of the secret holds, written to a 0600 scratch file
+    /// for OpenSSH's `ssh -i`.
+    pub fn version_key_file(&self, version: &str) -> PathBuf {
+        let out = self
+            .moto
+            .block_on(
+                self.moto
+                    .client()
+                    .get_secret_value()
+                    .secret_id(SECRET_ID)
+                    .version_id(version)
+                    .send(),
+            )
+            .unwrap_or_else(|e| panic!("GetSecretValue {version}: {e:?}"));
+        let document: serde_json::Value =
+            serde_json::from_str(out.secret_string().expect("a SecretString")).expect("JSON");
+        let mut key = document["PrivateKey"]
+            .as_str()
+            .unwrap_or_else(|| panic!("version {version} holds no PrivateKey"))
+            .to_owned();
+        if !key.ends_with('\n') {
+            key.push('\n');
+        }
+        let path = self.scratch_file(&format!("key-of-{version}"), key.as_bytes());
+        fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("chmod 600");
+        path
+    }
+
+    /// Logs in to `addr` (as `user`, or the configuration's user) with OpenSSH offering `key`
+    /// and nothing else, and runs `true`: an independent client's verdict on whether the
+    /// worker accepts that key.
+    pub fn openssh_login(&self, user: Option<&str>, addr: &str, key: &Path) -> Output {
+        let mut cmd = self.openssh_with_key("ssh", key);
+        cmd.args(["-o", "IdentityAgent=none"])
+            .args(["-o", "PasswordAuthentication=no"])
+            .args(["-o", "KbdInteractiveAuthentication=no"]);
+        if let Some(user) = user {
+            cmd.args(["-l", user]);
+        }
+        cmd.args([addr, "true"]);
+        run(&mut cmd)
     }
 
     /// Writes a file into the scratch dir and returns its path.
@@ -1748,6 +1797,31 @@ pub fn binary_path(bin: &str) -> &'static str {
         "smssh" => env!("CARGO_BIN_EXE_smssh"),
         other => panic!("unknown binary {other:?}: use smscp or smssh"),
     }
+}
+
+/// The version ids in a worker's managed block for the harness's secret, in file order.
+pub fn block_versions(worker: &Worker) -> Vec<String> {
+    smssh::rotation::block::parse_block(&worker.authorized_keys(), SECRET_ID)
+        .expect("the managed block parses")
+        .into_iter()
+        .map(|key| key.version_id)
+        .collect()
+}
+
+/// The authorized_keys lines outside every smssh block, in file order.
+pub fn lines_outside_blocks(text: &str) -> Vec<String> {
+    let mut inside = false;
+    let mut lines = Vec::new();
+    for line in text.lines() {
+        if line.starts_with("# BEGIN smssh-managed ") {
+            inside = true;
+        } else if line.starts_with("# END smssh-managed ") {
+            inside = false;
+        } else if !inside {
+            lines.push(line.to_owned());
+        }
+    }
+    lines
 }
 
 /// The secret layout the binaries read: `{"PrivateKey": ..., "PublicKey": ...}`.
@@ -1824,3 +1898,44 @@ for name, statements in json.loads(sys.argv[1]).items():
     keys[name] = [key["AccessKeyId"], key["SecretAccessKey"]]
 print(json.dumps(keys))
 "#;
+
+impl Moto {
+    /// Signs the harness's own Secrets Manager calls ([`Moto::stages`] and the other helpers)
+    /// with `key_id` and `secret` from now on. Once [`Moto::enforce_iam`] refuses the `testing`
+    /// key, a test that still inspects the secret gives the harness an allowed IAM user's key.
+    pub fn sign_harness_calls_as(&mut self, key_id: &str, secret: &str) {
+        let config = self
+            .client
+            .config()
+            .to_builder()
+            .credentials_provider(Credentials::new(
+                key_id,
+                secret,
+                None,
+                None,
+                "smssh-test-iam",
+            ))
+            .build();
+        self.client = aws_sdk_secretsmanager::Client::from_conf(config);
+    }
+}
+
+impl Worker {
+    /// Makes this sshd read `user`'s own `~/.ssh/authorized_keys` (the home from passwd, `%h`)
+    /// instead of the worker's fixed file, as a stock sshd does, and restarts it. For tests
+    /// that log in as a real account whose file the rotation edits as root; every other
+    /// account keeps the worker's file.
+    pub fn read_authorized_keys_from_home_of(&mut self, user: &str) {
+        let mut config = fs::OpenOptions::new()
+            .append(true)
+            .open(self.config_path())
+            .expect("cannot open sshd_config");
+        write!(
+            config,
+            "Match User {user}\n    AuthorizedKeysFile %h/.ssh/authorized_keys\n"
+        )
+        .expect("cannot append to sshd_config");
+        self.stop();
+        self.start();
+    }
+}
