@@ -7,7 +7,7 @@ use std::path::Path;
 
 use smssh::aws::secret::{extract_key_material, SecretValue};
 use smssh::config::known_hosts::KnownHosts;
-use smssh::config::ssh_config::SshConfig;
+use smssh::config::ssh_config::{HostSettings, MatchContext, SshConfig};
 use smssh::config::{hostlist, operand};
 use smssh::key::ClientKey;
 use smssh::rotation::block;
@@ -49,14 +49,28 @@ pub fn operand(data: &[u8]) {
     let _ = operand::parse_destination(text);
 }
 
-/// ssh_config files, and the resolution of a few host names against them.
+/// ssh_config files, and the resolution of a few host names against them in both passes.
+/// A file with `Match exec` is parsed only: applying it would run the input as a command.
 pub fn ssh_config(data: &[u8]) {
     let Ok(config) = SshConfig::parse(text(data), Path::new("fuzz"), Path::new("/nonexistent"))
     else {
         return;
     };
+    if config.runs_commands() {
+        return;
+    }
     for host in ["worker1", "10.0.1.5", "", "*"] {
-        let settings = config.resolve(host);
+        let context = MatchContext {
+            original_host: host,
+            user: None,
+            port: None,
+            local_user: "fuzz",
+            home: Path::new("/nonexistent"),
+        };
+        let mut settings = HostSettings::default();
+        for final_pass in [false, true] {
+            let _ = config.apply(&mut settings, &context, final_pass);
+        }
         let _ = settings.effective_hostname(host);
     }
 }

@@ -18,10 +18,15 @@ MOTO_SPEC='moto[server]>=5,<6'
 # pulls ziglang, which it uses to link.
 CFN_LINT_SPEC='cfn-lint>=1,<2'
 CARGO_LAMBDA_SPEC='cargo-lambda>=1.9,<2'
+# Ansible's ssh connection plugin is one of the tools tests/tools.rs runs over smssh.
+ANSIBLE_SPEC='ansible-core>=2.15,<3'
+# ssh-audit grades smssh's key-exchange offer in tests/algorithms.rs (ssh-audit -c).
+SSH_AUDIT_SPEC='ssh-audit>=3,<4'
 # time: the hostile-server tests measure smscp's and smssh's peak memory with GNU time; tmux:
 # the host-key question test types on a real terminal; util-linux: setpriv, runuser and
-# prlimit, which the authorized_keys script and the memory-locking tests use.
-APT_PACKAGES=(openssh-server openssh-client python3 python3-venv procps pdsh ca-certificates time tmux util-linux)
+# prlimit, which the authorized_keys script and the memory-locking tests use; rsync, git and
+# clustershell: tests/tools.rs runs them (and pdsh, sftp, Ansible) with smssh as their ssh.
+APT_PACKAGES=(openssh-server openssh-client python3 python3-venv procps pdsh ca-certificates time tmux util-linux rsync git clustershell curl)
 
 export DEBIAN_FRONTEND=noninteractive
 
@@ -33,7 +38,7 @@ PROG=test-deps
 
 apt_install_missing "${APT_PACKAGES[@]}"
 
-for tool in /usr/sbin/sshd /usr/lib/openssh/sftp-server ssh ssh-keygen scp kill pkill /usr/bin/time tmux setpriv runuser prlimit; do
+for tool in /usr/sbin/sshd /usr/lib/openssh/sftp-server ssh ssh-keygen scp sftp kill pkill /usr/bin/time tmux setpriv runuser prlimit unshare nsenter rsync git pdsh clush curl; do
     if ! command -v "$tool" >/dev/null 2>&1; then
         echo "test-deps: $tool is still missing after installing ${APT_PACKAGES[*]}" >&2
         exit 1
@@ -71,8 +76,10 @@ venv_has() {
 missing=()
 venv_has cfn-lint cfn-lint 1 || missing+=("$CFN_LINT_SPEC")
 venv_has cargo-lambda cargo-lambda 1 || missing+=("$CARGO_LAMBDA_SPEC")
+venv_has ansible ansible-core 2 || missing+=("$ANSIBLE_SPEC")
+venv_has ssh-audit ssh-audit 3 || missing+=("$SSH_AUDIT_SPEC")
 if [ "${#missing[@]}" -eq 0 ]; then
-    log "cfn-lint and cargo-lambda already installed in $VENV"
+    log "cfn-lint, cargo-lambda and ansible-core already installed in $VENV"
 else
     log "installing ${missing[*]} into $VENV"
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${missing[@]}"
@@ -83,4 +90,4 @@ else
     "$VENV/bin/cargo-lambda" lambda --version >/dev/null \
         || { echo "test-deps: cargo-lambda was installed but does not run" >&2; exit 1; }
 fi
-log "ready (moto_server: $VENV/bin/moto_server, cfn-lint: $VENV/bin/cfn-lint, cargo-lambda: $VENV/bin/cargo-lambda)"
+log "ready (moto_server: $VENV/bin/moto_server, cfn-lint: $VENV/bin/cfn-lint, cargo-lambda: $VENV/bin/cargo-lambda, ansible: $VENV/bin/ansible)"

@@ -7,8 +7,10 @@
 //! names that come from a server in a remote→local recursive copy are plain names (no `/`,
 //! `.`, `..`) before they touch the local file system, and such a copy goes at most 64
 //! directory levels deep (a server can list a symbolic link loop as a directory); a link in
-//! it is copied as the regular file it points to, with that file's mode. Must not know: SFTP
-//! packets or how connections are made.
+//! it is copied as the regular file it points to, with that file's mode. Remote sources are
+//! globs expanded on the server, and a remote source with a remote target goes through this
+//! host (scp's `-3`); modes follow OpenSSH 9.2's scp, which `tests/scp_compare.rs` checks.
+//! Must not know: SFTP packets or how connections are made.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,7 +22,7 @@ use crate::plan::copy::{CopyPlan, CopyRequest, FanoutCopy};
 use crate::plan::{FanoutOptions, HostPlan, SshOptions};
 use crate::ssh::session::{self, ConnectError, Connection, HostKeyDb};
 use crate::ssh::transfer::{
-    self, DirLimit, Meter, RemoteStat, Sftp, SourceRegistry, TransferError,
+    self, DirLimit, Meter, Permissions, RemoteStat, Sftp, SourceRegistry, TransferError,
 };
 use crate::term::output;
 use crate::term::progress::Progress;
@@ -152,45 +154,69 @@ pub async fn run(
                             Operand::Remote(_) => None,
                         })
                         .collect();
-                    push(
-                        &sftp,
-                        &target.host,
-                        &sources,
-                        &target.path,
-                        ctx,
-                        &meter,
-                        &mut report,
-                    )
-                    .await;
+                    if !sources.is_empty() {
+                        push(
+                            &sftp,
+                            &target.host,
+                            &sources,
+                            &target.path,
+                            ctx,
+                            &meter,
+                            &mut report,
+                        )
+                        .await;
+                    }
+                    let to = Side {
+                        sftp: &sftp,
+                        host: &target.host,
+                    };
+                    let several = request.sources.len() > 1;
+                    // Remote sources come through this host (scp's -3, its default), one
+                    // session per source host.
+                    for host in source_hosts(&request.sources) {
+                        if crate::term::cancel::requested() {
+                            break;
+                        }
+                        let paths = paths_on(&request.sources, host);
+                        match open(host, request, ssh, keys, db, ctx.dir_limit).await {
+                            Ok((_from_conn, from_sftp)) => {
+                                let from = Side {
+                                    sftp: &from_sftp,
+                                    host: &host.host,
+                                };
+                                let cross = Cross {
+                                    from,
+                                    to,
+                                    ctx,
+                                    meter: &meter,
+                                };
+                                cross.copy(&paths, &target.path, several, &mut report).await;
+                            }
+                            Err(err) => report.fail(ctx, err),
+                        }
+                    }
                 }
                 Err(err) => report.fail(ctx, err),
             }
         }
         Operand::Local(target) => {
-            if request.sources.len() > 1 && !target.is_dir() {
-                report.fail(ctx, format!("{}: Not a directory", target.display()));
+            // Several sources need a directory target, checked before anything connects, as
+            // scp's verifydir does (in its words: a missing target is "No such file or
+            // directory").
+            let not_a_dir = match std::fs::metadata(target) {
+                Ok(meta) if meta.is_dir() => None,
+                Ok(_) => Some("Not a directory".to_owned()),
+                Err(err) => Some(transfer::io_reason(&err)),
+            };
+            if let (true, Some(reason)) = (request.sources.len() > 1, not_a_dir) {
+                report.fail(ctx, format!("{}: {reason}", target.display()));
             } else {
                 // Sources on several hosts are fetched host by host, one session each.
-                let mut hosts: Vec<&RemotePath> = Vec::new();
-                for source in &request.sources {
-                    if let Operand::Remote(remote) = source {
-                        if !hosts.iter().any(|h| same_host(h, remote)) {
-                            hosts.push(remote);
-                        }
-                    }
-                }
-                for host in hosts {
+                for host in source_hosts(&request.sources) {
                     if crate::term::cancel::requested() {
                         break;
                     }
-                    let paths: Vec<String> = request
-                        .sources
-                        .iter()
-                        .filter_map(|s| match s {
-                            Operand::Remote(r) if same_host(r, host) => Some(r.path.clone()),
-                            _ => None,
-                        })
-                        .collect();
+                    let paths = paths_on(&request.sources, host);
                     match open(host, request, ssh, keys, db, ctx.dir_limit).await {
                         Ok((_conn, sftp)) => {
                             pull(&sftp, &host.host, &paths, target, ctx, &meter, &mut report).await
@@ -207,6 +233,30 @@ pub async fn run(
 
 fn same_host(a: &RemotePath, b: &RemotePath) -> bool {
     a.user == b.user && a.host == b.host && a.port == b.port
+}
+
+/// The distinct hosts of the remote sources, in the order they were first named.
+fn source_hosts(sources: &[Operand]) -> Vec<&RemotePath> {
+    let mut hosts: Vec<&RemotePath> = Vec::new();
+    for source in sources {
+        if let Operand::Remote(remote) = source {
+            if !hosts.iter().any(|h| same_host(h, remote)) {
+                hosts.push(remote);
+            }
+        }
+    }
+    hosts
+}
+
+/// The paths of the sources on `host`, in order.
+fn paths_on(sources: &[Operand], host: &RemotePath) -> Vec<String> {
+    sources
+        .iter()
+        .filter_map(|s| match s {
+            Operand::Remote(r) if same_host(r, host) => Some(r.path.clone()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// scp's status: 130 after Ctrl-C, 1 if anything failed, else 0.
@@ -258,13 +308,26 @@ pub async fn push(
     meter: &Meter,
     report: &mut Report,
 ) {
-    let target_is_dir = match sftp.stat(target).await {
-        Ok(stat) => stat.is_some_and(|s| s.is_dir),
+    let (target_exists, target_is_dir) = match sftp.stat(target).await {
+        Ok(stat) => (stat.is_some(), stat.is_some_and(|s| s.is_dir)),
         Err(err) => return report.fail(ctx, describe(host, &err)),
     };
-    if sources.len() > 1 && !target_is_dir {
+    if sources.len() > 1 && target_exists && !target_is_dir {
         return report.fail(ctx, format!("{host}:{target}: Not a directory"));
     }
+    // Several sources into a target that does not exist yet: scp makes the directory, with
+    // the first source's mode made writable and searchable for its owner.
+    let target_is_dir = if sources.len() > 1 && !target_exists {
+        let mode = std::fs::metadata(&sources[0])
+            .map(|meta| transfer::local_mode_and_times(&meta).0)
+            .unwrap_or(0o755);
+        if let Err(err) = sftp.mkdir(target, (mode & 0o777) | 0o700).await {
+            return report.fail(ctx, describe(host, &err));
+        }
+        true
+    } else {
+        target_is_dir
+    };
     for path in sources {
         if crate::term::cancel::requested() {
             break;
@@ -315,6 +378,10 @@ async fn push_one(
         Err(err) => return report.fail(ctx, describe(host, &err)),
     };
     let (mode, times) = transfer::local_mode_and_times(meta);
+    let mode = match remote_permissions(sftp, dest, mode, ctx.preserve).await {
+        Ok(mode) => mode,
+        Err(err) => return report.fail(ctx, describe(host, &err)),
+    };
     meter.expect(source.size);
     if let Err(err) = sftp
         .upload(&source, dest, mode, ctx.preserve.then_some(times), meter)
@@ -322,6 +389,24 @@ async fn push_one(
     {
         report.fail(ctx, describe(host, &err));
     }
+}
+
+/// The mode a file written to `dest` on a server gets: `mode` under `-p` (exactly) or for a
+/// new file (under the server's umask); without `-p`, a file it replaces keeps its own mode,
+/// as with scp, which writes into the existing file. Costs one STAT per file.
+async fn remote_permissions(
+    sftp: &Sftp,
+    dest: &str,
+    mode: u32,
+    preserve: bool,
+) -> Result<Permissions, TransferError> {
+    if preserve {
+        return Ok(Permissions::Exact(mode));
+    }
+    Ok(match sftp.stat(dest).await? {
+        Some(existing) if is_regular(existing.mode) => Permissions::Exact(existing.mode & 0o777),
+        _ => Permissions::Masked(mode),
+    })
 }
 
 async fn push_tree(
@@ -408,13 +493,13 @@ fn remote_name(path: &str) -> Option<&str> {
 
 /// The permission bits a downloaded file or directory gets: the remote mode without the
 /// setuid, setgid and sticky bits, as OpenSSH's scp does with or without `-p` (a compromised
-/// server must not plant a setuid program owned by whoever ran `smscp -rp`), and under our
-/// umask without `-p`.
+/// server must not plant a setuid program owned by whoever ran `smscp -rp`); without `-p`,
+/// writable by its owner and under our umask, as scp creates it.
 fn local_mode(remote_mode: u32, preserve: bool, umask: u32) -> u32 {
     if preserve {
         remote_mode & 0o777
     } else {
-        remote_mode & 0o777 & !umask
+        (remote_mode & 0o777 | 0o200) & !umask
     }
 }
 
@@ -426,7 +511,9 @@ fn current_umask() -> u32 {
     old.bits()
 }
 
-/// Copies `sources` from one host to the local `target`, with scp's rules.
+/// Copies `sources` from one host to the local `target`, with scp's rules. A source with
+/// wildcards is expanded on the server, as OpenSSH's SFTP-mode scp does; one that matches
+/// nothing is taken as a plain name, which then has to exist.
 pub async fn pull(
     sftp: &Sftp,
     host: &str,
@@ -436,13 +523,13 @@ pub async fn pull(
     meter: &Meter,
     report: &mut Report,
 ) {
-    let target_is_dir = target.is_dir();
+    let mut target_is_dir = target.is_dir();
     for path in sources {
         if crate::term::cancel::requested() {
             break;
         }
-        let stat = match sftp.stat(path).await {
-            Ok(Some(stat)) => stat,
+        let matches = match expand(sftp, path).await {
+            Ok(Some(matches)) => matches,
             Ok(None) => {
                 report.fail(ctx, format!("{host}:{path}: No such file or directory"));
                 continue;
@@ -452,43 +539,120 @@ pub async fn pull(
                 continue;
             }
         };
-        let dest = if target_is_dir {
-            match remote_name(path) {
-                Some(name) => target.join(name),
-                None => {
-                    report.fail(
-                        ctx,
-                        format!(
-                            "{host}:{path}: cannot name the local copy: give a target file name"
-                        ),
-                    );
-                    continue;
-                }
-            }
-        } else {
-            target.to_path_buf()
-        };
-        if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
-            if !parent.is_dir() {
+        // Several matches need a directory, which scp makes when the target does not exist
+        // yet (and refuses when it is something else).
+        if matches.len() > 1 && !target_is_dir {
+            if target.symlink_metadata().is_ok() {
                 report.fail(
                     ctx,
                     format!(
-                        "{}: No such file or directory (the target directory is missing)",
-                        parent.display()
+                        "{host}:{path}: Multiple files match pattern, but destination \"{}\" is not a directory",
+                        target.display()
                     ),
                 );
                 continue;
             }
-        }
-        if stat.is_dir {
-            if !ctx.recursive {
-                report.fail(ctx, format!("{host}:{path}: not a regular file (use -r)"));
+            if let Err(err) = std::fs::create_dir(target) {
+                report.fail(ctx, describe(host, &transfer::local_error(target, err)));
                 continue;
             }
-            pull_tree(sftp, host, path, &dest, ctx, meter, report).await;
-        } else {
-            pull_one(sftp, host, path, &stat, &dest, ctx, meter, report).await;
+            target_is_dir = true;
         }
+        for (path, stat) in matches {
+            if crate::term::cancel::requested() {
+                break;
+            }
+            pull_match(
+                sftp,
+                host,
+                &path,
+                &stat,
+                target,
+                target_is_dir,
+                ctx,
+                meter,
+                report,
+            )
+            .await;
+        }
+    }
+}
+
+/// A source's paths on the server with their `stat`: its glob matches, or the path itself
+/// when it has no wildcard or its pattern matched nothing; `None` when that does not exist.
+async fn expand(
+    sftp: &Sftp,
+    path: &str,
+) -> Result<Option<Vec<(String, RemoteStat)>>, TransferError> {
+    // A `\` escape is glob syntax too: `star\*.log` names `star*.log`.
+    if transfer::has_glob_meta(path) || path.contains('\\') {
+        if let Some(matches) = sftp.glob(path).await? {
+            return Ok(Some(matches));
+        }
+    }
+    Ok(sftp
+        .stat(path)
+        .await?
+        .map(|stat| vec![(path.to_owned(), stat)]))
+}
+
+/// Copies one remote path (a source, or one of its glob's matches) to the local target.
+#[allow(clippy::too_many_arguments)] // One file's worth of context; a struct would only rename it.
+async fn pull_match(
+    sftp: &Sftp,
+    host: &str,
+    path: &str,
+    stat: &RemoteStat,
+    target: &Path,
+    target_is_dir: bool,
+    ctx: &CopyContext,
+    meter: &Meter,
+    report: &mut Report,
+) {
+    // A target written with a trailing `/` names a directory; if there is none, nothing is
+    // written (a temporary file beside it would be left behind for nothing).
+    if !target_is_dir && target.as_os_str().as_encoded_bytes().ends_with(b"/") {
+        return report.fail(
+            ctx,
+            format!(
+                "{}: No such file or directory (the target directory is missing)",
+                target.display()
+            ),
+        );
+    }
+    let dest = if target_is_dir {
+        match remote_name(path) {
+            Some(name) => target.join(name),
+            None => {
+                return report.fail(
+                    ctx,
+                    format!("{host}:{path}: cannot name the local copy: give a target file name"),
+                )
+            }
+        }
+    } else {
+        target.to_path_buf()
+    };
+    if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if !parent.is_dir() {
+            return report.fail(
+                ctx,
+                format!(
+                    "{}: No such file or directory (the target directory is missing)",
+                    parent.display()
+                ),
+            );
+        }
+    }
+    if stat.is_dir {
+        if !ctx.recursive {
+            return report.fail(ctx, format!("{host}:{path}: not a regular file (use -r)"));
+        }
+        pull_tree(sftp, host, path, stat, &dest, ctx, meter, report).await;
+    } else if !is_regular(stat.mode) {
+        report.fail(ctx, format!("{host}:{path}: not a regular file"));
+    } else {
+        pull_one(sftp, host, path, stat, &dest, ctx, meter, report).await;
     }
 }
 
@@ -504,7 +668,14 @@ async fn pull_one(
     report: &mut Report,
 ) {
     meter.expect(stat.size);
-    let mode = local_mode(stat.mode, ctx.preserve, ctx.umask);
+    // Without -p a file that replaces another keeps that one's mode, as scp's write into the
+    // existing file does.
+    let mode = match std::fs::metadata(dest) {
+        Ok(existing) if existing.is_file() && !ctx.preserve => {
+            std::os::unix::fs::PermissionsExt::mode(&existing.permissions()) & 0o777
+        }
+        _ => local_mode(stat.mode, ctx.preserve, ctx.umask),
+    };
     if let Err(err) = sftp
         .download(path, stat, dest, mode, ctx.preserve, meter)
         .await
@@ -513,39 +684,53 @@ async fn pull_one(
     }
 }
 
+/// The mode a downloaded directory is made with, and the one it gets once its files are in
+/// (`None` when that is the same), as OpenSSH's scp does with or without `-p`: made with the
+/// remote bits plus the owner's write and search (so the copy can fill it) under our umask,
+/// then set to the remote bits exactly if those lack either. Setuid, setgid and sticky bits
+/// are dropped, as for files.
+fn local_dir_modes(remote_mode: u32) -> (u32, Option<u32>) {
+    let mode = remote_mode & 0o777;
+    let while_copying = mode | 0o300;
+    (while_copying, (mode != while_copying).then_some(mode))
+}
+
+#[allow(clippy::too_many_arguments)] // One tree's worth of context; a struct would only rename it.
 async fn pull_tree(
     sftp: &Sftp,
     host: &str,
     dir: &str,
+    dir_stat: &RemoteStat,
     dest: &Path,
     ctx: &CopyContext,
     meter: &Meter,
     report: &mut Report,
 ) {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     // Each directory's depth below `dir`, which is 0: a server whose listings never end in
     // depth (a symbolic link loop it lists as a directory) stops at OpenSSH's limit.
-    let mut stack = vec![(dir.to_owned(), dest.to_path_buf(), 0usize)];
+    let mut stack = vec![(dir.to_owned(), dir_stat.clone(), dest.to_path_buf(), 0usize)];
     let mut finished_dirs = Vec::new();
-    while let Some((remote_dir, local_dir, depth)) = stack.pop() {
+    while let Some((remote_dir, dir_stat, local_dir, depth)) = stack.pop() {
         if crate::term::cancel::requested() {
             break;
         }
         if depth >= MAX_DIR_DEPTH {
-            report.fail(
-                ctx,
-                format!(
-                    "{host}:{remote_dir}: more than {MAX_DIR_DEPTH} directory levels: \
-                     not copied (a symbolic link loop?)"
-                ),
-            );
+            report.fail(ctx, too_deep(host, &remote_dir));
             continue;
         }
-        if let Err(err) = std::fs::create_dir(&local_dir) {
+        let (while_copying, final_mode) = local_dir_modes(dir_stat.mode);
+        if let Err(err) = std::fs::DirBuilder::new()
+            .mode(while_copying)
+            .create(&local_dir)
+        {
             if !(err.kind() == std::io::ErrorKind::AlreadyExists && local_dir.is_dir()) {
                 report.fail(ctx, describe(host, &transfer::local_error(&local_dir, err)));
                 continue;
             }
         }
+        // Mode and times are set once the directory is full; from here it must be.
+        finished_dirs.push((local_dir.clone(), dir_stat, final_mode));
         let entries = match sftp.read_dir(&remote_dir).await {
             Ok(entries) => entries,
             Err(err) => {
@@ -553,54 +738,15 @@ async fn pull_tree(
                 continue;
             }
         };
-        let dir_stat = if ctx.preserve {
-            sftp.stat(&remote_dir).await.ok().flatten()
-        } else {
-            None
-        };
         for (name, stat) in entries {
-            if !is_plain_name(&name) {
-                report.fail(
-                    ctx,
-                    format!("{host}:{remote_dir}: the server sent the file name {name:?}, which is not a plain name: refused"),
-                );
+            let Some(stat) = tree_entry(sftp, host, &remote_dir, &name, stat, ctx, report).await
+            else {
                 continue;
-            }
+            };
             let child_remote = transfer::remote_join(&remote_dir, &name);
             let child_local = local_dir.join(&name);
-            // A symbolic link is copied as the file it points to, with that file's mode and
-            // times (STAT's, as OpenSSH's scp does), never as the link's 0777; a link to a
-            // directory is not followed, and one that never resolves is a failure.
-            let stat = if is_symlink(stat.mode) {
-                match sftp.stat(&child_remote).await {
-                    Ok(Some(target)) if is_regular(target.mode) => target,
-                    Ok(Some(_)) => {
-                        report.fail(ctx, format!("{host}:{child_remote}: not a regular file"));
-                        continue;
-                    }
-                    Ok(None) => {
-                        report.fail(
-                            ctx,
-                            format!("{host}:{child_remote}: No such file or directory"),
-                        );
-                        continue;
-                    }
-                    Err(err) => {
-                        report.fail(ctx, describe(host, &err));
-                        continue;
-                    }
-                }
-            } else {
-                stat
-            };
             if stat.is_dir {
-                stack.push((child_remote, child_local, depth + 1));
-            } else if !is_regular(stat.mode) {
-                // A FIFO, socket or device in the tree is skipped, as OpenSSH's scp does
-                // (it only logs it): reading one could block for ever or never end.
-                crate::term::diag::debug(format_args!(
-                    "{host}:{child_remote}: not a regular file: skipped"
-                ));
+                stack.push((child_remote, stat, child_local, depth + 1));
             } else {
                 pull_one(
                     sftp,
@@ -615,28 +761,277 @@ async fn pull_tree(
                 .await;
             }
         }
-        finished_dirs.push((local_dir, dir_stat));
     }
-    for (local_dir, stat) in finished_dirs.into_iter().rev() {
-        let Some(stat) = stat else { continue };
-        let applied = std::fs::set_permissions(
-            &local_dir,
-            std::os::unix::fs::PermissionsExt::from_mode(local_mode(stat.mode, true, 0)),
-        )
-        .and_then(|()| {
-            let times = std::fs::FileTimes::new()
+    // Directory modes and times go last, deepest first: writing the files inside would
+    // change the times, and a read-only mode would refuse them.
+    for (local_dir, stat, final_mode) in finished_dirs.into_iter().rev() {
+        let times = ctx.preserve.then(|| {
+            std::fs::FileTimes::new()
                 .set_accessed(
                     std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::from(stat.atime)),
                 )
                 .set_modified(
                     std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::from(stat.mtime)),
-                );
-            std::fs::File::open(&local_dir)?.set_times(times)
+                )
         });
+        let applied = times
+            .map_or(Ok(()), |times| {
+                std::fs::File::open(&local_dir)?.set_times(times)
+            })
+            .and_then(|()| {
+                final_mode.map_or(Ok(()), |mode| {
+                    std::fs::set_permissions(&local_dir, std::fs::Permissions::from_mode(mode))
+                })
+            });
         if let Err(err) = applied {
             report.fail(ctx, describe(host, &transfer::local_error(&local_dir, err)));
         }
     }
+}
+
+/// One end of a remote-to-remote copy.
+#[derive(Clone, Copy)]
+struct Side<'a> {
+    sftp: &'a Sftp,
+    host: &'a str,
+}
+
+/// A remote-to-remote copy through this host (scp's `-3`, its default): the same rules as a
+/// download (globs expanded on the source, plain names, the depth limit, links copied as the
+/// files they point to), written as an upload is.
+struct Cross<'a> {
+    from: Side<'a>,
+    to: Side<'a>,
+    ctx: &'a CopyContext,
+    meter: &'a Meter,
+}
+
+impl Cross<'_> {
+    async fn copy(&self, sources: &[String], target: &str, several: bool, report: &mut Report) {
+        let (from, to, ctx) = (self.from, self.to, self.ctx);
+        let target_is_dir = match to.sftp.stat(target).await {
+            Ok(stat) => stat.is_some_and(|s| s.is_dir),
+            Err(err) => return report.fail(ctx, describe(to.host, &err)),
+        };
+        if several && !target_is_dir {
+            return report.fail(ctx, format!("{}:{target}: Not a directory", to.host));
+        }
+        for path in sources {
+            let matches = match expand(from.sftp, path).await {
+                Ok(Some(matches)) => matches,
+                Ok(None) => {
+                    report.fail(
+                        ctx,
+                        format!("{}:{path}: No such file or directory", from.host),
+                    );
+                    continue;
+                }
+                Err(err) => {
+                    report.fail(ctx, describe(from.host, &err));
+                    continue;
+                }
+            };
+            for (path, stat) in matches {
+                if crate::term::cancel::requested() {
+                    return;
+                }
+                let dest = if target_is_dir {
+                    match remote_name(&path) {
+                        Some(name) => transfer::remote_join(target, name),
+                        None => {
+                            report.fail(
+                                ctx,
+                                format!(
+                                    "{}:{path}: cannot name the copy: give a target file name",
+                                    from.host
+                                ),
+                            );
+                            continue;
+                        }
+                    }
+                } else {
+                    target.to_owned()
+                };
+                if stat.is_dir {
+                    if ctx.recursive {
+                        self.tree(&path, &dest, report).await;
+                    } else {
+                        report.fail(
+                            ctx,
+                            format!("{}:{path}: not a regular file (use -r)", from.host),
+                        );
+                    }
+                } else if !is_regular(stat.mode) {
+                    report.fail(ctx, format!("{}:{path}: not a regular file", from.host));
+                } else {
+                    self.file(&path, &stat, &dest, report).await;
+                }
+            }
+        }
+    }
+
+    async fn file(&self, path: &str, stat: &RemoteStat, dest: &str, report: &mut Report) {
+        self.meter.expect(stat.size);
+        let times = self.ctx.preserve.then_some((stat.atime, stat.mtime));
+        // The source's permission bits without setuid, setgid and sticky, as a download
+        // takes them.
+        let mode = match remote_permissions(
+            self.to.sftp,
+            dest,
+            stat.mode & 0o777,
+            self.ctx.preserve,
+        )
+        .await
+        {
+            Ok(mode) => mode,
+            Err(err) => return report.fail(self.ctx, describe(self.to.host, &err)),
+        };
+        if let Err(err) = self
+            .to
+            .sftp
+            .crossload(self.from.sftp, path, stat, dest, mode, times, self.meter)
+            .await
+        {
+            // The error names the path it is about: the source's (when the two differ) was
+            // the reading side's.
+            let host = match &err {
+                TransferError::Remote { path: failed, .. } if failed == path && path != dest => {
+                    self.from.host
+                }
+                _ => self.to.host,
+            };
+            report.fail(self.ctx, describe(host, &err));
+        }
+    }
+
+    async fn tree(&self, dir: &str, dest: &str, report: &mut Report) {
+        let (from, to, ctx) = (self.from, self.to, self.ctx);
+        let mut stack = vec![(dir.to_owned(), dest.to_owned(), 0usize)];
+        let mut finished_dirs = Vec::new();
+        while let Some((remote_dir, target_dir, depth)) = stack.pop() {
+            if crate::term::cancel::requested() {
+                break;
+            }
+            if depth >= MAX_DIR_DEPTH {
+                report.fail(ctx, too_deep(from.host, &remote_dir));
+                continue;
+            }
+            let dir_stat = match from.sftp.stat(&remote_dir).await {
+                Ok(Some(stat)) => stat,
+                Ok(None) => {
+                    report.fail(
+                        ctx,
+                        format!("{}:{remote_dir}: No such file or directory", from.host),
+                    );
+                    continue;
+                }
+                Err(err) => {
+                    report.fail(ctx, describe(from.host, &err));
+                    continue;
+                }
+            };
+            if let Err(err) = to
+                .sftp
+                .mkdir(&target_dir, (dir_stat.mode & 0o777) | 0o700)
+                .await
+            {
+                report.fail(ctx, describe(to.host, &err));
+                continue;
+            }
+            let entries = match from.sftp.read_dir(&remote_dir).await {
+                Ok(entries) => entries,
+                Err(err) => {
+                    report.fail(ctx, describe(from.host, &err));
+                    continue;
+                }
+            };
+            for (name, stat) in entries {
+                let Some(stat) =
+                    tree_entry(from.sftp, from.host, &remote_dir, &name, stat, ctx, report).await
+                else {
+                    continue;
+                };
+                let child = transfer::remote_join(&remote_dir, &name);
+                let child_dest = transfer::remote_join(&target_dir, &name);
+                if stat.is_dir {
+                    stack.push((child, child_dest, depth + 1));
+                } else {
+                    self.file(&child, &stat, &child_dest, report).await;
+                }
+            }
+            finished_dirs.push((target_dir, dir_stat));
+        }
+        // OpenSSH 9.2's scp -3 gives every directory it made the source's mode and times,
+        // with or without -p; so does this copy.
+        for (target_dir, stat) in finished_dirs.into_iter().rev() {
+            let applied = to
+                .sftp
+                .set_times_and_mode(
+                    &target_dir,
+                    Some(stat.mode & 0o777),
+                    Some((stat.atime, stat.mtime)),
+                )
+                .await;
+            if let Err(err) = applied {
+                report.fail(ctx, describe(to.host, &err));
+            }
+        }
+    }
+}
+
+fn too_deep(host: &str, dir: &str) -> String {
+    format!(
+        "{host}:{dir}: more than {MAX_DIR_DEPTH} directory levels: not copied (a symbolic link loop?)"
+    )
+}
+
+/// What to do with one entry of a remote directory being copied: `None` to skip it (a name
+/// that is not plain, reported; a link that does not resolve to a file, reported; a FIFO,
+/// socket or device, skipped quietly as OpenSSH's scp does), else its attributes with a
+/// symbolic link replaced by the file it points to (STAT's mode and times, as OpenSSH's scp
+/// takes them), never the link's 0777. A link to a directory is not followed.
+async fn tree_entry(
+    sftp: &Sftp,
+    host: &str,
+    dir: &str,
+    name: &str,
+    stat: RemoteStat,
+    ctx: &CopyContext,
+    report: &mut Report,
+) -> Option<RemoteStat> {
+    if !is_plain_name(name) {
+        report.fail(
+            ctx,
+            format!("{host}:{dir}: the server sent the file name {name:?}, which is not a plain name: refused"),
+        );
+        return None;
+    }
+    let path = transfer::remote_join(dir, name);
+    let stat = if is_symlink(stat.mode) {
+        match sftp.stat(&path).await {
+            Ok(Some(target)) if is_regular(target.mode) => target,
+            Ok(Some(_)) => {
+                report.fail(ctx, format!("{host}:{path}: not a regular file"));
+                return None;
+            }
+            Ok(None) => {
+                report.fail(ctx, format!("{host}:{path}: No such file or directory"));
+                return None;
+            }
+            Err(err) => {
+                report.fail(ctx, describe(host, &err));
+                return None;
+            }
+        }
+    } else {
+        stat
+    };
+    if !stat.is_dir && !is_regular(stat.mode) {
+        // Reading a FIFO, socket or device could block for ever or never end.
+        crate::term::diag::debug(format_args!("{host}:{path}: not a regular file: skipped"));
+        return None;
+    }
+    Some(stat)
 }
 
 /// Runs a copy on every host; prints the summary; returns scp's exit status.
@@ -765,6 +1160,12 @@ mod tests {
         assert_eq!(local_mode(0o104755, true, 0o022), 0o755);
         assert_eq!(local_mode(0o102775, false, 0o002), 0o775);
         assert_eq!(local_mode(0o041777, true, 0o022), 0o777);
+        assert_eq!(local_mode(0o100444, false, 0o022), 0o644);
+        assert_eq!(local_mode(0o100444, true, 0o022), 0o444);
+        assert_eq!(local_dir_modes(0o040755), (0o755, None));
+        assert_eq!(local_dir_modes(0o040777), (0o777, None));
+        assert_eq!(local_dir_modes(0o040555), (0o755, Some(0o555)));
+        assert_eq!(local_dir_modes(0o041500), (0o700, Some(0o500)));
     }
 
     #[test]

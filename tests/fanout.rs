@@ -76,7 +76,7 @@ fn group_prints_identical_outputs_once_with_their_hostlist() {
     let script = "case \"$SSH_CONNECTION\" in *' 127.0.0.17 '*) echo odd;; *) echo same;; esac";
     let out = run(cluster
         .command("smssh")
-        .args(["-b", "-w", ALL, "--", script]));
+        .args(["--group", "-w", ALL, "--", script]));
     assert_success(&out);
     let text = stdout(&out);
     assert!(
@@ -174,7 +174,7 @@ fn w_with_a_path_target_pushes_and_a_dead_host_fails_alone() {
     let out = run(cluster.command("smscp").args([
         "-w",
         ALL,
-        "-x",
+        "--exclude",
         "127.0.0.17",
         source.to_str().unwrap(),
         missing.to_str().unwrap(),
@@ -246,10 +246,14 @@ fn hosts_file_and_bad_hostlists() {
         ("worker[9-1]", "runs backwards"),
         ("127.0.0.[2-4]", "every host"),
     ] {
-        let out =
-            run(cluster
-                .command("smssh")
-                .args(["-w", expr, "-x", "127.0.0.[2-4]", "--", "true"]));
+        let out = run(cluster.command("smssh").args([
+            "-w",
+            expr,
+            "--exclude",
+            "127.0.0.[2-4]",
+            "--",
+            "true",
+        ]));
         assert_exit_code(&out, 255);
         assert_stderr_contains(&out, message);
         assert_eq!(stderr(&out).lines().count(), 1, "{}", describe(&out));
@@ -425,7 +429,7 @@ fn max_output_bounds_what_group_and_json_keep_and_says_so() {
         assert_eq!(kept, 1024 * 1024, "{line:.200}");
     }
     let out = run(cluster.command("smssh").args([
-        "-b",
+        "--group",
         "--max-output",
         "1",
         "-w",

@@ -165,7 +165,7 @@ fn a_flood_under_b_is_captured_up_to_the_limit_and_says_so() {
         fill: b'x',
     });
     let mut cmd = server.command("smssh");
-    cmd.args(["-w", ADDR, "-b", "--", "flood"]);
+    cmd.args(["-w", ADDR, "--group", "--", "flood"]);
     let run = run_measured(&cmd, b"", KILL_ABOVE_KIB, TIMEOUT);
     assert_bounded(&run);
     assert_eq!(run.code, Some(0), "{run:?}");
@@ -408,10 +408,18 @@ fn setuid_setgid_and_sticky_bits_from_the_server_are_dropped_under_rp() {
     let copied = target.dir().join("tree");
     assert_eq!(names(&copied), set(&["suid", "shared"]));
     assert_eq!(names(&copied.join("shared")), set(&["both"]));
+    // Directories are made as OpenSSH's scp makes them, even under -p: with the remote bits
+    // under this process's umask (the owner can already write and search them).
+    let umask = {
+        use nix::sys::stat::{umask, Mode};
+        let old = umask(Mode::from_bits_truncate(0o022));
+        umask(old);
+        old.bits()
+    };
     for (path, mode) in [
-        (copied.clone(), 0o40777),
+        (copied.clone(), 0o40000 | (0o777 & !umask)),
         (copied.join("suid"), 0o100755),
-        (copied.join("shared"), 0o40775),
+        (copied.join("shared"), 0o40000 | (0o775 & !umask)),
         (copied.join("shared/both"), 0o100755),
     ] {
         let actual = mode_of(&path);

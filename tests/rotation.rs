@@ -425,7 +425,7 @@ fn a_failed_removal_in_finish_secret_is_finished_by_a_retry_of_the_same_step() {
 fn reconcile_brings_a_host_that_was_offline_during_a_rotation_to_the_current_key() {
     let (mut cluster, _) = rotated_cluster();
     cluster.workers[2].stop();
-    assert_success(&rotate(&cluster, &["-w", ALL, "-x", "127.0.0.4"]));
+    assert_success(&rotate(&cluster, &["-w", ALL, "--exclude", "127.0.0.4"]));
     let current = version_with(&cluster, "AWSCURRENT").expect("current");
     cluster.workers[2].start();
     // The host missed the rotation: AWSCURRENT does not log in there.

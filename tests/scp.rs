@@ -243,11 +243,13 @@ fn missing_remote_path_and_missing_target_directories() {
         &[
             source.to_str().unwrap(),
             remote.to_str().unwrap(),
-            "127.0.0.2:/nonexistent-dir",
+            "127.0.0.2:/nonexistent-parent/dir",
         ],
     );
+    // scp makes a missing target directory for several sources, but not its parents.
     assert_exit_code(&out, 1);
-    assert_stderr_contains(&out, "Not a directory");
+    assert_stderr_contains(&out, "/nonexistent-parent/dir: No such file or directory");
+    assert!(!Path::new("/nonexistent-parent").exists());
 }
 
 #[test]
@@ -338,11 +340,9 @@ fn bandwidth_limit_slows_the_copy() {
 }
 
 #[test]
-fn remote_to_remote_and_local_to_local_are_refused_up_front() {
+fn local_to_local_is_refused_up_front() {
+    // Remote to remote is a copy through this host, compared with scp's in scp_compare.rs.
     let cluster = Cluster::new(1);
-    let out = smscp(&cluster, &["127.0.0.2:/etc/hostname", "127.0.0.3:/tmp/"]);
-    assert_exit_code(&out, 1);
-    assert_stderr_contains(&out, "remote hosts are not supported");
     let out = smscp(&cluster, &["a", "b"]);
     assert_exit_code(&out, 1);
     assert_stderr_contains(&out, "use cp");
@@ -468,4 +468,46 @@ fn a_fifo_in_a_remote_tree_is_skipped_not_waited_on() {
         b"data"
     );
     assert!(!local.path().join("tree/pipe").exists());
+}
+
+#[test]
+fn scp_letters_are_accepted_or_refused_with_one_line() {
+    let cluster = Cluster::new(1);
+    let file = cluster.scratch_file("letters.txt", b"letters\n");
+    let file = file.display().to_string();
+    // -O, -T, -s, -4 and -X change nothing smscp does: the copy is the same.
+    let out = run(cluster.command("smscp").args([
+        "-O",
+        "-T",
+        "-s",
+        "-4",
+        "-X",
+        "nrequests=4",
+        &file,
+        "127.0.0.2:letters.txt",
+    ]));
+    assert_success(&out);
+    assert_eq!(
+        std::fs::read(cluster.workers[0].sftp_home().join("letters.txt")).unwrap(),
+        b"letters\n"
+    );
+    let cases: [(&[&str], &str); 5] = [
+        (&["-A"], "agent forwarding"),
+        (
+            &["-i", "/nonexistent/id"],
+            "-i /nonexistent/id: No such file",
+        ),
+        (&["-R"], "key on that host"),
+        (&["-S", "ssh"], "runs no other program"),
+        (&["-D", "/usr/lib/openssh/sftp-server"], "sftp-server"),
+    ];
+    for (flags, reason) in cases {
+        let mut args = flags.to_vec();
+        args.extend([file.as_str(), "127.0.0.2:refused.txt"]);
+        let out = run(cluster.command("smscp").args(&args));
+        assert_exit_code(&out, 1);
+        assert_stderr_contains(&out, reason);
+        assert_eq!(stderr(&out).lines().count(), 1, "{}", describe(&out));
+    }
+    assert!(!cluster.workers[0].sftp_home().join("refused.txt").exists());
 }

@@ -33,7 +33,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    let args = match smssh::cli::args::SshArgs::try_parse() {
+    let args = match smssh::cli::args::SshArgs::try_parse_openssh(std::env::args_os()) {
         Ok(args) => args,
         Err(err) => {
             let _ = err.print();

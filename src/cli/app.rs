@@ -16,13 +16,14 @@ use crate::config::known_hosts::KnownHostsError;
 use crate::copy::{self, CopyContext};
 use crate::fanout;
 use crate::key::source::{KeyLoadError, KeySource};
-use crate::plan::command::{self, CommandMode, Presentation};
+use crate::plan::command::{self, CommandMode, CommandPlanError, Presentation, Remote};
 use crate::plan::copy::{CopyMode, CopyPlan, FanoutCopy, FanoutHosts};
 use crate::plan::targets::{self, TargetError};
 use crate::plan::{HostPlan, PlanError};
 use crate::rotation::plan::{RotationMode, RotationPlan, RotationPlanError};
 use crate::rotation::{self, RotationError};
 use crate::ssh::exec::{self, Captured, ExecError, ExecRequest};
+use crate::ssh::forward;
 use crate::ssh::session::{self, ConnectError, HostKeyDb};
 use crate::term::output::{self, HostRun};
 use crate::term::progress::Progress;
@@ -45,6 +46,8 @@ enum AppError {
     #[error(transparent)]
     Plan(#[from] PlanError),
     #[error(transparent)]
+    CommandPlan(#[from] CommandPlanError),
+    #[error(transparent)]
     RotationPlan(#[from] RotationPlanError),
     #[error("cannot start: {0}")]
     Runtime(std::io::Error),
@@ -60,6 +63,10 @@ enum AppError {
     Exec(#[from] ExecError),
     #[error(transparent)]
     Rotation(#[from] RotationError),
+    #[error(transparent)]
+    Forward(#[from] crate::ssh::forward::ForwardError),
+    #[error(transparent)]
+    Background(#[from] crate::cli::background::BackgroundError),
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, AppError> {
@@ -114,7 +121,9 @@ pub fn smscp(args: ScpArgs) -> u8 {
 async fn run_copy(plan: CopyPlan, show_progress: bool) -> Result<u8, AppError> {
     cancel::watch_ctrl_c();
     let ssh = &plan.common.ssh;
-    let keys = Arc::new(KeySource::new(plan.common.secret.clone()));
+    let keys = Arc::new(
+        KeySource::new(plan.common.secret.clone()).with_last_resort(plan.common.identities.clone()),
+    );
     let (copy, hosts) = match &plan.mode {
         CopyMode::Single(request) => {
             let plans: Vec<HostPlan> = request
@@ -174,6 +183,17 @@ async fn run_copy(plan: CopyPlan, show_progress: bool) -> Result<u8, AppError> {
 
 pub fn smssh(args: SshArgs) -> u8 {
     start("smssh", args.ssh.verbose, args.ssh.quiet);
+    if args.print_config {
+        return match command::resolve_config(&args) {
+            Ok(config) => {
+                for line in config.lines() {
+                    diag::out(line);
+                }
+                0
+            }
+            Err(err) => fail(SSH_FAILURE, err.into()),
+        };
+    }
     let prepared = command::resolve(&args, tty::stdin_is_terminal)
         .map_err(AppError::from)
         .and_then(|plan| Ok((plan, runtime()?)));
@@ -181,6 +201,18 @@ pub fn smssh(args: SshArgs) -> u8 {
         Ok(prepared) => prepared,
         Err(err) => return fail(SSH_FAILURE, err),
     };
+    // -f: this process only waits for a second smssh to be ready in the background.
+    let background = matches!(
+        plan.mode,
+        CommandMode::Single {
+            background: true,
+            ..
+        }
+    );
+    if background && !crate::cli::background::is_background_process() {
+        return crate::cli::background::run_in_background()
+            .unwrap_or_else(|err| fail(SSH_FAILURE, err.into()));
+    }
     let code = runtime
         .block_on(run_command(plan))
         .unwrap_or_else(|err| fail(SSH_FAILURE, err));
@@ -191,14 +223,21 @@ pub fn smssh(args: SshArgs) -> u8 {
 }
 
 async fn run_command(plan: command::CommandPlan) -> Result<u8, AppError> {
-    let keys = KeySource::new(plan.common.secret);
+    let keys = KeySource::new(plan.common.secret).with_last_resort(plan.common.identities);
     match plan.mode {
         CommandMode::Single {
             plan,
-            command,
+            remote,
             pty,
             forward_stdin,
+            forwards,
+            background,
         } => {
+            let (command, subsystem) = match &remote {
+                Remote::Shell | Remote::Nothing => (None, None),
+                Remote::Command(command) => (Some(command.clone()), None),
+                Remote::Subsystem(name) => (None, Some(name.clone())),
+            };
             let request = ExecRequest {
                 command,
                 pty,
@@ -211,9 +250,46 @@ async fn run_command(plan: command::CommandPlan) -> Result<u8, AppError> {
                 "authenticated to {} as {} with {}",
                 plan.hostname, plan.user, conn.key_used.key
             ));
-            Ok(exec::run(&conn, &request, &mut exec::Terminal)
-                .await?
-                .code())
+            let established = forward::establish(&conn.handle, &forwards, diag::warn).await?;
+            if background {
+                crate::cli::background::detach();
+            }
+            let serving = forward::serve(&conn.handle, established, diag::warn);
+            if remote == Remote::Nothing {
+                serving.await;
+                diag::error(format_args!(
+                    "Connection to {} closed by remote host.",
+                    plan.label
+                ));
+                return Ok(SSH_FAILURE);
+            }
+            let run = async {
+                match &subsystem {
+                    Some(name) => {
+                        exec::run_subsystem(&conn, name, &request, &mut exec::Terminal).await
+                    }
+                    None => exec::run(&conn, &request, &mut exec::Terminal).await,
+                }
+            };
+            tokio::pin!(run);
+            // The forwards run as long as the command; if the session ends first, the
+            // command's end (or error) follows at once.
+            let exit = tokio::select! {
+                exit = &mut run => exit?,
+                () = serving => run.await?,
+            };
+            Ok(exit.code())
+        }
+        CommandMode::StdioForward { plan, host, port } => {
+            let db = key_and_host_keys(&keys, std::slice::from_ref(&plan)).await?;
+            let conn = session::connect(&plan, &keys, &db).await?;
+            crate::ssh::proxy::stdio_forward(conn.handle, &plan.label, &host, port)
+                .await
+                .map_err(|source| ConnectError::Proxy {
+                    host: plan.label.clone(),
+                    source,
+                })?;
+            Ok(0)
         }
         CommandMode::Fanout {
             command,

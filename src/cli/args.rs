@@ -5,7 +5,9 @@
 //! OpenSSH's `scp`/`ssh` letters where OpenSSH has one. Must not know: config files, the
 //! environment beyond clap's `env` fallbacks, AWS or SSH.
 
-use clap::{ArgAction, Args, Parser};
+use std::ffi::OsString;
+
+use clap::{ArgAction, Args, CommandFactory, Parser};
 
 /// Which secret, in which region, with which credentials; shared by every command.
 #[derive(Debug, Clone, Args, Default)]
@@ -60,11 +62,14 @@ pub struct SshOptionArgs {
 /// Which hosts a fan-out reaches, and how hard it tries; shared by both binaries.
 #[derive(Debug, Clone, Args, Default)]
 pub struct FanoutArgs {
-    /// Target hosts, pdsh hostlist syntax: worker[01-64],10.0.1.[5-9] (repeatable).
-    #[arg(short = 'w', value_name = "HOSTS", action = ArgAction::Append)]
+    /// Target hosts, pdsh hostlist syntax: worker[01-64],10.0.1.[5-9] (repeatable). pdsh's
+    /// letter; for smssh a value shaped like ssh's tunnel request (`0`, `any:1`) is ssh's
+    /// `-w local_tun[:remote_tun]`, which is refused.
+    #[arg(short = 'w', long = "hosts", value_name = "HOSTS", action = ArgAction::Append)]
     pub hosts: Vec<String>,
-    /// Exclude these hosts (hostlist syntax, repeatable).
-    #[arg(short = 'x', value_name = "HOSTS", action = ArgAction::Append)]
+    /// Exclude these hosts (hostlist syntax, repeatable). Long form only: `-x` is ssh's "no
+    /// X11 forwarding".
+    #[arg(long = "exclude", value_name = "HOSTS", action = ArgAction::Append)]
     pub exclude: Vec<String>,
     /// Read target hosts from FILE: one [user@]host[:port] or hostlist per line, # comments.
     #[arg(long, value_name = "FILE")]
@@ -110,6 +115,51 @@ pub struct ScpArgs {
     /// Bandwidth limit in Kbit/s.
     #[arg(short = 'l', value_name = "LIMIT")]
     pub limit_kbits: Option<u64>,
+    /// Ciphers, in ssh_config's Ciphers syntax (as -o Ciphers=, which it beats).
+    #[arg(short = 'c', value_name = "CIPHER_SPEC")]
+    pub cipher_spec: Option<String>,
+    /// Jump hosts, comma-separated [user@]host[:port] or ssh://[user@]host[:port], each
+    /// reached through the one before it (as -o ProxyJump=).
+    #[arg(short = 'J', value_name = "DESTINATION")]
+    pub jump: Option<String>,
+    /// IPv4 only (scp -4): accepted, no effect; the resolver's addresses are used in order.
+    #[arg(short = '4')]
+    pub ipv4: bool,
+    /// IPv6 only (scp -6): accepted, no effect, as -4.
+    #[arg(short = '6')]
+    pub ipv6: bool,
+    /// Agent forwarding (scp -A): refused, the key never enters an agent.
+    #[arg(short = 'A')]
+    pub forward_agent: bool,
+    /// Local sftp-server program (scp -D): refused, smscp always reaches the remote one.
+    #[arg(short = 'D', value_name = "SFTP_SERVER_PATH")]
+    pub sftp_server_path: Option<String>,
+    /// An extra private key file, offered after the secret's key was refused (repeatable).
+    #[arg(short = 'i', value_name = "IDENTITY_FILE", action = ArgAction::Append)]
+    pub identity_file: Vec<std::path::PathBuf>,
+    /// Legacy SCP protocol (scp -O): accepted, no effect; smscp always speaks SFTP.
+    #[arg(short = 'O')]
+    pub legacy_protocol: bool,
+    /// Remote-to-remote copy through the first host (scp -R): refused, it needs the key there.
+    #[arg(short = 'R')]
+    pub remote_to_remote: bool,
+    /// Copy between two remote hosts through this one (scp -3): accepted, no effect; it is
+    /// how smscp always copies between remote hosts, as OpenSSH 9.2's scp does by default.
+    #[arg(short = '3')]
+    pub through_local: bool,
+    /// Program for the connection (scp -S): refused, smscp is its own ssh.
+    #[arg(short = 'S', value_name = "PROGRAM")]
+    pub program: Option<String>,
+    /// SFTP protocol (scp -s): what smscp always uses.
+    #[arg(short = 's')]
+    pub sftp: bool,
+    /// No strict file-name checking (scp -T): accepted, no effect; SFTP names what it sends.
+    #[arg(short = 'T')]
+    pub no_name_check: bool,
+    /// SFTP tuning, buffer=N or nrequests=N (scp -X): accepted, no effect; smscp's window is
+    /// fixed by measurement (see the README).
+    #[arg(short = 'X', value_name = "SFTP_OPTION", action = ArgAction::Append)]
+    pub sftp_options: Vec<String>,
     /// The most entries one remote directory listing may have in a recursive download; a
     /// server that lists more is refused (it may be listing for ever).
     #[arg(long, value_name = "N", default_value_t = 1_000_000,
@@ -145,6 +195,117 @@ pub struct SshArgs {
     /// User to log in as.
     #[arg(short = 'l', value_name = "LOGIN")]
     pub login: Option<String>,
+    /// Ciphers, in ssh_config's Ciphers syntax (as -o Ciphers=, which it beats).
+    #[arg(short = 'c', value_name = "CIPHER_SPEC")]
+    pub cipher_spec: Option<String>,
+    /// Jump hosts, comma-separated [user@]host[:port] or ssh://[user@]host[:port], each
+    /// reached through the one before it (as -o ProxyJump=).
+    #[arg(short = 'J', value_name = "DESTINATION")]
+    pub jump: Option<String>,
+    /// Connect stdin and stdout to HOST:PORT through the server, and nothing else (for
+    /// another ssh's ProxyCommand).
+    #[arg(short = 'W', value_name = "HOST:PORT")]
+    pub stdio_forward: Option<String>,
+    /// Open the subsystem named by the first word after the destination (e.g. sftp).
+    #[arg(short = 's')]
+    pub subsystem: bool,
+    /// Run no remote command; keep the session for port forwarding.
+    #[arg(short = 'N')]
+    pub no_command: bool,
+    /// Forward a local port to HOST:HOSTPORT through the server (repeatable).
+    #[arg(short = 'L', value_name = "[BIND_ADDRESS:]PORT:HOST:HOSTPORT", action = ArgAction::Append)]
+    pub local_forward: Vec<String>,
+    /// Forward a port on the server to HOST:HOSTPORT on this side (repeatable; port 0: the
+    /// server picks one).
+    #[arg(short = 'R', value_name = "[BIND_ADDRESS:]PORT:HOST:HOSTPORT", action = ArgAction::Append)]
+    pub remote_forward: Vec<String>,
+    /// A local SOCKS 4/4a/5 proxy whose connections go out through the server (repeatable).
+    #[arg(short = 'D', value_name = "[BIND_ADDRESS:]PORT", action = ArgAction::Append)]
+    pub dynamic_forward: Vec<String>,
+    /// Go to the background once authenticated and the forwards are set up (implies -n).
+    #[arg(short = 'f')]
+    pub fork_after_auth: bool,
+    /// Print the configuration that applies to the destination, as ssh -G, and exit.
+    #[arg(short = 'G')]
+    pub print_config: bool,
+    /// Compression (-o Compression=yes).
+    #[arg(short = 'C')]
+    pub compression: bool,
+    /// MAC algorithms (-o MACs=SPEC).
+    #[arg(short = 'm', value_name = "MAC_SPEC")]
+    pub mac_spec: Option<String>,
+    /// Remote hosts may connect to local forwarded ports (-o GatewayPorts=yes).
+    #[arg(short = 'g')]
+    pub gateway_ports: bool,
+    /// SSH protocol 1: refused, as OpenSSH refuses it.
+    #[arg(short = '1', hide = true)]
+    pub protocol_1: bool,
+    /// SSH protocol 2: accepted, no effect; it is the only protocol (pdsh passes it).
+    #[arg(short = '2', hide = true)]
+    pub protocol_2: bool,
+    /// IPv4 only: accepted, no effect; the resolver's addresses are used in order.
+    #[arg(short = '4')]
+    pub ipv4: bool,
+    /// IPv6 only: accepted, no effect, as -4.
+    #[arg(short = '6')]
+    pub ipv6: bool,
+    /// Agent forwarding: refused, the key never enters an agent.
+    #[arg(short = 'A')]
+    pub forward_agent: bool,
+    /// No agent forwarding: accepted, no effect; there is none.
+    #[arg(short = 'a')]
+    pub no_forward_agent: bool,
+    /// Local interface to bind: refused.
+    #[arg(short = 'B', value_name = "BIND_INTERFACE")]
+    pub bind_interface: Option<String>,
+    /// Local address to bind: refused.
+    #[arg(short = 'b', value_name = "BIND_ADDRESS")]
+    pub bind_address: Option<String>,
+    /// Debug log file: refused; diagnostics go to stderr.
+    #[arg(short = 'E', value_name = "LOG_FILE")]
+    pub log_file: Option<String>,
+    /// Escape character: only "none" (what smssh always does) is accepted.
+    #[arg(short = 'e', value_name = "ESCAPE_CHAR")]
+    pub escape_char: Option<String>,
+    /// PKCS#11 provider: refused, the key comes from Secrets Manager.
+    #[arg(short = 'I', value_name = "PKCS11")]
+    pub pkcs11: Option<String>,
+    /// An extra private key file, offered after the secret's key was refused (repeatable).
+    #[arg(short = 'i', value_name = "IDENTITY_FILE", action = ArgAction::Append)]
+    pub identity_file: Vec<std::path::PathBuf>,
+    /// GSSAPI authentication and delegation: refused.
+    #[arg(short = 'K')]
+    pub gssapi: bool,
+    /// No GSSAPI delegation: accepted, no effect; there is none.
+    #[arg(short = 'k')]
+    pub no_gssapi_delegation: bool,
+    /// Connection-sharing master: refused.
+    #[arg(short = 'M', action = ArgAction::Count)]
+    pub control_master: u8,
+    /// Control command for a master connection: refused, there is never a master.
+    #[arg(short = 'O', value_name = "CTL_CMD")]
+    pub control_command: Option<String>,
+    /// Obsolete privileged-port flag: accepted, no effect, as in OpenSSH 9.2.
+    #[arg(short = 'P', hide = true)]
+    pub privileged_port: bool,
+    /// Algorithm query: refused; smssh -G shows the settings in effect.
+    #[arg(short = 'Q', value_name = "QUERY_OPTION")]
+    pub query: Option<String>,
+    /// Control socket path: accepted, no effect; there is never a master to share.
+    #[arg(short = 'S', value_name = "CTL_PATH")]
+    pub control_path: Option<String>,
+    /// X11 forwarding: refused.
+    #[arg(short = 'X')]
+    pub forward_x11: bool,
+    /// No X11 forwarding: accepted, no effect; there is none.
+    #[arg(short = 'x')]
+    pub no_forward_x11: bool,
+    /// Trusted X11 forwarding: refused.
+    #[arg(short = 'Y')]
+    pub forward_x11_trusted: bool,
+    /// Log to syslog: refused; diagnostics go to stderr.
+    #[arg(short = 'y')]
+    pub syslog: bool,
     #[command(flatten)]
     pub ssh: SshOptionArgs,
     #[command(flatten)]
@@ -152,7 +313,8 @@ pub struct SshArgs {
     #[command(flatten)]
     pub fanout: FanoutArgs,
     /// Fan-out: print identical outputs once, with their host list (clush -b, dshbak -c).
-    #[arg(short = 'b', long = "group", conflicts_with = "json")]
+    /// Long form only: `-b` is ssh's bind address.
+    #[arg(long = "group", conflicts_with = "json")]
     pub group: bool,
     /// Fan-out: one JSON object per host on stdout (host, exit_status, stdout, stderr, ...).
     #[arg(long)]
@@ -173,6 +335,129 @@ pub struct SshArgs {
         value_name = "COMMAND"
     )]
     pub command: Vec<String>,
+}
+
+impl SshArgs {
+    /// Parses smssh's command line with ssh's grammar: options may also follow the
+    /// destination, up to the first word of the command (`ssh host -p 2222 uptime` sets the
+    /// port), unless `--` came first. A fan-out (`-w`, `--hosts-file`, `--ec2-filter`) keeps
+    /// pdsh's grammar instead: everything after the first word is the command.
+    pub fn try_parse_openssh<I, T>(words: I) -> Result<SshArgs, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString>,
+    {
+        let words: Vec<OsString> = words.into_iter().map(Into::into).collect();
+        SshArgs::try_parse_from(openssh_order(&SshArgs::command(), words))
+    }
+}
+
+/// The long fan-out flags after which the first free word starts the command, as in pdsh
+/// (with `-w`).
+const HOST_SOURCE_FLAGS: &[&str] = &["--hosts", "--hosts-file", "--ec2-filter"];
+
+/// Moves the options written between the destination and the command in front of the
+/// destination, followed by `--`, so that clap sees ssh's meaning. Words that are not UTF-8
+/// are never options. `command` tells which flags take a value.
+fn openssh_order(command: &clap::Command, words: Vec<OsString>) -> Vec<OsString> {
+    let mut rest = words.into_iter();
+    let mut ordered: Vec<OsString> = rest.next().into_iter().collect();
+    let (before, first) = take_options(command, &mut rest);
+    let fanout = before.iter().any(|word| names_hosts(command, word));
+    ordered.extend(before);
+    match first {
+        Some(first) if !fanout => {
+            let (mut after, command_start) = take_options(command, &mut rest);
+            if after.last().is_some_and(|word| word == "--") {
+                after.pop();
+            }
+            ordered.extend(after);
+            ordered.push(OsString::from("--"));
+            ordered.push(first);
+            ordered.extend(command_start);
+        }
+        Some(first) => {
+            // pdsh's grammar: the first free word starts the command.
+            ordered.push(OsString::from("--"));
+            ordered.push(first);
+        }
+        None => {}
+    }
+    ordered.extend(rest);
+    ordered
+}
+
+/// Whether `word`, an option taken by [`take_options`], selects fan-out hosts.
+fn names_hosts(command: &clap::Command, word: &OsString) -> bool {
+    let Some(text) = word.to_str() else {
+        return false;
+    };
+    if text.starts_with("--") {
+        return HOST_SOURCE_FLAGS
+            .iter()
+            .any(|flag| text == *flag || text.starts_with(&format!("{flag}=")));
+    }
+    // Letters before the first one that takes a value are flags; `w` among them is -w.
+    for letter in text.chars().skip(1) {
+        if letter == 'w' {
+            return true;
+        }
+        if takes_value(command, |arg| arg.get_short() == Some(letter)) {
+            return false;
+        }
+    }
+    false
+}
+
+/// Takes options (with their values) from `words` up to the first word that is not one,
+/// which is returned apart; a `--` ends the options and is kept as the last option.
+fn take_options(
+    command: &clap::Command,
+    words: &mut impl Iterator<Item = OsString>,
+) -> (Vec<OsString>, Option<OsString>) {
+    let mut options = Vec::new();
+    while let Some(word) = words.next() {
+        let Some(text) = word.to_str() else {
+            return (options, Some(word));
+        };
+        if text == "--" {
+            options.push(word);
+            return (options, None);
+        }
+        let needs_value = if let Some(long) = text.strip_prefix("--") {
+            !long.contains('=') && takes_value(command, |arg| arg.get_long() == Some(long))
+        } else if let Some(cluster) = text.strip_prefix('-').filter(|c| !c.is_empty()) {
+            // In `-tlroot` the value starts right after the first letter that takes one.
+            cluster.char_indices().find_map(|(at, letter)| {
+                takes_value(command, |arg| arg.get_short() == Some(letter))
+                    .then_some(at + letter.len_utf8() == cluster.len())
+            }) == Some(true)
+        } else {
+            return (options, Some(word));
+        };
+        let is_long = text.starts_with("--");
+        let value = if needs_value { words.next() } else { None };
+        match value {
+            // Joined to its flag (`-o-x`, `--secret-id=-x`), a value that starts with `-` is
+            // still a value to clap, as it is to ssh's getopt.
+            Some(value) => {
+                let mut joined = word;
+                if is_long {
+                    joined.push("=");
+                }
+                joined.push(value);
+                options.push(joined);
+            }
+            None => options.push(word),
+        }
+    }
+    (options, None)
+}
+
+fn takes_value(command: &clap::Command, is: impl Fn(&clap::Arg) -> bool) -> bool {
+    command
+        .get_arguments()
+        .any(|arg| is(arg) && arg.get_action().takes_values())
 }
 
 /// smssh rotate: rotate the cluster key pair with Secrets Manager's four steps, from here.
@@ -245,6 +530,148 @@ mod tests {
         assert_eq!(args.port, Some(2222));
         assert_eq!(args.destination.as_deref(), Some("host"));
         assert_eq!(args.command, ["ls", "-la", "/tmp"]);
+    }
+
+    fn ssh(words: &[&str]) -> SshArgs {
+        SshArgs::try_parse_openssh(std::iter::once("smssh").chain(words.iter().copied()))
+            .unwrap_or_else(|err| panic!("{words:?}: {err}"))
+    }
+
+    #[test]
+    fn options_after_the_destination_are_options_until_the_command() {
+        let args = ssh(&["host", "-p", "2222", "-lroot", "-qx", "ls", "-la", "-p"]);
+        assert_eq!(args.port, Some(2222));
+        assert_eq!(args.login.as_deref(), Some("root"));
+        assert!(args.ssh.quiet && args.no_forward_x11);
+        assert_eq!(args.destination.as_deref(), Some("host"));
+        assert_eq!(args.command, ["ls", "-la", "-p"]);
+        // `--` after the destination's options ends them; before the destination it ends
+        // every option, so what follows the destination is the command.
+        let args = ssh(&["host", "-v", "--", "-p", "x"]);
+        assert_eq!((args.ssh.verbose, args.port), (1, None));
+        assert_eq!(args.command, ["-p", "x"]);
+        let args = ssh(&["-t", "--", "host", "-p", "2"]);
+        assert_eq!((args.tty, args.port), (1, None));
+        assert_eq!(args.command, ["-p", "2"]);
+        // A value that looks like an option is still a value.
+        let args = ssh(&["-o", "-x", "host", "-e", "none", "cmd"]);
+        assert_eq!(args.ssh.options, ["-x"]);
+        assert_eq!(args.escape_char.as_deref(), Some("none"));
+        assert_eq!(args.command, ["cmd"]);
+    }
+
+    #[test]
+    fn a_fanout_keeps_pdsh_grammar() {
+        for words in [
+            &["-w", "h[1-2]", "ls", "-la"][..],
+            &["-qw", "h[1-2]", "ls", "-la"],
+            &["--hosts-file", "f", "ls", "-la"],
+            &["--hosts=h1", "ls", "-la"],
+        ] {
+            let args = ssh(words);
+            assert_eq!(args.destination.as_deref(), Some("ls"), "{words:?}");
+            assert_eq!(args.command, ["-la"], "{words:?}");
+            assert_eq!(args.login, None, "{words:?}");
+        }
+    }
+
+    #[test]
+    fn every_openssh_ssh_letter_parses() {
+        let args = ssh(&[
+            "-46AaCGgKkMNnqsTtVvXxYy"
+                .replace(['N', 'V', 'T'], "")
+                .as_str(),
+            "-B",
+            "eth0",
+            "-b",
+            "10.0.0.1",
+            "-E",
+            "log",
+            "-e",
+            "none",
+            "-F",
+            "none",
+            "-I",
+            "p11",
+            "-i",
+            "id",
+            "-l",
+            "u",
+            "-m",
+            "hmac-sha2-256",
+            "-O",
+            "check",
+            "-o",
+            "User=u",
+            "-p",
+            "22",
+            "-Q",
+            "cipher",
+            "-S",
+            "none",
+            "-w",
+            "0:1",
+            "-P",
+            "-2",
+            "host",
+            "cmd",
+        ]);
+        assert!(args.ipv4 && args.forward_agent && args.no_forward_agent && args.compression);
+        assert!(args.print_config && args.gateway_ports && args.gssapi);
+        assert!(args.no_gssapi_delegation && args.control_master == 1 && args.null_stdin);
+        assert!(args.ssh.quiet && args.subsystem && !args.no_tty && args.tty == 1);
+        assert!(args.forward_x11 && args.no_forward_x11 && args.forward_x11_trusted);
+        assert!(args.syslog && args.privileged_port && args.protocol_2);
+        assert_eq!(args.fanout.hosts, ["0:1"]);
+        assert_eq!(args.control_command.as_deref(), Some("check"));
+        assert_eq!(args.mac_spec.as_deref(), Some("hmac-sha2-256"));
+        assert_eq!(args.destination.as_deref(), Some("host"));
+    }
+
+    #[test]
+    fn every_openssh_scp_letter_parses() {
+        let args = ScpArgs::try_parse_from([
+            "smscp",
+            "-46ABCOpqRrsTv",
+            "-D",
+            "/usr/lib/sftp-server",
+            "-F",
+            "none",
+            "-i",
+            "id",
+            "-l",
+            "100",
+            "-o",
+            "User=u",
+            "-P",
+            "22",
+            "-S",
+            "ssh",
+            "-X",
+            "nrequests=4",
+            "a",
+            "h:b",
+        ])
+        .unwrap();
+        assert!(args.ipv4 && args.forward_agent && args.batch && args.compression);
+        assert!(args.legacy_protocol && args.preserve && args.ssh.quiet);
+        assert!(args.remote_to_remote && args.recursive && args.sftp && args.no_name_check);
+        assert_eq!(args.ssh.verbose, 1);
+        assert_eq!(args.sftp_options, ["nrequests=4"]);
+        assert_eq!(args.program.as_deref(), Some("ssh"));
+    }
+
+    #[test]
+    fn fanout_letters_do_not_shadow_ssh() {
+        let args = ssh(&["-x", "host", "cmd"]);
+        assert!(args.no_forward_x11 && args.fanout.exclude.is_empty());
+        assert_eq!(args.destination.as_deref(), Some("host"));
+        let args = ssh(&["-w", "h[1-3]", "--exclude", "h2", "--group", "--", "uptime"]);
+        assert_eq!(args.fanout.exclude, ["h2"]);
+        assert!(args.group);
+        let args = ssh(&["-b", "10.0.0.1", "host"]);
+        assert_eq!(args.bind_address.as_deref(), Some("10.0.0.1"));
+        assert!(!args.group);
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //! This module owns the known_hosts line syntax (markers, host patterns,
 //! hashed host names, key type and base64 key) and the OpenSSH rules that
 //! decide whether a presented server host key is valid, unknown, changed or
-//! revoked. It also owns the SHA256 fingerprint format printed by
-//! `ssh-keygen -lf`.
+//! revoked, and whether a host certificate is vouched for by a
+//! `@cert-authority` line. It also owns the SHA256 fingerprint format printed
+//! by `ssh-keygen -lf`.
 //!
 //! Invariants:
 //! - Keys are handled only in SSH wire form: a key is an algorithm name plus
@@ -19,7 +20,9 @@
 //!
 //! This module must not know about SSH connections, SSH crates, configuration
 //! files or how the caller reports problems to the user: it returns statuses
-//! and the caller formats messages.
+//! and the caller formats messages. A certificate reaches it as
+//! [`CertificateClaims`], already decoded; checking the CA's signature is
+//! cryptography, which the caller does once this module has named the CA.
 
 use std::fs;
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -103,6 +106,140 @@ pub struct KnownKey {
 /// `ssh-keygen -lf` prints it: `SHA256:` followed by unpadded base64.
 pub fn fingerprint_sha256(blob: &[u8]) -> String {
     format!("SHA256:{}", STANDARD_NO_PAD.encode(Sha256::digest(blob)))
+}
+
+/// The host key algorithm pattern that [`KnownHosts::known_algorithms`] puts
+/// first when a `@cert-authority` line may vouch for the host: every
+/// certificate algorithm, written as ssh_config's `HostKeyAlgorithms` would.
+pub const HOST_CERTIFICATE_ALGORITHMS: &str = "*-cert-v01@openssh.com";
+
+/// The certificate type of a host certificate (PROTOCOL.certkeys); 1 is a
+/// user certificate.
+pub const HOST_CERTIFICATE_TYPE: u32 = 2;
+
+/// At most this many principals are named in a message: a certificate may
+/// list thousands, and one error line must stay one line.
+const PRINCIPALS_SHOWN: usize = 4;
+
+/// What a server's host certificate says, as the caller decoded it. Keys are
+/// in SSH wire form, as everywhere in this module.
+#[derive(Debug, Clone)]
+pub struct CertificateClaims<'a> {
+    /// Key type of the certified host key (`ssh-ed25519`, not the `-cert-`
+    /// name).
+    pub key_type: &'a str,
+    /// The certified host key.
+    pub key_blob: &'a [u8],
+    /// 1 for a user certificate, 2 ([`HOST_CERTIFICATE_TYPE`]) for a host one.
+    pub cert_type: u32,
+    /// Names the certificate is valid for; empty means every name, as in
+    /// OpenSSH.
+    pub principals: &'a [String],
+    /// Unix seconds; valid from `valid_after` included to `valid_before`
+    /// excluded.
+    pub valid_after: u64,
+    pub valid_before: u64,
+    /// Names of the critical options.
+    pub critical_options: Vec<&'a str>,
+    /// Key type and key of the CA that signed the certificate.
+    pub ca_key_type: &'a str,
+    pub ca_blob: &'a [u8],
+    /// The algorithm of the CA's signature (`rsa-sha2-512`, `ssh-ed25519`).
+    pub signature_algorithm: &'a str,
+}
+
+/// The outcome of checking a host certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertificateStatus {
+    /// A `@cert-authority` line for this host holds the signing CA, and the
+    /// certificate is a host certificate valid now for this host. The caller
+    /// must still verify the CA's signature before it trusts the host.
+    Trusted {
+        /// `file:line` of the `@cert-authority` line.
+        authority: String,
+    },
+    /// The certified key or the CA key is `@revoked`. As in OpenSSH this is
+    /// final: the key is not then tried as a plain host key.
+    Revoked {
+        /// Fingerprint of the revoked key (the host key or the CA key).
+        fingerprint: String,
+        /// `file:line` of the `@revoked` line.
+        source: String,
+    },
+    /// The certificate vouches for nothing here. OpenSSH then checks the
+    /// certified key as a plain host key, and so must the caller.
+    Untrusted(CertificateProblem),
+}
+
+/// Why a host certificate does not vouch for the host. Values taken from the
+/// certificate are shown through the caller's terminal escaping; every list
+/// is cut short.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CertificateProblem {
+    #[error("no @cert-authority line for this host holds its CA key {fingerprint}")]
+    NoAuthority { fingerprint: String },
+    #[error("it is not a host certificate (certificate type {cert_type})")]
+    NotHostCertificate { cert_type: u32 },
+    #[error("it is not valid before {}", utc_time(*.valid_after))]
+    NotYetValid { valid_after: u64 },
+    #[error("it expired at {}", utc_time(*.valid_before))]
+    Expired { valid_before: u64 },
+    #[error("it names {principals}, not {name}")]
+    WrongPrincipal { name: String, principals: String },
+    #[error(
+        "it carries the critical option {option:?}, and no host certificate option is defined"
+    )]
+    CriticalOption { option: String },
+    #[error("its CA signed it with {algorithm}, which is not in CASignatureAlgorithms")]
+    SignatureAlgorithm { algorithm: String },
+}
+
+/// Formats Unix seconds as `YYYY-MM-DDTHH:MM:SSZ` (UTC), the spelling of
+/// `ssh-keygen -L` in UTC; the largest value means "forever", as OpenSSH
+/// writes it.
+fn utc_time(seconds: u64) -> String {
+    if seconds == u64::MAX {
+        return "forever".to_owned();
+    }
+    let days = seconds / 86_400;
+    let rest = seconds % 86_400;
+    // Howard Hinnant's days-to-civil algorithm, on unsigned numbers because
+    // Unix seconds here are never before 1970.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+/// Names at most [`PRINCIPALS_SHOWN`] principals, each quoted, for a message.
+fn describe_principals(principals: &[String]) -> String {
+    let mut shown: Vec<String> = principals
+        .iter()
+        .take(PRINCIPALS_SHOWN)
+        .map(|p| format!("{:?}", truncate_chars(p, 64)))
+        .collect();
+    if principals.len() > PRINCIPALS_SHOWN {
+        shown.push(format!("{} more", principals.len() - PRINCIPALS_SHOWN));
+    }
+    shown.join(", ")
+}
+
+fn truncate_chars(text: &str, max: usize) -> &str {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => &text[..end],
+        None => text,
+    }
 }
 
 /// The marker at the start of a known_hosts line.
@@ -192,16 +329,13 @@ impl KnownHosts {
     /// `algorithm` is the key type; `rsa-sha2-256` and `rsa-sha2-512` are
     /// accepted as names for `ssh-rsa` because those are signature
     /// algorithms of the same key, which known_hosts always records as
-    /// `ssh-rsa`.
+    /// `ssh-rsa`. On a port other than 22, a host with no `[host]:port`
+    /// entry holding the key is also looked up without the port, as OpenSSH
+    /// does ("checking without port identifier"): only a match there counts,
+    /// a different key recorded without the port is not a mismatch.
     pub fn check(&self, host: &str, port: u16, algorithm: &str, blob: &[u8]) -> HostKeyStatus {
         let algorithm = key_type_of(algorithm);
-        // A revoked key is refused for every host, whatever host patterns
-        // its line carries: revocation says the key must never be trusted.
-        if let Some(revoked) = self
-            .entries
-            .iter()
-            .find(|e| e.marker == Marker::Revoked && e.key_type == algorithm && e.blob == blob)
-        {
+        if let Some(revoked) = self.revocation_of(algorithm, blob) {
             return HostKeyStatus::Revoked {
                 fingerprint: fingerprint_sha256(blob),
                 source: revoked.location.clone(),
@@ -216,6 +350,14 @@ impl KnownHosts {
             return HostKeyStatus::Valid;
         }
         if same_type.is_empty() {
+            let without_port = lookup_name(host, 22);
+            if port != 22
+                && self
+                    .plain_entries_for(&without_port)
+                    .any(|e| e.key_type == algorithm && e.blob == blob)
+            {
+                return HostKeyStatus::Valid;
+            }
             return HostKeyStatus::Unknown;
         }
         HostKeyStatus::Mismatch(Mismatch {
@@ -230,12 +372,104 @@ impl KnownHosts {
         })
     }
 
-    /// Returns the key types recorded for `host` on `port`, in file order
-    /// without duplicates, so the client can offer those host key
-    /// algorithms first as OpenSSH does.
+    /// Checks a host certificate the server presented for `host` on `port`,
+    /// at Unix time `now`, by OpenSSH's rules (sshconnect.c): the certified
+    /// key or the CA key `@revoked` refuses; otherwise a `@cert-authority`
+    /// line whose patterns match `[host]:port` (or, failing that, the bare
+    /// host, as for plain keys) must hold the CA key, and the certificate
+    /// must be a host certificate, valid now, name `host` among its
+    /// principals (literally, lowercased; no principals means any host),
+    /// carry no critical option, and be signed with one of
+    /// `ca_signature_algorithms` (ssh_config's `CASignatureAlgorithms`). The
+    /// principal is the host name alone, never `[host]:port`, as in OpenSSH.
+    pub fn check_certificate(
+        &self,
+        host: &str,
+        port: u16,
+        cert: &CertificateClaims<'_>,
+        now: u64,
+        ca_signature_algorithms: &[String],
+    ) -> CertificateStatus {
+        for (key_type, blob) in [
+            (key_type_of(cert.key_type), cert.key_blob),
+            (key_type_of(cert.ca_key_type), cert.ca_blob),
+        ] {
+            if let Some(revoked) = self.revocation_of(key_type, blob) {
+                return CertificateStatus::Revoked {
+                    fingerprint: fingerprint_sha256(blob),
+                    source: revoked.location.clone(),
+                };
+            }
+        }
+        let ca_type = key_type_of(cert.ca_key_type);
+        let authority = self
+            .authority_entries_for(lookup_name(host, port))
+            .chain(
+                (port != 22)
+                    .then(|| self.authority_entries_for(lookup_name(host, 22)))
+                    .into_iter()
+                    .flatten(),
+            )
+            .find(|e| e.key_type == ca_type && e.blob == cert.ca_blob);
+        let Some(authority) = authority else {
+            return CertificateStatus::Untrusted(CertificateProblem::NoAuthority {
+                fingerprint: fingerprint_sha256(cert.ca_blob),
+            });
+        };
+        let name = host.to_ascii_lowercase();
+        let problem = if cert.cert_type != HOST_CERTIFICATE_TYPE {
+            CertificateProblem::NotHostCertificate {
+                cert_type: cert.cert_type,
+            }
+        } else if now < cert.valid_after {
+            CertificateProblem::NotYetValid {
+                valid_after: cert.valid_after,
+            }
+        } else if now >= cert.valid_before {
+            CertificateProblem::Expired {
+                valid_before: cert.valid_before,
+            }
+        } else if !cert.principals.is_empty() && !cert.principals.contains(&name) {
+            CertificateProblem::WrongPrincipal {
+                principals: describe_principals(cert.principals),
+                name,
+            }
+        } else if let Some(option) = cert.critical_options.first() {
+            CertificateProblem::CriticalOption {
+                option: truncate_chars(option, 64).to_owned(),
+            }
+        } else if !ca_signature_algorithms
+            .iter()
+            .any(|allowed| allowed == cert.signature_algorithm)
+        {
+            CertificateProblem::SignatureAlgorithm {
+                algorithm: truncate_chars(cert.signature_algorithm, 64).to_owned(),
+            }
+        } else {
+            return CertificateStatus::Trusted {
+                authority: authority.location.clone(),
+            };
+        };
+        CertificateStatus::Untrusted(problem)
+    }
+
+    /// Returns the host key algorithms to ask for first for `host` on
+    /// `port`: [`HOST_CERTIFICATE_ALGORITHMS`] when a `@cert-authority` line
+    /// matches the host (with or without the port, as
+    /// [`KnownHosts::check_certificate`] looks), then the key types recorded
+    /// for it, in file order without duplicates, as OpenSSH orders them.
     pub fn known_algorithms(&self, host: &str, port: u16) -> Vec<String> {
         let name = lookup_name(host, port);
         let mut types: Vec<String> = Vec::new();
+        let authority = self.authority_entries_for(name.clone()).next().is_some()
+            || (port != 22
+                && self
+                    .authority_entries_for(lookup_name(host, 22))
+                    .next()
+                    .is_some());
+        if authority {
+            types.push(HOST_CERTIFICATE_ALGORITHMS.to_owned());
+        }
         for entry in self.plain_entries_for(&name) {
             if !types.contains(&entry.key_type) {
                 types.push(entry.key_type.clone());
@@ -244,13 +478,31 @@ impl KnownHosts {
         types
     }
 
+    /// The `@revoked` line for this key, if any. A revoked key is refused
+    /// for every host, whatever host patterns its line carries: revocation
+    /// says the key must never be trusted. (OpenSSH reads only the lines
+    /// whose patterns match the host; `@revoked *`, the usual form, is the
+    /// same either way.)
+    fn revocation_of(&self, key_type: &str, blob: &[u8]) -> Option<&Entry> {
+        self.entries
+            .iter()
+            .find(|e| e.marker == Marker::Revoked && e.key_type == key_type && e.blob == blob)
+    }
+
     /// Entries without a marker whose host field matches `name`.
-    /// `@cert-authority` lines are excluded because we never accept host
-    /// certificates, and `@revoked` lines because they vouch for nothing.
+    /// `@cert-authority` lines vouch only for certificates, and `@revoked`
+    /// lines for nothing.
     fn plain_entries_for<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Entry> + 'a {
         self.entries
             .iter()
             .filter(move |e| e.marker == Marker::None && host_field_matches(&e.hosts, name))
+    }
+
+    /// `@cert-authority` entries whose host field matches `name`.
+    fn authority_entries_for(&self, name: String) -> impl Iterator<Item = &Entry> + '_ {
+        self.entries.iter().filter(move |e| {
+            e.marker == Marker::CertAuthority && host_field_matches(&e.hosts, &name)
+        })
     }
 }
 
@@ -298,8 +550,21 @@ pub fn entry_line(
     ))
 }
 
+/// How [`append_entry`] writes the host name, after ssh_config's
+/// `HashKnownHosts`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostNameForm {
+    /// `host` or `[host]:port`, readable.
+    Plain,
+    /// `|1|salt|hash`: HMAC-SHA1 of `host` or `[host]:port` keyed with 20
+    /// random bytes, as `ssh-keygen -H` writes it, so the file does not list
+    /// the hosts the user visits.
+    Hashed,
+}
+
 /// Appends `host algorithm base64` to the known_hosts file at `path`, for
-/// StrictHostKeyChecking=accept-new.
+/// StrictHostKeyChecking=accept-new, with the host name written as `form`
+/// says.
 ///
 /// The parent directory is created with mode 0700 and a new file with mode
 /// 0600, matching what OpenSSH creates. `rsa-sha2-*` is recorded as
@@ -311,8 +576,16 @@ pub fn append_entry(
     port: u16,
     algorithm: &str,
     blob: &[u8],
+    form: HostNameForm,
 ) -> Result<(), KnownHostsError> {
     let mut line = entry_line(host, port, algorithm, blob)?;
+    if form == HostNameForm::Hashed {
+        // entry_line has refused every host name with a space, so the first
+        // space ends the name it wrote.
+        if let Some((name, rest)) = line.split_once(' ') {
+            line = format!("{} {rest}", hashed_host_name(name, rand::random()));
+        }
+    }
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         if !parent.exists() {
             fs::DirBuilder::new()
@@ -349,6 +622,21 @@ pub fn append_entry(
     }
     file.write_all(line.as_bytes()).map_err(write_err)?;
     file.flush().map_err(write_err)
+}
+
+/// `|1|base64(salt)|base64(HMAC-SHA1(salt, name))`, the hashed host field of
+/// OpenSSH (hostfile.c `host_hash`).
+fn hashed_host_name(name: &str, salt: [u8; 20]) -> String {
+    let hash = match Hmac::<Sha1>::new_from_slice(&salt) {
+        Ok(mut mac) => {
+            mac.update(name.as_bytes());
+            mac.finalize().into_bytes().to_vec()
+        }
+        // HMAC takes keys of any length, so this branch is never taken; an
+        // empty hash would only make the line one that nothing matches.
+        Err(_) => Vec::new(),
+    };
+    format!("|1|{}|{}", STANDARD.encode(salt), STANDARD.encode(hash))
 }
 
 /// Maps signature algorithm names of RSA keys to the key type known_hosts
@@ -468,6 +756,20 @@ mod tests {
     const ED: &str = "ssh-ed25519";
     const EC: &str = "ecdsa-sha2-nistp256";
 
+    /// OpenSSH 9's default `CASignatureAlgorithms` (`ssh -G`), without SHA-1 RSA.
+    fn ca_signatures() -> Vec<String> {
+        [
+            "ssh-ed25519",
+            "ecdsa-sha2-nistp256",
+            "ecdsa-sha2-nistp384",
+            "ecdsa-sha2-nistp521",
+            "rsa-sha2-512",
+            "rsa-sha2-256",
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+
     fn blob(b64: &str) -> Vec<u8> {
         STANDARD.decode(b64).unwrap()
     }
@@ -528,7 +830,9 @@ mod tests {
                 K3,
                 mismatch(&[(K1_FP, "kh:3")]),
             ),
-            ("server.example.com", 2222, ED, K1, HostKeyStatus::Unknown),
+            // No `[server.example.com]:2222` entry: found without the port.
+            ("server.example.com", 2222, ED, K1, HostKeyStatus::Valid),
+            ("server.example.com", 2222, ED, K3, HostKeyStatus::Unknown),
             ("db.example.com", 22, ED, K1, HostKeyStatus::Unknown),
             // K2 is revoked for every host, even where it is recorded.
             ("db.example.com", 2222, ED, K2, revoked.clone()),
@@ -543,7 +847,24 @@ mod tests {
                 K3,
                 mismatch(&[(K2_FP, "kh:6")]),
             ),
-            ("plain.example.com", 2201, ED, K1, HostKeyStatus::Unknown),
+            ("plain.example.com", 2201, ED, K1, HostKeyStatus::Valid),
+            // An entry for the port that disagrees is a mismatch, even when
+            // the entry without the port holds the key.
+            (
+                "plain.example.com",
+                2200,
+                ED,
+                K1,
+                HostKeyStatus::Mismatch(Mismatch {
+                    presented_fingerprint: K1_FP.to_string(),
+                    known: vec![KnownKey {
+                        fingerprint: K2_FP.to_string(),
+                        location: "kh:6".to_string(),
+                    }],
+                }),
+            ),
+            // A different key recorded without the port is no mismatch.
+            ("alias", 2201, ED, K3, HostKeyStatus::Unknown),
             ("mixedcase.example", 22, ED, K1, HostKeyStatus::Valid),
             // Wildcards and negation.
             ("a.wild.example", 22, ED, K1, HostKeyStatus::Valid),
@@ -617,9 +938,11 @@ mod tests {
              @revoked h ssh-rsa AAAAB3NzaC1yc2E=\n@cert-authority h ssh-rsa AAAAB3NzaC1yc2E=\n"
         ));
         let cases: Vec<(&str, u16, Vec<&str>)> = vec![
-            ("h", 22, vec![ED, EC]),
+            ("h", 22, vec![HOST_CERTIFICATE_ALGORITHMS, ED, EC]),
             ("server.example.com", 22, vec![EC]),
-            ("h", 2222, vec![]),
+            // The CA line has no port, and certificates are looked up
+            // without the port too; plain keys for `h` are not `[h]:2222`'s.
+            ("h", 2222, vec![HOST_CERTIFICATE_ALGORITHMS]),
             ("nope", 22, vec![]),
         ];
         for (host, port, want) in cases {
@@ -682,7 +1005,7 @@ mod tests {
         ];
         let mut want = String::new();
         for (host, port, alg, key, written) in &cases {
-            append_entry(&path, host, *port, alg, &blob(key)).unwrap();
+            append_entry(&path, host, *port, alg, &blob(key), HostNameForm::Plain).unwrap();
             want.push_str(&format!("{written} {alg} {key}\n"));
             let k = KnownHosts::load(std::slice::from_ref(&path)).unwrap();
             assert_eq!(k.check(host, *port, alg, &blob(key)), HostKeyStatus::Valid);
@@ -699,7 +1022,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("known_hosts");
         fs::write(&path, format!("a {ED} {K1}")).unwrap();
-        append_entry(&path, "b", 22, ED, &blob(K2)).unwrap();
+        append_entry(&path, "b", 22, ED, &blob(K2), HostNameForm::Plain).unwrap();
         assert_eq!(
             fs::read_to_string(&path).unwrap(),
             format!("a {ED} {K1}\nb {ED} {K2}\n")
@@ -720,12 +1043,436 @@ mod tests {
             ("h", ED, Vec::new()),
         ];
         for (host, alg, key) in cases {
-            let err = append_entry(&path, host, 22, alg, &key).unwrap_err();
+            let err = append_entry(&path, host, 22, alg, &key, HostNameForm::Hashed).unwrap_err();
             assert!(
                 matches!(err, KnownHostsError::InvalidEntry { .. }),
                 "{host:?} {alg:?}"
             );
         }
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn hashed_entries_match_only_their_name_and_differ_each_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("known_hosts");
+        for (host, port) in [
+            ("Server.Example.com", 22),
+            ("10.0.1.5", 2222),
+            ("10.0.1.5", 2222),
+        ] {
+            append_entry(&path, host, port, ED, &blob(K1), HostNameForm::Hashed).unwrap();
+        }
+        let text = fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3);
+        for line in &lines {
+            let fields: Vec<&str> = line.split(' ').collect();
+            assert!(fields[0].starts_with("|1|"), "{line}");
+            assert_eq!(&fields[1..], [ED, K1], "{line}");
+            assert!(
+                !line.contains("example") && !line.contains("10.0.1.5"),
+                "{line}"
+            );
+        }
+        // A fresh salt each time: the same name never gives the same line.
+        assert_ne!(lines[1], lines[2]);
+        let k = KnownHosts::load(std::slice::from_ref(&path)).unwrap();
+        let cases: Vec<(&str, u16, HostKeyStatus)> = vec![
+            ("server.example.com", 22, HostKeyStatus::Valid),
+            ("10.0.1.5", 2222, HostKeyStatus::Valid),
+            ("10.0.1.5", 22, HostKeyStatus::Unknown),
+            ("10.0.1.50", 2222, HostKeyStatus::Unknown),
+        ];
+        for (host, port, want) in cases {
+            assert_eq!(k.check(host, port, ED, &blob(K1)), want, "{host}:{port}");
+        }
+    }
+
+    #[test]
+    fn hashed_host_name_matches_ssh_keygen() {
+        // The salt and hash of HASHED_SERVER, written by `ssh-keygen -H`.
+        let salt: [u8; 20] = STANDARD
+            .decode("tcYAO0viaXtUpa3hkjSLvj8sMEo=")
+            .unwrap()
+            .try_into()
+            .unwrap();
+        assert_eq!(hashed_host_name("server.example.com", salt), HASHED_SERVER);
+    }
+
+    #[test]
+    fn utc_times() {
+        let cases = [
+            (0, "1970-01-01T00:00:00Z"),
+            (951_782_400, "2000-02-29T00:00:00Z"),
+            (1_700_000_000, "2023-11-14T22:13:20Z"),
+            (4_102_444_799, "2099-12-31T23:59:59Z"),
+            (u64::MAX, "forever"),
+        ];
+        for (seconds, want) in cases {
+            assert_eq!(utc_time(seconds), want, "{seconds}");
+        }
+    }
+
+    #[test]
+    fn certificate_table() {
+        let ca = format!("{ED} {K2}");
+        let text = format!(
+            "@cert-authority *.ca.example,!bad.ca.example {ca}\n\
+             @cert-authority {HASHED_SERVER} {ca}\n\
+             @cert-authority [port.example]:2222 {ca}\n\
+             @cert-authority other.example {EC} {K3}\n\
+             plain.ca.example {ED} {K1}\n"
+        );
+        let k = kh(&text);
+        // Host key K1 certified by CA K2, valid from 1000 to 2000.
+        let names = vec![
+            "x.ca.example".to_string(),
+            "server.example.com".to_string(),
+            "port.example".to_string(),
+            "other.example".to_string(),
+        ];
+        let (key, ca_blob) = (blob(K1), blob(K2));
+        let base = CertificateClaims {
+            key_type: ED,
+            key_blob: &key,
+            cert_type: HOST_CERTIFICATE_TYPE,
+            principals: &names,
+            valid_after: 1000,
+            valid_before: 2000,
+            critical_options: Vec::new(),
+            ca_key_type: ED,
+            ca_blob: &ca_blob,
+            signature_algorithm: ED,
+        };
+        let trusted = |line: &str| CertificateStatus::Trusted {
+            authority: format!("kh:{line}"),
+        };
+        let untrusted = CertificateStatus::Untrusted;
+        let no_ca = untrusted(CertificateProblem::NoAuthority {
+            fingerprint: K2_FP.to_string(),
+        });
+        let empty: Vec<String> = Vec::new();
+        let one = vec!["x.ca.example".to_string()];
+        let many: Vec<String> = (0..6).map(|i| format!("h{i}")).collect();
+        let star = vec!["*.ca.example".to_string()];
+        let bracket = vec!["[port.example]:2222".to_string()];
+        let cases: Vec<(&str, &str, u16, CertificateClaims, u64, CertificateStatus)> = vec![
+            (
+                "plain pattern",
+                "x.ca.example",
+                22,
+                base.clone(),
+                1500,
+                trusted("1"),
+            ),
+            (
+                "names are lowercased",
+                "X.CA.example",
+                22,
+                base.clone(),
+                1500,
+                trusted("1"),
+            ),
+            (
+                "first second",
+                "x.ca.example",
+                22,
+                base.clone(),
+                1000,
+                trusted("1"),
+            ),
+            (
+                "hashed pattern",
+                "server.example.com",
+                22,
+                base.clone(),
+                1500,
+                trusted("2"),
+            ),
+            (
+                "port pattern",
+                "port.example",
+                2222,
+                base.clone(),
+                1500,
+                trusted("3"),
+            ),
+            (
+                "no port in the CA line",
+                "x.ca.example",
+                2222,
+                base.clone(),
+                1500,
+                trusted("1"),
+            ),
+            (
+                "port pattern, other port",
+                "port.example",
+                2200,
+                base.clone(),
+                1500,
+                no_ca.clone(),
+            ),
+            (
+                "port pattern, port 22",
+                "port.example",
+                22,
+                base.clone(),
+                1500,
+                no_ca.clone(),
+            ),
+            (
+                "negated",
+                "bad.ca.example",
+                22,
+                base.clone(),
+                1500,
+                no_ca.clone(),
+            ),
+            (
+                "pattern does not match",
+                "ca.example",
+                22,
+                base.clone(),
+                1500,
+                no_ca.clone(),
+            ),
+            (
+                "another CA for the host",
+                "other.example",
+                22,
+                base.clone(),
+                1500,
+                no_ca.clone(),
+            ),
+            (
+                "a plain line vouches for no CA",
+                "plain.ca.example",
+                22,
+                CertificateClaims {
+                    ca_blob: &key,
+                    ..base.clone()
+                },
+                1500,
+                untrusted(CertificateProblem::NoAuthority {
+                    fingerprint: K1_FP.to_string(),
+                }),
+            ),
+            (
+                "user certificate",
+                "x.ca.example",
+                22,
+                CertificateClaims {
+                    cert_type: 1,
+                    ..base.clone()
+                },
+                1500,
+                untrusted(CertificateProblem::NotHostCertificate { cert_type: 1 }),
+            ),
+            (
+                "not yet valid",
+                "x.ca.example",
+                22,
+                base.clone(),
+                999,
+                untrusted(CertificateProblem::NotYetValid { valid_after: 1000 }),
+            ),
+            (
+                "expired",
+                "x.ca.example",
+                22,
+                base.clone(),
+                2000,
+                untrusted(CertificateProblem::Expired { valid_before: 2000 }),
+            ),
+            (
+                "wrong principal",
+                "y.ca.example",
+                22,
+                CertificateClaims {
+                    principals: &one,
+                    ..base.clone()
+                },
+                1500,
+                untrusted(CertificateProblem::WrongPrincipal {
+                    name: "y.ca.example".to_string(),
+                    principals: "\"x.ca.example\"".to_string(),
+                }),
+            ),
+            (
+                "principals are names, not patterns",
+                "y.ca.example",
+                22,
+                CertificateClaims {
+                    principals: &star,
+                    ..base.clone()
+                },
+                1500,
+                untrusted(CertificateProblem::WrongPrincipal {
+                    name: "y.ca.example".to_string(),
+                    principals: "\"*.ca.example\"".to_string(),
+                }),
+            ),
+            (
+                "the principal never has the port",
+                "port.example",
+                2222,
+                CertificateClaims {
+                    principals: &bracket,
+                    ..base.clone()
+                },
+                1500,
+                untrusted(CertificateProblem::WrongPrincipal {
+                    name: "port.example".to_string(),
+                    principals: "\"[port.example]:2222\"".to_string(),
+                }),
+            ),
+            (
+                "a long list is cut short",
+                "y.ca.example",
+                22,
+                CertificateClaims {
+                    principals: &many,
+                    ..base.clone()
+                },
+                1500,
+                untrusted(CertificateProblem::WrongPrincipal {
+                    name: "y.ca.example".to_string(),
+                    principals: "\"h0\", \"h1\", \"h2\", \"h3\", 2 more".to_string(),
+                }),
+            ),
+            (
+                "no principals: any host",
+                "z.ca.example",
+                22,
+                CertificateClaims {
+                    principals: &empty,
+                    ..base.clone()
+                },
+                1500,
+                trusted("1"),
+            ),
+            (
+                "critical option",
+                "x.ca.example",
+                22,
+                CertificateClaims {
+                    critical_options: vec!["force-command"],
+                    ..base.clone()
+                },
+                1500,
+                untrusted(CertificateProblem::CriticalOption {
+                    option: "force-command".to_string(),
+                }),
+            ),
+            (
+                "SHA-1 RSA signature",
+                "x.ca.example",
+                22,
+                CertificateClaims {
+                    signature_algorithm: "ssh-rsa",
+                    ..base.clone()
+                },
+                1500,
+                untrusted(CertificateProblem::SignatureAlgorithm {
+                    algorithm: "ssh-rsa".to_string(),
+                }),
+            ),
+            (
+                "SHA-2 RSA signature",
+                "x.ca.example",
+                22,
+                CertificateClaims {
+                    signature_algorithm: "rsa-sha2-512",
+                    ..base.clone()
+                },
+                1500,
+                trusted("1"),
+            ),
+        ];
+        for (what, host, port, cert, now, want) in cases {
+            assert_eq!(
+                k.check_certificate(host, port, &cert, now, &ca_signatures()),
+                want,
+                "{what}"
+            );
+        }
+    }
+
+    #[test]
+    fn revoked_host_or_ca_key_refuses_a_certificate() {
+        let ca = format!("{ED} {K2}");
+        let (key, ca_blob) = (blob(K1), blob(K2));
+        let cert = CertificateClaims {
+            key_type: ED,
+            key_blob: &key,
+            cert_type: HOST_CERTIFICATE_TYPE,
+            principals: &[],
+            valid_after: 0,
+            valid_before: u64::MAX,
+            critical_options: Vec::new(),
+            ca_key_type: ED,
+            ca_blob: &ca_blob,
+            signature_algorithm: ED,
+        };
+        let cases = [
+            (
+                format!("@cert-authority * {ca}\n@revoked * {ED} {K1}\n"),
+                K1_FP,
+                "kh:2",
+            ),
+            (
+                format!("@cert-authority * {ca}\n@revoked * {ca}\n"),
+                K2_FP,
+                "kh:2",
+            ),
+            // Revocation holds even where no CA line vouches, and for every
+            // host whatever the revoked line's patterns.
+            (format!("@revoked elsewhere {ca}\n"), K2_FP, "kh:1"),
+        ];
+        for (text, fingerprint, source) in cases {
+            assert_eq!(
+                kh(&text).check_certificate("h", 22, &cert, 5, &ca_signatures()),
+                CertificateStatus::Revoked {
+                    fingerprint: fingerprint.to_string(),
+                    source: source.to_string(),
+                },
+                "{text}"
+            );
+        }
+        assert_eq!(
+            kh(&format!("@cert-authority * {ca}\n")).check_certificate(
+                "h",
+                22,
+                &cert,
+                5,
+                &ca_signatures()
+            ),
+            CertificateStatus::Trusted {
+                authority: "kh:1".to_string()
+            }
+        );
+    }
+
+    #[test]
+    fn certificate_problems_read_as_one_line() {
+        let cases = [
+            (
+                CertificateProblem::Expired { valid_before: 1_700_000_000 },
+                "it expired at 2023-11-14T22:13:20Z",
+            ),
+            (
+                CertificateProblem::NotYetValid { valid_after: 0 },
+                "it is not valid before 1970-01-01T00:00:00Z",
+            ),
+            (
+                CertificateProblem::CriticalOption { option: "x\ny".to_string() },
+                "it carries the critical option \"x\\ny\", and no host certificate option is defined",
+            ),
+        ];
+        for (problem, want) in cases {
+            assert_eq!(problem.to_string(), want);
+        }
     }
 }

@@ -1,15 +1,23 @@
-//! OpenSSH client configuration: `~/.ssh/config`, `-F FILE` and `-o` options.
+//! OpenSSH client configuration: `~/.ssh/config`, `/etc/ssh/ssh_config`, `-F FILE` and `-o`
+//! options.
 //!
 //! This module owns the ssh_config(5) syntax (keywords, `=` separators,
-//! quoting, comments, `Host` blocks, `Match all`, `Include`) and the rule that
-//! the first value obtained for an option wins. It turns the handful of
-//! options smssh implements into typed [`HostSettings`] and accepts, without
-//! acting on them, the other keywords OpenSSH knows, so users' existing
-//! configuration files keep working.
+//! quoting, comments, `Host` blocks, `Match` with every criterion OpenSSH 9.x
+//! has but `localnetwork`, `Include`, `Tag`) and the rule that the first value
+//! obtained for an option wins. It turns the options smssh implements into
+//! typed [`HostSettings`] and accepts, without acting on them, the other
+//! keywords OpenSSH knows when ignoring them cannot change the destination,
+//! the trust decision or the algorithms; the others are kept as
+//! [`UnimplementedSetting`]s that refuse the host they apply to.
 //!
 //! Invariants:
 //! - Every value is validated when the file is parsed, whether or not its
-//!   `Host` block ever matches, as OpenSSH does; `resolve` cannot fail.
+//!   `Host` or `Match` block ever matches, as OpenSSH does; applying a parsed
+//!   file to a host cannot fail.
+//! - `Host` and `Match` conditions are evaluated where their line stands, with
+//!   the options obtained up to that line, as OpenSSH's single pass does;
+//!   `Match final` / `canonical` hold only in the second pass
+//!   ([`SshConfig::wants_final_pass`]).
 //! - `~` and `%d` in known_hosts paths are expanded at parse time with the
 //!   home directory the caller passes to `parse`, `load`, `load_optional` or
 //!   `apply_option`; the same home also anchors relative `Include` paths
@@ -19,7 +27,8 @@
 //!
 //! This module must not know about known_hosts contents, SSH connections,
 //! AWS, or the command-line parser: it receives option strings and paths and
-//! returns settings or typed errors naming `file:line`.
+//! returns settings or typed errors naming `file:line`. The one process it
+//! starts is a `Match exec` command, through the user's shell as OpenSSH does.
 
 use std::fs;
 use std::io;
@@ -27,6 +36,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::config::pattern::{pattern_list_matches, wildcard_match};
+
+mod algorithms;
+
+pub use algorithms::{AlgorithmKind, AlgorithmProblem};
 
 /// Errors from reading or parsing configuration.
 #[derive(Debug, thiserror::Error)]
@@ -53,14 +66,17 @@ pub enum ConfigProblem {
     /// A keyword OpenSSH does not know either.
     #[error("Bad configuration option: {0}")]
     BadOption(String),
-    /// A keyword OpenSSH knows but smssh does not implement, given with `-o`.
-    #[error(
-        "unsupported option \"{0}\": smssh implements only HostName, User, Port, \
-         ConnectTimeout, BatchMode, StrictHostKeyChecking, UserKnownHostsFile, \
-         GlobalKnownHostsFile, Compression, ServerAliveInterval, ServerAliveCountMax \
-         and LogLevel (its key comes from Secrets Manager)"
-    )]
-    UnsupportedOption(String),
+    /// A keyword smssh does not act on, given with `-o` and a value that asks for something
+    /// (its off value is accepted, as tools that call ssh pass those).
+    #[error("{keyword} {value}: smssh {reason}: remove the option, or give it its off value")]
+    NotActedOn {
+        keyword: String,
+        value: String,
+        reason: &'static str,
+    },
+    /// A keyword smssh must not ignore and does not implement yet, given with `-o`.
+    #[error("{keyword} {value}: smssh does not implement {keyword} yet, and ignoring it would change where it connects or which host keys it trusts")]
+    Unimplemented { keyword: String, value: String },
     /// `Host`, `Match` or `Include` given with `-o`.
     #[error("{0} is not allowed as a command-line option")]
     NotACommandLineOption(String),
@@ -76,8 +92,18 @@ pub enum ConfigProblem {
         value: String,
         expected: &'static str,
     },
-    #[error("Match is unsupported except \"Match all\"")]
-    UnsupportedMatch,
+    #[error("Unsupported Match attribute {0}")]
+    MatchAttribute(String),
+    #[error("Missing Match criteria for {0}")]
+    MatchMissingArgument(String),
+    #[error("One or more attributes required for Match")]
+    MatchEmpty,
+    #[error("'all' cannot be combined with other Match attributes")]
+    MatchAllCombined,
+    #[error("Match exec {0}: unknown % token (OpenSSH knows %%, %C, %d, %h, %i, %k, %L, %l, %n, %p, %r, %u)")]
+    MatchExecToken(String),
+    #[error(transparent)]
+    Algorithms(#[from] AlgorithmProblem),
     #[error("Include nested more than {MAX_INCLUDE_DEPTH} levels deep")]
     IncludeTooDeep,
     #[error("Include {0}: wildcards are supported only in the last path component")]
@@ -133,14 +159,41 @@ pub struct HostSettings {
     pub server_alive_interval: Option<Duration>,
     pub server_alive_count_max: Option<u32>,
     pub log_level: Option<LogLevel>,
+    /// `HashKnownHosts`: whether a host key recorded by accept-new (or a yes at the prompt)
+    /// gets a hashed host name.
+    pub hash_known_hosts: Option<bool>,
+    /// Raw `ProxyJump` (`none` or a comma-separated list of `[user@]host[:port]` and
+    /// `ssh://` URIs). It competes with `ProxyCommand`: whichever of the two is obtained
+    /// first keeps the other unset, as in OpenSSH.
+    pub proxy_jump: Option<String>,
+    /// Raw `ProxyCommand`: the rest of its line, unparsed, since it goes to the shell; `none`
+    /// included.
+    pub proxy_command: Option<String>,
+    /// Algorithm lists, each already resolved against smssh's default (`+`, `-`, `^`) to
+    /// the names smssh can negotiate, in order; never empty.
+    pub ciphers: Option<Vec<String>>,
+    pub kex_algorithms: Option<Vec<String>>,
+    pub macs: Option<Vec<String>>,
+    pub host_key_algorithms: Option<Vec<String>>,
+    pub pubkey_accepted_algorithms: Option<Vec<String>>,
+    pub ca_signature_algorithms: Option<Vec<String>>,
+    /// `RequiredRSASize` in bits, never below OpenSSH's floor of 1024.
+    pub required_rsa_size: Option<u32>,
+    /// `Tag`, which `Match tagged` tests.
+    pub tag: Option<String>,
+    /// `SendEnv` patterns, accumulated over every line that applies, in order; a `-PATTERN`
+    /// entry removes the patterns listed before it that it matches, as in OpenSSH.
+    pub send_env: Vec<String>,
+    /// `SetEnv`: the `NAME=VALUE` pairs of the first line that applies, as in OpenSSH.
+    pub set_env: Option<Vec<(String, String)>>,
     /// Settings smssh does not implement whose absence would change where it connects or
     /// whom it trusts, each keyword with its first value (`none` included, since a first
     /// `none` overrides any later value as in OpenSSH).
     pub unimplemented: Vec<UnimplementedSetting>,
 }
 
-/// A setting that changes the destination or the trust decision (`ProxyJump`,
-/// `ProxyCommand`, `HostKeyAlias`, `RevokedHostKeys`, `KnownHostsCommand`): smssh does not act
+/// A setting that changes the destination or the trust decision (`HostKeyAlias`,
+/// `RevokedHostKeys`, `KnownHostsCommand`): smssh does not act
 /// on it yet, and ignoring it would connect somewhere else or trust something else than
 /// OpenSSH would, so a host it applies to is refused rather than reached directly.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,20 +203,32 @@ pub struct UnimplementedSetting {
 }
 
 /// The keywords of [`UnimplementedSetting`], lowercased, with their usual spelling.
+/// `CanonicalizeHostname` would change the name smssh connects to and looks up in
+/// known_hosts; `RefuseConnection` (OpenSSH 10) forbids connecting at all.
 const UNIMPLEMENTED_KEYWORDS: &[(&str, &str)] = &[
-    ("proxyjump", "ProxyJump"),
-    ("proxycommand", "ProxyCommand"),
     ("hostkeyalias", "HostKeyAlias"),
     ("revokedhostkeys", "RevokedHostKeys"),
     ("knownhostscommand", "KnownHostsCommand"),
+    ("canonicalizehostname", "CanonicalizeHostname"),
+    ("refuseconnection", "RefuseConnection"),
 ];
 
+/// Values of an [`UnimplementedSetting`] that ask for nothing, so that ignoring the setting
+/// is what OpenSSH does too: `none` for the file and command settings, `no` for the two
+/// switches.
+fn asks_for_nothing(setting: &UnimplementedSetting) -> bool {
+    let value = setting.value.to_ascii_lowercase();
+    match setting.keyword {
+        "CanonicalizeHostname" | "RefuseConnection" => matches!(value.as_str(), "no" | "false"),
+        _ => value == "none",
+    }
+}
+
 impl HostSettings {
-    /// The first unimplemented setting that is in effect for this host (`none` is not).
+    /// The first unimplemented setting that is in effect for this host (`none`, or `no` for
+    /// a switch, is not).
     pub fn unimplemented_in_effect(&self) -> Option<&UnimplementedSetting> {
-        self.unimplemented
-            .iter()
-            .find(|s| !s.value.eq_ignore_ascii_case("none"))
+        self.unimplemented.iter().find(|s| !asks_for_nothing(s))
     }
 
     /// Applies one `-o` option (`Key=Value` or `Key Value`). Like OpenSSH,
@@ -183,9 +248,23 @@ impl HostSettings {
         if matches!(lower.as_str(), "host" | "match" | "include") {
             return Err(invalid(ConfigProblem::NotACommandLineOption(keyword)));
         }
-        match parse_directive(&lower, &keyword, &args, home).map_err(invalid)? {
-            Parsed::Set(Directive::Unimplemented(_)) | Parsed::Ignored => {
-                return Err(invalid(ConfigProblem::UnsupportedOption(keyword)))
+        match parse_directive(&lower, &keyword, &args, option, home).map_err(invalid)? {
+            Parsed::Set(Directive::Unimplemented(setting)) => {
+                if !asks_for_nothing(&setting) {
+                    return Err(invalid(ConfigProblem::Unimplemented {
+                        keyword: setting.keyword.to_owned(),
+                        value: setting.value,
+                    }));
+                }
+            }
+            Parsed::Ignored => {
+                if let Some(reason) = requested_but_not_acted_on(&lower, &args) {
+                    return Err(invalid(ConfigProblem::NotActedOn {
+                        keyword,
+                        value: args.join(" "),
+                        reason,
+                    }));
+                }
             }
             Parsed::Set(directive) => self.set_if_unset(directive),
             Parsed::Nothing => {}
@@ -229,6 +308,29 @@ impl HostSettings {
             &other.server_alive_count_max,
         );
         fill(&mut self.log_level, &other.log_level);
+        fill(&mut self.hash_known_hosts, &other.hash_known_hosts);
+        fill(&mut self.ciphers, &other.ciphers);
+        fill(&mut self.kex_algorithms, &other.kex_algorithms);
+        fill(&mut self.macs, &other.macs);
+        fill(&mut self.host_key_algorithms, &other.host_key_algorithms);
+        fill(
+            &mut self.pubkey_accepted_algorithms,
+            &other.pubkey_accepted_algorithms,
+        );
+        fill(
+            &mut self.ca_signature_algorithms,
+            &other.ca_signature_algorithms,
+        );
+        fill(&mut self.required_rsa_size, &other.required_rsa_size);
+        fill(&mut self.tag, &other.tag);
+        self.send_env.extend(other.send_env.iter().cloned());
+        fill(&mut self.set_env, &other.set_env);
+        if let Some(jump) = &other.proxy_jump {
+            self.set_if_unset(Directive::ProxyJump(jump.clone()));
+        }
+        if let Some(command) = &other.proxy_command {
+            self.set_if_unset(Directive::ProxyCommand(command.clone()));
+        }
         for setting in &other.unimplemented {
             self.set_if_unset(Directive::Unimplemented(setting.clone()));
         }
@@ -278,6 +380,37 @@ impl HostSettings {
             Directive::ServerAliveInterval(v) => set(&mut self.server_alive_interval, v),
             Directive::ServerAliveCountMax(v) => set(&mut self.server_alive_count_max, v),
             Directive::LogLevel(v) => set(&mut self.log_level, v),
+            Directive::HashKnownHosts(v) => set(&mut self.hash_known_hosts, v),
+            Directive::Algorithms(kind, list) => {
+                let slot = match kind {
+                    AlgorithmKind::Ciphers => &mut self.ciphers,
+                    AlgorithmKind::KexAlgorithms => &mut self.kex_algorithms,
+                    AlgorithmKind::Macs => &mut self.macs,
+                    AlgorithmKind::HostKeyAlgorithms => &mut self.host_key_algorithms,
+                    AlgorithmKind::PubkeyAcceptedAlgorithms => &mut self.pubkey_accepted_algorithms,
+                    AlgorithmKind::CaSignatureAlgorithms => &mut self.ca_signature_algorithms,
+                };
+                set(slot, list);
+            }
+            Directive::RequiredRsaSize(v) => set(&mut self.required_rsa_size, v),
+            Directive::Tag(v) => set(&mut self.tag, v),
+            Directive::SendEnv(patterns) => {
+                for pattern in patterns {
+                    match pattern.strip_prefix('-') {
+                        Some(removed) => self
+                            .send_env
+                            .retain(|kept| !crate::config::pattern::wildcard_match(removed, kept)),
+                        None => self.send_env.push(pattern),
+                    }
+                }
+            }
+            Directive::SetEnv(pairs) => set(&mut self.set_env, pairs),
+            // ProxyJump and ProxyCommand share one slot: the first obtained wins.
+            Directive::ProxyJump(v) if self.proxy_command.is_none() => set(&mut self.proxy_jump, v),
+            Directive::ProxyCommand(v) if self.proxy_jump.is_none() => {
+                set(&mut self.proxy_command, v)
+            }
+            Directive::ProxyJump(_) | Directive::ProxyCommand(_) => {}
             Directive::Unimplemented(setting) => {
                 if !self
                     .unimplemented
@@ -291,21 +424,20 @@ impl HostSettings {
     }
 }
 
+/// OpenSSH's floor for `RequiredRSASize`, which is also its default.
+pub const MIN_RSA_SIZE: u32 = 1024;
+
 /// OpenSSH's limit on nested `Include`s, which also stops include loops.
 const MAX_INCLUDE_DEPTH: usize = 16;
 
-/// A parsed configuration: the implemented directives in file order, each
-/// with the `Host` pattern lists that must all match for it to apply (more
-/// than one when an `Include` sits inside a `Host` block).
+/// A parsed configuration: the `Host` and `Match` lines and the implemented
+/// directives, in file order, includes expanded in place.
 #[derive(Debug, Clone, Default)]
 pub struct SshConfig {
-    directives: Vec<Scoped>,
-}
-
-#[derive(Debug, Clone)]
-struct Scoped {
-    conditions: Vec<Vec<String>>,
-    directive: Directive,
+    entries: Vec<Entry>,
+    blocks: Vec<Block>,
+    wants_final_pass: bool,
+    warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -322,7 +454,83 @@ enum Directive {
     ServerAliveInterval(Duration),
     ServerAliveCountMax(u32),
     LogLevel(LogLevel),
+    HashKnownHosts(bool),
+    Algorithms(AlgorithmKind, Vec<String>),
+    RequiredRsaSize(u32),
+    Tag(String),
+    SendEnv(Vec<String>),
+    SetEnv(Vec<(String, String)>),
+    ProxyJump(String),
+    ProxyCommand(String),
     Unimplemented(UnimplementedSetting),
+}
+
+#[derive(Debug, Clone)]
+enum Entry {
+    /// A `Host` or `Match` line: where OpenSSH evaluates the block's condition, with the
+    /// options obtained up to that line.
+    Enter(usize),
+    /// A directive that applies when every block in `within` is active: the block it
+    /// stands in and the blocks around the `Include`s that brought its file in.
+    Set {
+        within: Vec<usize>,
+        directive: Directive,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Block {
+    /// The blocks around the `Include` that brought this block's file in; the block
+    /// is active only if they are.
+    outer: Vec<usize>,
+    condition: Condition,
+}
+
+#[derive(Debug, Clone)]
+enum Condition {
+    /// `Host` patterns, matched against the name the user typed.
+    Host(Vec<String>),
+    /// `Match` criteria, all of which must hold.
+    Match(Vec<Criterion>),
+    /// A `Host` or `Match` line of a system file that smssh could not read: it never
+    /// matches, so that its directives cannot apply where OpenSSH's would not.
+    Never,
+}
+
+#[derive(Debug, Clone)]
+struct Criterion {
+    negated: bool,
+    test: Test,
+}
+
+#[derive(Debug, Clone)]
+enum Test {
+    All,
+    /// `canonical` and `final`: true in the second pass only, as in OpenSSH (smssh never
+    /// canonicalizes, so the second pass is the one `Match final` asks for).
+    FinalPass,
+    Exec(String),
+    Host(String),
+    OriginalHost(String),
+    User(String),
+    LocalUser(String),
+    Tagged(String),
+}
+
+/// What `Match` compares against, besides the options obtained so far: facts about the
+/// invocation that OpenSSH knows before it reads any file.
+#[derive(Debug, Clone, Copy)]
+pub struct MatchContext<'a> {
+    /// The host as the user typed it (`originalhost`, `%n`, and `host` until `HostName`).
+    pub original_host: &'a str,
+    /// The destination's or `-l`'s user, which beats every file.
+    pub user: Option<&'a str>,
+    /// The destination's or `-p`'s port, which beats every file.
+    pub port: Option<u16>,
+    /// The local account (`localuser`, `%u`, and `user` when nothing sets one).
+    pub local_user: &'a str,
+    /// The local home directory (`%d`).
+    pub home: &'a Path,
 }
 
 /// State shared across a file and the files it includes.
@@ -333,22 +541,34 @@ struct ParseState<'a> {
     /// accepts a superset of what OpenSSH accepts and never rejects a file
     /// OpenSSH reads.
     ignore_unknown: Vec<String>,
-    directives: Vec<Scoped>,
+    /// A system file (`/etc/ssh/ssh_config` and what it includes): a line smssh cannot
+    /// read is skipped with a warning instead of failing every command, except a list that
+    /// leaves no algorithm smssh supports.
+    lenient: bool,
+    config: SshConfig,
 }
 
 impl SshConfig {
     /// Parses configuration text; `path` names it in errors and `home`
     /// expands `~` and anchors relative `Include` paths at `home/.ssh`.
     pub fn parse(text: &str, path: &Path, home: &Path) -> Result<SshConfig, SshConfigError> {
+        SshConfig::parse_with(text, path, home, false)
+    }
+
+    fn parse_with(
+        text: &str,
+        path: &Path,
+        home: &Path,
+        lenient: bool,
+    ) -> Result<SshConfig, SshConfigError> {
         let mut state = ParseState {
             home,
             ignore_unknown: Vec::new(),
-            directives: Vec::new(),
+            lenient,
+            config: SshConfig::default(),
         };
         parse_text(text, path, &[], 0, &mut state)?;
-        Ok(SshConfig {
-            directives: state.directives,
-        })
+        Ok(state.config)
     }
 
     /// Loads a file that must exist, such as the argument of `-F`.
@@ -373,19 +593,305 @@ impl SshConfig {
         }
     }
 
-    /// The settings that apply to `host_alias` (the name the user typed),
-    /// first obtained value winning.
-    pub fn resolve(&self, host_alias: &str) -> HostSettings {
-        let mut settings = HostSettings::default();
-        for scoped in &self.directives {
-            if scoped.conditions.iter().all(|patterns| {
-                pattern_list_matches(patterns.iter().map(String::as_str), host_alias)
-            }) {
-                settings.set_if_unset(scoped.directive.clone());
+    /// Loads a system file the user did not write, such as `/etc/ssh/ssh_config`, which
+    /// must never make every command fail: an absent or unreadable file, an unreadable
+    /// `Include`, an unknown keyword, `Match` attribute or algorithm name, or a bad value,
+    /// is skipped with a warning ([`SshConfig::warnings`]), and a `Host` or `Match` line
+    /// that cannot be read never matches. A list that leaves no algorithm smssh supports
+    /// still fails: it is a policy smssh cannot honour.
+    pub fn load_system(path: &Path, home: &Path) -> Result<SshConfig, SshConfigError> {
+        match fs::read_to_string(path) {
+            Ok(text) => SshConfig::parse_with(&text, path, home, true),
+            Err(e) if is_absent(&e) => Ok(SshConfig::default()),
+            Err(e) => Ok(SshConfig {
+                warnings: vec![format!("{}: {e}: ignored", path.display())],
+                ..SshConfig::default()
+            }),
+        }
+    }
+
+    /// What a lenient load skipped, one line each.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// Whether applying this file may run a command (`Match exec`).
+    pub fn runs_commands(&self) -> bool {
+        self.blocks.iter().any(|block| match &block.condition {
+            Condition::Match(criteria) => criteria.iter().any(|c| matches!(c.test, Test::Exec(_))),
+            Condition::Host(_) | Condition::Never => false,
+        })
+    }
+
+    /// Whether some `Match` line asks for `final`, so that the files must be applied once
+    /// more with `final_pass` set, as OpenSSH re-reads its configuration.
+    pub fn wants_final_pass(&self) -> bool {
+        self.wants_final_pass
+    }
+
+    /// Applies this file to `settings` for one connection, first obtained value winning,
+    /// evaluating each `Host` and `Match` line where it stands with the options obtained
+    /// so far. Returns one line per `Match exec` that could not run.
+    pub fn apply(
+        &self,
+        settings: &mut HostSettings,
+        context: &MatchContext<'_>,
+        final_pass: bool,
+    ) -> Vec<String> {
+        let mut notes = Vec::new();
+        let mut active = vec![false; self.blocks.len()];
+        for entry in &self.entries {
+            match entry {
+                Entry::Enter(id) => {
+                    let block = &self.blocks[*id];
+                    active[*id] = block.outer.iter().all(|outer| active[*outer])
+                        && block
+                            .condition
+                            .holds(settings, context, final_pass, &mut notes);
+                }
+                Entry::Set { within, directive } => {
+                    if within.iter().all(|id| active[*id]) {
+                        settings.set_if_unset(directive.clone());
+                    }
+                }
             }
         }
+        notes
+    }
+
+    /// The settings that apply to `host_alias` with nothing else known, in one pass.
+    #[cfg(test)]
+    pub fn resolve(&self, host_alias: &str) -> HostSettings {
+        let mut settings = HostSettings::default();
+        let context = MatchContext {
+            original_host: host_alias,
+            user: None,
+            port: None,
+            local_user: "me",
+            home: Path::new("/home/me"),
+        };
+        self.apply(&mut settings, &context, false);
         settings
     }
+}
+
+impl Condition {
+    fn holds(
+        &self,
+        settings: &HostSettings,
+        context: &MatchContext<'_>,
+        final_pass: bool,
+        notes: &mut Vec<String>,
+    ) -> bool {
+        let criteria = match self {
+            Condition::Host(patterns) => {
+                return pattern_list_matches(
+                    patterns.iter().map(String::as_str),
+                    context.original_host,
+                )
+            }
+            Condition::Never => return false,
+            Condition::Match(criteria) => criteria,
+        };
+        let host = settings.effective_hostname(context.original_host);
+        let user = context
+            .user
+            .or(settings.user.as_deref())
+            .unwrap_or(context.local_user);
+        let in_list = |list: &str, text: &str| pattern_list_matches(list.split(','), text);
+        for criterion in criteria {
+            // OpenSSH stops at the first criterion that fails, so a later `exec` never runs.
+            let result = match &criterion.test {
+                Test::All => true,
+                Test::FinalPass => final_pass,
+                Test::Host(list) => in_list(&list.to_ascii_lowercase(), &host.to_ascii_lowercase()),
+                Test::OriginalHost(list) => in_list(
+                    &list.to_ascii_lowercase(),
+                    &context.original_host.to_ascii_lowercase(),
+                ),
+                Test::User(list) => in_list(list, user),
+                Test::LocalUser(list) => in_list(list, context.local_user),
+                Test::Tagged(list) => in_list(list, settings.tag.as_deref().unwrap_or("")),
+                Test::Exec(command) => {
+                    let tokens = ExecTokens {
+                        host: &host,
+                        user,
+                        port: context.port.or(settings.port).unwrap_or(22),
+                        context,
+                    };
+                    match run_match_exec(command, &tokens) {
+                        Ok(status) => status,
+                        Err(note) => {
+                            notes.push(note);
+                            false
+                        }
+                    }
+                }
+            };
+            if result == criterion.negated {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// The values `Match exec`'s `%` tokens stand for.
+struct ExecTokens<'a> {
+    host: &'a str,
+    user: &'a str,
+    port: u16,
+    context: &'a MatchContext<'a>,
+}
+
+/// The `%` tokens OpenSSH expands in `Match exec`.
+const EXEC_TOKENS: &[char] = &['%', 'C', 'd', 'h', 'i', 'k', 'L', 'l', 'n', 'p', 'r', 'u'];
+
+/// Runs a `Match exec` command through `$SHELL -c` (`/bin/sh` when unset), stdin and stdout
+/// on /dev/null and stderr inherited, as OpenSSH does; the criterion holds when it exits 0.
+/// A host or user name that came from the command line and holds a character a shell would
+/// act on is refused instead of being spliced into the command (OpenSSH 9.6's rule).
+fn run_match_exec(command: &str, tokens: &ExecTokens<'_>) -> Result<bool, String> {
+    let expanded = expand_exec_tokens(command, tokens)?;
+    let shell = std::env::var_os("SHELL")
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "/bin/sh".into());
+    let status = std::process::Command::new(&shell)
+        .arg("-c")
+        .arg(&expanded)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .map_err(|e| {
+            format!(
+                "Match exec: cannot run {}: {e}: the criterion does not match",
+                Path::new(&shell).display()
+            )
+        })?;
+    Ok(status.success())
+}
+
+fn expand_exec_tokens(command: &str, tokens: &ExecTokens<'_>) -> Result<String, String> {
+    let context = tokens.context;
+    let shell_safe = |name: &str, value: &str| {
+        if value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-:@[]+=,/".contains(c))
+        {
+            Ok(value.to_owned())
+        } else {
+            Err(format!(
+                "Match exec: the {name} holds characters a shell would interpret: the \
+                 criterion does not match"
+            ))
+        }
+    };
+    let local_host = local_hostname();
+    let mut out = String::with_capacity(command.len());
+    let mut chars = command.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        // Parsing accepted only the tokens of EXEC_TOKENS.
+        match chars.next() {
+            Some('%') | None => out.push('%'),
+            Some('C') => out.push_str(&connection_hash(
+                &local_host,
+                tokens.host,
+                tokens.port,
+                tokens.user,
+            )),
+            Some('d') => out.push_str(&context.home.to_string_lossy()),
+            Some('h') => out.push_str(&shell_safe("host name", tokens.host)?),
+            Some('i') => out.push_str(&nix::unistd::getuid().to_string()),
+            Some('k') | Some('n') => out.push_str(&shell_safe("host name", context.original_host)?),
+            Some('L') => out.push_str(local_host.split('.').next().unwrap_or("")),
+            Some('l') => out.push_str(&local_host),
+            Some('p') => out.push_str(&tokens.port.to_string()),
+            Some('r') => out.push_str(&shell_safe("user name", tokens.user)?),
+            Some('u') => out.push_str(&shell_safe("local user name", context.local_user)?),
+            Some(other) => out.push(other),
+        }
+    }
+    Ok(out)
+}
+
+/// The local host name as the kernel reports it (`%l`).
+fn local_hostname() -> String {
+    fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// OpenSSH's `%C`: the SHA-1 of the local host name, the host, the port and the user, in hex.
+fn connection_hash(local_host: &str, host: &str, port: u16, user: &str) -> String {
+    use sha1::Digest;
+    let mut hasher = sha1::Sha1::new();
+    hasher.update(local_host.as_bytes());
+    hasher.update(host.as_bytes());
+    hasher.update(port.to_string().as_bytes());
+    hasher.update(user.as_bytes());
+    hasher
+        .finalize()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// Parses a `Match` line's arguments into criteria, with OpenSSH's rules: at least one
+/// attribute; `all` last, after at most one other; each other attribute but
+/// `canonical`/`final` takes one argument. Also reports whether `final` appears.
+fn parse_match(args: &[String]) -> Result<(Vec<Criterion>, bool), ConfigProblem> {
+    if args.is_empty() {
+        return Err(ConfigProblem::MatchEmpty);
+    }
+    let mut criteria = Vec::new();
+    let mut wants_final = false;
+    let mut words = args.iter();
+    while let Some(word) = words.next() {
+        let (negated, attribute) = match word.strip_prefix('!') {
+            Some(rest) => (true, rest),
+            None => (false, word.as_str()),
+        };
+        let lower = attribute.to_ascii_lowercase();
+        let test = match lower.as_str() {
+            "all" => {
+                if criteria.len() > 1 || words.len() > 0 {
+                    return Err(ConfigProblem::MatchAllCombined);
+                }
+                Test::All
+            }
+            "canonical" => Test::FinalPass,
+            "final" => {
+                wants_final = true;
+                Test::FinalPass
+            }
+            "exec" | "host" | "originalhost" | "user" | "localuser" | "tagged" => {
+                let Some(argument) = words.next().filter(|a| !a.is_empty()) else {
+                    return Err(ConfigProblem::MatchMissingArgument(attribute.to_owned()));
+                };
+                let argument = argument.clone();
+                match lower.as_str() {
+                    "exec" => {
+                        if !percent_tokens_ok(&argument, EXEC_TOKENS) {
+                            return Err(ConfigProblem::MatchExecToken(argument));
+                        }
+                        Test::Exec(argument)
+                    }
+                    "host" => Test::Host(argument),
+                    "originalhost" => Test::OriginalHost(argument),
+                    "user" => Test::User(argument),
+                    "localuser" => Test::LocalUser(argument),
+                    _ => Test::Tagged(argument),
+                }
+            }
+            _ => return Err(ConfigProblem::MatchAttribute(attribute.to_owned())),
+        };
+        criteria.push(Criterion { negated, test });
+    }
+    Ok((criteria, wants_final))
 }
 
 fn is_absent(e: &io::Error) -> bool {
@@ -398,90 +904,151 @@ fn is_absent(e: &io::Error) -> bool {
 fn parse_text(
     text: &str,
     path: &Path,
-    outer: &[Vec<String>],
+    outer: &[usize],
     depth: usize,
     state: &mut ParseState<'_>,
 ) -> Result<(), SshConfigError> {
-    // Host patterns of the block we are in within this file; an included
-    // file starts outside any block of its own.
-    let mut block: Option<Vec<String>> = None;
+    // The block we are in within this file; an included file starts outside any block of
+    // its own.
+    let mut block: Option<usize> = None;
     for (index, line) in text.lines().enumerate() {
-        let invalid = |problem| SshConfigError::Invalid {
-            location: format!("{}:{}", path.display(), index + 1),
-            problem,
+        let location = || format!("{}:{}", path.display(), index + 1);
+        let within = || {
+            let mut w = outer.to_vec();
+            w.extend(block);
+            w
         };
-        let Some((keyword, args)) = tokenize(line).map_err(invalid)? else {
-            continue;
-        };
-        let lower = keyword.to_ascii_lowercase();
-        let conditions = || {
-            let mut c = outer.to_vec();
-            c.extend(block.clone());
-            c
-        };
-        match lower.as_str() {
-            "host" => {
-                if args.is_empty() {
-                    return Err(invalid(ConfigProblem::MissingArgument(keyword)));
-                }
-                block = Some(args);
+        match parse_line(line, depth, state) {
+            Ok(Line::Nothing) => {}
+            Ok(Line::Block(condition)) => {
+                let id = state.config.blocks.len();
+                state.config.blocks.push(Block {
+                    outer: outer.to_vec(),
+                    condition,
+                });
+                state.config.entries.push(Entry::Enter(id));
+                block = Some(id);
             }
-            "match" => {
-                if args.len() == 1 && args[0].eq_ignore_ascii_case("all") {
-                    block = Some(vec!["*".to_string()]);
-                } else {
-                    return Err(invalid(ConfigProblem::UnsupportedMatch));
+            Ok(Line::Set(directive)) => state.config.entries.push(Entry::Set {
+                within: within(),
+                directive,
+            }),
+            Ok(Line::Include(files)) => {
+                let within = within();
+                for file in files {
+                    let text = match fs::read_to_string(&file) {
+                        Ok(text) => text,
+                        // OpenSSH silently skips Include targets that do not exist.
+                        Err(e) if is_absent(&e) => continue,
+                        Err(e) if state.lenient => {
+                            state
+                                .config
+                                .warnings
+                                .push(format!("{}: {e}: ignored", file.display()));
+                            continue;
+                        }
+                        Err(source) => return Err(SshConfigError::Read { path: file, source }),
+                    };
+                    parse_text(&text, &file, &within, depth + 1, state)?;
                 }
             }
-            "include" => {
-                if args.is_empty() {
-                    return Err(invalid(ConfigProblem::MissingArgument(keyword)));
-                }
-                if depth >= MAX_INCLUDE_DEPTH {
-                    return Err(invalid(ConfigProblem::IncludeTooDeep));
-                }
-                let conditions = conditions();
-                for arg in &args {
-                    for file in expand_include(arg, state.home).map_err(invalid)? {
-                        let text = match fs::read_to_string(&file) {
-                            Ok(text) => text,
-                            // OpenSSH silently skips Include targets that
-                            // do not exist.
-                            Err(e) if is_absent(&e) => continue,
-                            Err(source) => return Err(SshConfigError::Read { path: file, source }),
-                        };
-                        parse_text(&text, &file, &conditions, depth + 1, state)?;
+            Err(problem)
+                if state.lenient
+                    && !matches!(
+                        problem,
+                        ConfigProblem::Algorithms(AlgorithmProblem::NothingSupported { .. })
+                    ) =>
+            {
+                state
+                    .config
+                    .warnings
+                    .push(format!("{}: {problem}: line ignored", location()));
+                // A block header smssh cannot read starts a block that never matches, so
+                // the lines under it apply nowhere rather than to the enclosing block.
+                if let Some((keyword, _)) = tokenize(line).ok().flatten() {
+                    if matches!(keyword.to_ascii_lowercase().as_str(), "host" | "match") {
+                        let id = state.config.blocks.len();
+                        state.config.blocks.push(Block {
+                            outer: outer.to_vec(),
+                            condition: Condition::Never,
+                        });
+                        state.config.entries.push(Entry::Enter(id));
+                        block = Some(id);
                     }
                 }
             }
-            "ignoreunknown" => {
-                if args.is_empty() {
-                    return Err(invalid(ConfigProblem::MissingArgument(keyword)));
-                }
-                for arg in &args {
-                    state
-                        .ignore_unknown
-                        .extend(arg.split(',').map(str::to_ascii_lowercase));
-                }
+            Err(problem) => {
+                return Err(SshConfigError::Invalid {
+                    location: location(),
+                    problem,
+                })
             }
-            _ => match parse_directive(&lower, &keyword, &args, state.home).map_err(invalid)? {
-                Parsed::Set(directive) => state.directives.push(Scoped {
-                    conditions: conditions(),
-                    directive,
-                }),
-                Parsed::Nothing | Parsed::Ignored => {}
-                Parsed::Unknown => {
-                    if !pattern_list_matches(
-                        state.ignore_unknown.iter().map(String::as_str),
-                        &lower,
-                    ) {
-                        return Err(invalid(ConfigProblem::BadOption(keyword)));
-                    }
-                }
-            },
         }
     }
     Ok(())
+}
+
+/// What one configuration line asks for.
+enum Line {
+    Nothing,
+    Block(Condition),
+    Set(Directive),
+    Include(Vec<PathBuf>),
+}
+
+fn parse_line(line: &str, depth: usize, state: &mut ParseState<'_>) -> Result<Line, ConfigProblem> {
+    let Some((keyword, args)) = tokenize(line)? else {
+        return Ok(Line::Nothing);
+    };
+    let lower = keyword.to_ascii_lowercase();
+    match lower.as_str() {
+        "host" => {
+            if args.is_empty() {
+                return Err(ConfigProblem::MissingArgument(keyword));
+            }
+            Ok(Line::Block(Condition::Host(args)))
+        }
+        "match" => {
+            let (criteria, wants_final) = parse_match(&args)?;
+            state.config.wants_final_pass |= wants_final;
+            Ok(Line::Block(Condition::Match(criteria)))
+        }
+        "include" => {
+            if args.is_empty() {
+                return Err(ConfigProblem::MissingArgument(keyword));
+            }
+            if depth >= MAX_INCLUDE_DEPTH {
+                return Err(ConfigProblem::IncludeTooDeep);
+            }
+            let mut files = Vec::new();
+            for arg in &args {
+                files.extend(expand_include(arg, state.home)?);
+            }
+            Ok(Line::Include(files))
+        }
+        "ignoreunknown" => {
+            if args.is_empty() {
+                return Err(ConfigProblem::MissingArgument(keyword));
+            }
+            for arg in &args {
+                state
+                    .ignore_unknown
+                    .extend(arg.split(',').map(str::to_ascii_lowercase));
+            }
+            Ok(Line::Nothing)
+        }
+        _ => match parse_directive(&lower, &keyword, &args, line, state.home)? {
+            Parsed::Set(directive) => Ok(Line::Set(directive)),
+            Parsed::Nothing | Parsed::Ignored => Ok(Line::Nothing),
+            Parsed::Unknown => {
+                if pattern_list_matches(state.ignore_unknown.iter().map(String::as_str), &lower) {
+                    Ok(Line::Nothing)
+                } else {
+                    Err(ConfigProblem::BadOption(keyword))
+                }
+            }
+        },
+    }
 }
 
 /// Resolves one `Include` argument to the files it names, sorted as
@@ -537,10 +1104,12 @@ enum Parsed {
     Unknown,
 }
 
+/// `line` is the whole line, for `ProxyCommand`, whose value is the raw rest of it.
 fn parse_directive(
     lower: &str,
     keyword: &str,
     args: &[String],
+    line: &str,
     home: &Path,
 ) -> Result<Parsed, ConfigProblem> {
     let single = || -> Result<&str, ConfigProblem> {
@@ -583,6 +1152,12 @@ fn parse_directive(
         }
         args.iter().map(|a| expand_path(a, home, keyword)).collect()
     };
+    let algorithms = |kind| -> Result<Directive, ConfigProblem> {
+        Ok(Directive::Algorithms(
+            kind,
+            algorithms::resolve(kind, single()?)?,
+        ))
+    };
     let directive = match lower {
         "hostname" => {
             let v = single()?;
@@ -618,6 +1193,7 @@ fn parse_directive(
         }
         "batchmode" => Directive::BatchMode(flag()?),
         "compression" => Directive::Compression(flag()?),
+        "hashknownhosts" => Directive::HashKnownHosts(flag()?),
         "stricthostkeychecking" => {
             let v = single()?;
             let value = match v.to_ascii_lowercase().as_str() {
@@ -649,6 +1225,53 @@ fn parse_directive(
             };
             Directive::LogLevel(level)
         }
+        "proxyjump" => Directive::ProxyJump(single()?.to_string()),
+        "proxycommand" => {
+            if args.is_empty() {
+                return Err(ConfigProblem::MissingArgument(keyword.to_string()));
+            }
+            Directive::ProxyCommand(rest_after_keyword(line).to_string())
+        }
+        "ciphers" => algorithms(AlgorithmKind::Ciphers)?,
+        "kexalgorithms" => algorithms(AlgorithmKind::KexAlgorithms)?,
+        "macs" => algorithms(AlgorithmKind::Macs)?,
+        "hostkeyalgorithms" => algorithms(AlgorithmKind::HostKeyAlgorithms)?,
+        "pubkeyacceptedalgorithms" | "pubkeyacceptedkeytypes" => {
+            algorithms(AlgorithmKind::PubkeyAcceptedAlgorithms)?
+        }
+        "casignaturealgorithms" => algorithms(AlgorithmKind::CaSignatureAlgorithms)?,
+        "requiredrsasize" => {
+            let v = single()?;
+            match v.parse::<u32>() {
+                // OpenSSH lets this limit only be raised from its default.
+                Ok(bits) if v.bytes().all(|b| b.is_ascii_digit()) => {
+                    Directive::RequiredRsaSize(bits.max(MIN_RSA_SIZE))
+                }
+                _ => return Err(bad(v, "a number of bits")),
+            }
+        }
+        "tag" => Directive::Tag(single()?.to_string()),
+        "sendenv" => {
+            if args.is_empty() {
+                return Err(ConfigProblem::MissingArgument(keyword.to_string()));
+            }
+            Directive::SendEnv(args.to_vec())
+        }
+        "setenv" => {
+            if args.is_empty() {
+                return Err(ConfigProblem::MissingArgument(keyword.to_string()));
+            }
+            let pairs = args
+                .iter()
+                .map(|arg| match arg.split_once('=') {
+                    Some((name, value)) if !name.is_empty() => {
+                        Ok((name.to_owned(), value.to_owned()))
+                    }
+                    _ => Err(bad(arg, "NAME=VALUE")),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Directive::SetEnv(pairs)
+        }
         "userknownhostsfile" => Directive::UserKnownHostsFiles(files()?),
         "globalknownhostsfile" => Directive::GlobalKnownHostsFiles(files()?),
         other => match UNIMPLEMENTED_KEYWORDS.iter().find(|(k, _)| *k == other) {
@@ -668,23 +1291,31 @@ fn parse_directive(
 /// not misled into thinking they took effect. Deprecated keywords that
 /// OpenSSH still accepts are included because old configs carry them, and
 /// `UseKeychain` because Apple's OpenSSH accepts it and macOS configs use it.
+///
+/// Each is here because ignoring it cannot change where smssh connects, which host key it
+/// trusts or which algorithms it negotiates: authentication and identity settings (the key
+/// comes from Secrets Manager), forwarding, connection sharing, terminal and logging
+/// settings, `CanonicalDomains` and its siblings (inert while `CanonicalizeHostname`, which
+/// is refused, is off), `CheckHostIP` (only warns), `VerifyHostKeyDNS` and
+/// `NoHostAuthenticationForLocalhost` (each would make OpenSSH trust more, never less),
+/// `GSSAPIKexAlgorithms` and `HostbasedAcceptedAlgorithms` (for GSSAPI and host-based
+/// authentication, which smssh never uses), `RekeyLimit`, `IPQoS`, `AddressFamily` and the
+/// bind settings (the same destination over another route).
 const IGNORED_KEYWORDS: &[&str] = &[
     "addkeystoagent",
+    "afstokenpassing",
     "addressfamily",
     "bindaddress",
     "bindinterface",
     "canonicaldomains",
     "canonicalizefallbacklocal",
-    "canonicalizehostname",
     "canonicalizemaxdots",
     "canonicalizepermittedcnames",
-    "casignaturealgorithms",
     "certificatefile",
     "challengeresponseauthentication",
     "channeltimeout",
     "checkhostip",
     "cipher",
-    "ciphers",
     "clearallforwardings",
     "compressionlevel",
     "connectionattempts",
@@ -697,6 +1328,7 @@ const IGNORED_KEYWORDS: &[&str] = &[
     "enablesshkeysign",
     "escapechar",
     "exitonforwardfailure",
+    "fallbacktorsh",
     "fingerprinthash",
     "forkafterauthentication",
     "forwardagent",
@@ -713,22 +1345,22 @@ const IGNORED_KEYWORDS: &[&str] = &[
     "gssapirenewalforcesrekey",
     "gssapiserveridentity",
     "gssapitrustdns",
-    "hashknownhosts",
     "hostbasedacceptedalgorithms",
     "hostbasedauthentication",
     "hostbasedkeytypes",
-    "hostkeyalgorithms",
     "identitiesonly",
     "identityagent",
     "identityfile",
+    "identityfile2",
     "ipqos",
     "kbdinteractiveauthentication",
     "kbdinteractivedevices",
-    "kexalgorithms",
+    "kerberosauthentication",
+    "kerberostgtpassing",
     "keepalive",
     "localcommand",
     "localforward",
-    "macs",
+    "logverbose",
     "nohostauthenticationforlocalhost",
     "numberofpasswordprompts",
     "obscurekeystroketiming",
@@ -739,28 +1371,24 @@ const IGNORED_KEYWORDS: &[&str] = &[
     "preferredauthentications",
     "protocol",
     "proxyusefdpass",
-    "pubkeyacceptedalgorithms",
-    "pubkeyacceptedkeytypes",
     "pubkeyauthentication",
-    "refuseconnection",
     "rekeylimit",
     "remotecommand",
     "remoteforward",
     "requesttty",
-    "requiredrsasize",
+    "rhostsauthentication",
     "rhostsrsaauthentication",
     "rsaauthentication",
     "securitykeyprovider",
-    "sendenv",
     "sessiontype",
-    "setenv",
+    "skeyauthentication",
     "smartcarddevice",
     "stdinnull",
     "streamlocalbindmask",
     "streamlocalbindunlink",
     "syslogfacility",
-    "tag",
     "tcpkeepalive",
+    "tisauthentication",
     "tunnel",
     "tunneldevice",
     "updatehostkeys",
@@ -768,12 +1396,59 @@ const IGNORED_KEYWORDS: &[&str] = &[
     "useprivilegedport",
     "useroaming",
     "userknownhostsfile2",
+    "usersh",
     "verifyhostkeydns",
     "versionaddendum",
     "visualhostkey",
     "warnweakcrypto",
     "xauthlocation",
 ];
+
+/// Why an ignored keyword given with `-o` cannot be accepted with this value: the user asked
+/// on the command line for something smssh does not do, and silence would mislead. Off
+/// values (the ones tools such as Ansible, ClusterShell, sftp and git pass) and keywords
+/// whose every value is harmless to ignore give None.
+fn requested_but_not_acted_on(lower: &str, args: &[String]) -> Option<&'static str> {
+    let value = args.join(" ").to_ascii_lowercase();
+    let off = |offs: &[&str]| offs.contains(&value.as_str());
+    let no = off(&["no", "false"]);
+    match lower {
+        "forwardagent" if !no => Some("does not forward an agent"),
+        "forwardx11" if !no => Some("does not forward X11"),
+        "remotecommand" if !off(&["none"]) => {
+            Some("does not run RemoteCommand: give the command after the destination")
+        }
+        "requesttty" if !off(&["auto", "no", "false"]) => {
+            Some("takes -t and -T for a terminal, not RequestTTY")
+        }
+        "sessiontype" if !off(&["default"]) => {
+            Some("takes -N and -s for the session type, not SessionType")
+        }
+        "stdinnull" if !no => Some("takes -n, not StdinNull"),
+        "forkafterauthentication" if !no => Some("takes -f, not ForkAfterAuthentication"),
+        "identityfile" | "certificatefile" if !off(&["none"]) => {
+            Some("logs in with the key from Secrets Manager, not key files")
+        }
+        "pkcs11provider" | "securitykeyprovider" if !off(&["none", "internal"]) => {
+            Some("logs in with the key from Secrets Manager, not key files")
+        }
+        "permitlocalcommand" if !no => Some("does not run LocalCommand"),
+        "tunnel" if !no => Some("does not forward tun devices"),
+        _ => None,
+    }
+}
+
+/// The text after a line's keyword and its separator (whitespace, or one `=` with optional
+/// whitespace around it), trailing whitespace removed: OpenSSH passes `ProxyCommand`'s value
+/// to the shell as written, quotes included.
+fn rest_after_keyword(line: &str) -> &str {
+    let line = line.trim_start();
+    let end = line
+        .find(|c: char| c.is_whitespace() || c == '=')
+        .unwrap_or(line.len());
+    let rest = line[end..].trim_start();
+    rest.strip_prefix('=').unwrap_or(rest).trim()
+}
 
 /// Splits a line into its keyword and arguments the way OpenSSH does:
 /// the keyword ends at whitespace or `=`; arguments are separated by
@@ -1228,10 +1903,37 @@ mod tests {
                 "cfg:1: invalid value \"~bob/kh\" for UserKnownHostsFile",
             ),
             (
-                "\nMatch host foo",
-                "cfg:2: Match is unsupported except \"Match all\"",
+                "\nMatch localnetwork 10.0.0.0/8",
+                "cfg:2: Unsupported Match attribute localnetwork",
             ),
-            ("Match", "cfg:1: Match is unsupported except \"Match all\""),
+            ("Match", "cfg:1: One or more attributes required for Match"),
+            ("Match host", "cfg:1: Missing Match criteria for host"),
+            ("Match !exec", "cfg:1: Missing Match criteria for exec"),
+            (
+                "Match all host x",
+                "cfg:1: 'all' cannot be combined with other Match attributes",
+            ),
+            (
+                "Match host a user b all",
+                "cfg:1: 'all' cannot be combined with other Match attributes",
+            ),
+            (
+                "Match exec \"test %x\"",
+                "cfg:1: Match exec test %x: unknown % token",
+            ),
+            (
+                "Host never\n  Ciphers blowfish",
+                "cfg:2: Bad Ciphers spec 'blowfish'",
+            ),
+            (
+                "Ciphers 3des-cbc",
+                "cfg:1: Ciphers 3des-cbc leaves no algorithm smssh supports (resolved to: \
+                 3des-cbc); smssh supports aes128-gcm@openssh.com,",
+            ),
+            (
+                "RequiredRSASize big",
+                "cfg:1: invalid value \"big\" for RequiredRSASize",
+            ),
             ("Host", "cfg:1: missing argument for Host"),
             ("User \"open", "cfg:1: unterminated quote"),
             (
@@ -1255,6 +1957,387 @@ mod tests {
                 got.starts_with(want),
                 "{text:?}: got {got:?}, want prefix {want:?}"
             );
+        }
+    }
+
+    /// The port `text` gives `host` in the pass `final_pass`, with `user` from the command
+    /// line and `tag` from `-o Tag`, and the notes `apply` returned.
+    fn port_for(
+        text: &str,
+        host: &str,
+        user: Option<&str>,
+        tag: Option<&str>,
+        final_pass: bool,
+    ) -> (Option<u16>, Vec<String>) {
+        let cfg = parse(text).unwrap();
+        let mut settings = HostSettings {
+            tag: tag.map(str::to_owned),
+            ..Default::default()
+        };
+        let context = MatchContext {
+            original_host: host,
+            user,
+            port: None,
+            local_user: "me",
+            home: Path::new(HOME),
+        };
+        let notes = cfg.apply(&mut settings, &context, final_pass);
+        (settings.port, notes)
+    }
+
+    #[test]
+    fn match_criteria_table() {
+        // (config, host, command-line user, tag, final pass, expected port)
+        type Case<'a> = (
+            &'a str,
+            &'a str,
+            Option<&'a str>,
+            Option<&'a str>,
+            bool,
+            Option<u16>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "Match host web*\n Port 1",
+                "web1",
+                None,
+                None,
+                false,
+                Some(1),
+            ),
+            ("Match host web*\n Port 1", "db1", None, None, false, None),
+            // Host names compare without case, as OpenSSH's match_hostname does.
+            (
+                "Match host WEB*\n Port 1",
+                "web1",
+                None,
+                None,
+                false,
+                Some(1),
+            ),
+            (
+                "Match !host web*\n Port 1",
+                "db1",
+                None,
+                None,
+                false,
+                Some(1),
+            ),
+            (
+                "Match host web*,!web2\n Port 1",
+                "web2",
+                None,
+                None,
+                false,
+                None,
+            ),
+            // `host` sees HostName as obtained so far; `originalhost` what was typed.
+            (
+                "Host w1\n HostName 10.0.0.1\nMatch host 10.0.0.*\n Port 2",
+                "w1",
+                None,
+                None,
+                false,
+                Some(2),
+            ),
+            (
+                "Host w1\n HostName 10.0.0.1\nMatch originalhost 10.0.0.*\n Port 2",
+                "w1",
+                None,
+                None,
+                false,
+                None,
+            ),
+            (
+                "Match originalhost w?\n Port 3",
+                "w1",
+                None,
+                None,
+                false,
+                Some(3),
+            ),
+            // `user` is the command line's, else User as obtained so far, else the local one.
+            (
+                "Match user root\n Port 4",
+                "h",
+                Some("root"),
+                None,
+                false,
+                Some(4),
+            ),
+            (
+                "User root\nMatch user root\n Port 4",
+                "h",
+                None,
+                None,
+                false,
+                Some(4),
+            ),
+            (
+                "Match user root\n Port 4\nUser root",
+                "h",
+                None,
+                None,
+                false,
+                None,
+            ),
+            ("Match user me\n Port 4", "h", None, None, false, Some(4)),
+            (
+                "Match localuser me\n Port 5",
+                "h",
+                Some("root"),
+                None,
+                false,
+                Some(5),
+            ),
+            (
+                "Match localuser root\n Port 5",
+                "h",
+                None,
+                None,
+                false,
+                None,
+            ),
+            // Several criteria must all hold.
+            (
+                "Match host h user me\n Port 6",
+                "h",
+                None,
+                None,
+                false,
+                Some(6),
+            ),
+            (
+                "Match host h user you\n Port 6",
+                "h",
+                None,
+                None,
+                false,
+                None,
+            ),
+            // `final` and `canonical` hold in the second pass only.
+            ("Match final all\n Port 7", "h", None, None, false, None),
+            ("Match final all\n Port 7", "h", None, None, true, Some(7)),
+            (
+                "Match canonical host h\n Port 7",
+                "h",
+                None,
+                None,
+                true,
+                Some(7),
+            ),
+            ("Match !final\n Port 7", "h", None, None, false, Some(7)),
+            ("Match all\n Port 8", "h", None, None, false, Some(8)),
+            // `Tag` (from -o or a file) and `tagged`.
+            (
+                "Match tagged prod\n Port 9",
+                "h",
+                None,
+                Some("prod"),
+                false,
+                Some(9),
+            ),
+            ("Match tagged prod\n Port 9", "h", None, None, false, None),
+            (
+                "Tag prod\nMatch tagged p*\n Port 9",
+                "h",
+                None,
+                None,
+                false,
+                Some(9),
+            ),
+            ("Match !tagged ?*\n Port 9", "h", None, None, false, Some(9)),
+            // exec runs through the shell with tokens expanded; exit 0 matches.
+            (
+                "Match exec \"test %h = web1\"\n Port 10",
+                "web1",
+                None,
+                None,
+                false,
+                Some(10),
+            ),
+            (
+                "Match exec \"test %h = web1\"\n Port 10",
+                "web2",
+                None,
+                None,
+                false,
+                None,
+            ),
+            (
+                "Match exec \"test %n:%r:%u:%p:%d = h:bob:me:22:/home/u\"\n Port 10",
+                "h",
+                Some("bob"),
+                None,
+                false,
+                Some(10),
+            ),
+            // %C is a 40-digit SHA-1; %% is a literal percent sign.
+            (
+                "Match exec \"[ $(printf %%s %C | wc -c) -eq 40 ]\"\n Port 10",
+                "h",
+                None,
+                None,
+                false,
+                Some(10),
+            ),
+            ("Match exec false\n Port 10", "h", None, None, false, None),
+            // A failed criterion stops the line: this exec would match but never runs.
+            (
+                "Match host x exec true\n Port 10",
+                "h",
+                None,
+                None,
+                false,
+                None,
+            ),
+            // Host blocks still match the name as typed, case included.
+            ("Host H\n Port 11", "h", None, None, false, None),
+        ];
+        for (text, host, user, tag, final_pass, want) in cases {
+            let (got, notes) = port_for(text, host, user, tag, final_pass);
+            assert_eq!(got, want, "{text:?} for {host} (final: {final_pass})");
+            assert!(notes.is_empty(), "{text:?}: {notes:?}");
+        }
+    }
+
+    #[test]
+    fn match_exec_never_splices_a_hostile_name_into_the_shell() {
+        let dir = tempfile::tempdir().unwrap();
+        let witness = dir.path().join("ran");
+        let text = "Match exec \"true %h\"\n Port 1\n";
+        let host = format!("h;touch {}", witness.display());
+        let (port, notes) = port_for(text, &host, None, None, false);
+        assert_eq!(port, None);
+        assert!(!witness.exists(), "the injected command ran");
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(
+            notes[0].contains("characters a shell would interpret"),
+            "{notes:?}"
+        );
+    }
+
+    #[test]
+    fn match_blocks_scope_includes_and_final_pass_is_requested() {
+        let home = tempfile::tempdir().unwrap();
+        let ssh = home.path().join(".ssh");
+        fs::create_dir_all(&ssh).unwrap();
+        fs::write(ssh.join("inner"), "Port 20\nHost other\n  Port 21\n").unwrap();
+        let cfg = SshConfig::parse(
+            "Match host web*\n  Include inner\nMatch final all\n  User late\n",
+            Path::new("cfg"),
+            home.path(),
+        )
+        .unwrap();
+        assert!(cfg.wants_final_pass());
+        assert!(!cfg.runs_commands());
+        assert!(parse("Match host x e\"x\"ec true").unwrap().runs_commands());
+        assert!(!parse("Match canonical all\n Port 1")
+            .unwrap()
+            .wants_final_pass());
+        let context = |host| MatchContext {
+            original_host: host,
+            user: None,
+            port: None,
+            local_user: "me",
+            home: home.path(),
+        };
+        let mut web = HostSettings::default();
+        cfg.apply(&mut web, &context("web1"), false);
+        assert_eq!((web.port, web.user.as_deref()), (Some(20), None));
+        cfg.apply(&mut web, &context("web1"), true);
+        assert_eq!((web.port, web.user.as_deref()), (Some(20), Some("late")));
+        // The included file's own Host block still needs the outer Match.
+        let mut other = HostSettings::default();
+        cfg.apply(&mut other, &context("other"), false);
+        assert_eq!(other.port, None);
+    }
+
+    #[test]
+    fn system_files_skip_what_they_cannot_read_with_a_warning() {
+        let dir = tempfile::tempdir().unwrap();
+        let system = dir.path().join("ssh_config");
+        fs::write(
+            &system,
+            "Frobnicate yes\n\
+             Match localnetwork 10.0.0.0/8\n  Port 1\n\
+             Host *\n  Port x\n  User sys\n\
+             Ciphers aes256-ctr,blowfish\n",
+        )
+        .unwrap();
+        let cfg = SshConfig::load_system(&system, dir.path()).unwrap();
+        assert_eq!(cfg.warnings().len(), 4, "{:?}", cfg.warnings());
+        assert!(cfg.warnings()[0].contains(":1: Bad configuration option: Frobnicate"));
+        let s = cfg.resolve("h");
+        assert_eq!((s.port, s.user.as_deref()), (None, Some("sys")));
+        assert_eq!(s.ciphers, None);
+        // A policy that leaves nothing smssh supports still fails, naming both lists.
+        fs::write(&system, "Ciphers 3des-cbc\n").unwrap();
+        let err = SshConfig::load_system(&system, dir.path()).unwrap_err();
+        assert!(err.to_string().contains("smssh supports"), "{err}");
+        // The same text from a file the user chose fails at its first bad line.
+        assert!(SshConfig::load(&system, dir.path()).is_err());
+        // An unreadable system file is a warning, not a failure.
+        let cfg = SshConfig::load_system(dir.path(), dir.path()).unwrap();
+        assert_eq!(cfg.warnings().len(), 1);
+    }
+
+    #[test]
+    fn algorithm_keywords_from_files_and_options() {
+        let home = Path::new(HOME);
+        let cfg = parse(
+            "Host a\n  Ciphers aes256-ctr\n  KexAlgorithms -mlkem*\n  MACs ^hmac-sha2-512\n\
+             Host *\n  Ciphers aes128-ctr\n  HostKeyAlgorithms +ssh-rsa\n  RequiredRSASize 512\n",
+        )
+        .unwrap();
+        let s = cfg.resolve("a");
+        assert_eq!(s.ciphers, Some(vec!["aes256-ctr".to_owned()]));
+        assert_eq!(
+            s.kex_algorithms.as_ref().map(|k| k[0].as_str()),
+            Some("curve25519-sha256")
+        );
+        assert_eq!(
+            s.macs.as_ref().map(|m| m[0].as_str()),
+            Some("hmac-sha2-512")
+        );
+        assert!(s
+            .host_key_algorithms
+            .as_ref()
+            .unwrap()
+            .contains(&"ssh-rsa".to_owned()));
+        // RequiredRSASize may only be raised, as in OpenSSH.
+        assert_eq!(s.required_rsa_size, Some(MIN_RSA_SIZE));
+        let mut o = HostSettings::default();
+        o.apply_option("Ciphers=chacha20-poly1305@openssh.com", home)
+            .unwrap();
+        o.apply_option("RequiredRSASize 3072", home).unwrap();
+        o.apply_option("Tag prod", home).unwrap();
+        o.fill_from(&s);
+        assert_eq!(
+            o.ciphers,
+            Some(vec!["chacha20-poly1305@openssh.com".to_owned()])
+        );
+        assert_eq!(o.required_rsa_size, Some(3072));
+        assert_eq!(o.tag.as_deref(), Some("prod"));
+        let err = HostSettings::default()
+            .apply_option("KexAlgorithms=-*", home)
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("-o KexAlgorithms=-*: KexAlgorithms -* leaves no algorithm smssh supports (resolved to: nothing); smssh supports mlkem768x25519-sha256,"), "{err}");
+    }
+
+    #[test]
+    fn switches_that_change_the_destination_are_refused_unless_off() {
+        for (text, refused) in [
+            ("CanonicalizeHostname yes", true),
+            ("CanonicalizeHostname always", true),
+            ("CanonicalizeHostname no\nCanonicalizeHostname yes", false),
+            ("RefuseConnection yes", true),
+            ("RefuseConnection no", false),
+            ("CanonicalDomains example.com", false),
+        ] {
+            let s = parse(text).unwrap().resolve("h");
+            assert_eq!(s.unimplemented_in_effect().is_some(), refused, "{text}");
         }
     }
 
@@ -1283,12 +2366,14 @@ mod tests {
         let cases = [
             (
                 "IdentityFile=~/.ssh/id",
-                "-o IdentityFile=~/.ssh/id: unsupported option \"IdentityFile\"",
+                "-o IdentityFile=~/.ssh/id: IdentityFile ~/.ssh/id: smssh logs in with the key from Secrets Manager",
             ),
             (
                 "ForwardAgent yes",
-                "-o ForwardAgent yes: unsupported option \"ForwardAgent\"",
+                "-o ForwardAgent yes: ForwardAgent yes: smssh does not forward an agent",
             ),
+            ("RemoteCommand=uptime", "-o RemoteCommand=uptime: RemoteCommand uptime: smssh does not run RemoteCommand"),
+            ("HostKeyAlias=other", "-o HostKeyAlias=other: HostKeyAlias other: smssh does not implement HostKeyAlias yet"),
             (
                 "Nonsense=1",
                 "-o Nonsense=1: Bad configuration option: Nonsense",
@@ -1311,11 +2396,64 @@ mod tests {
                 .to_string();
             assert!(got.starts_with(want), "{option:?}: got {got:?}");
         }
-        // Empty and comment-only options are accepted and change nothing.
+        // Empty and comment-only options are accepted and change nothing, and so are the
+        // off values of keywords smssh does not act on, which tools that call ssh pass
+        // (Ansible, ClusterShell, sftp, git).
         let mut s = HostSettings::default();
-        s.apply_option("", home).unwrap();
-        s.apply_option("# nothing", home).unwrap();
+        for option in [
+            "",
+            "# nothing",
+            "ForwardAgent=no",
+            "ForwardX11=no",
+            "ForwardX11Trusted=yes",
+            "ControlMaster=auto",
+            "ControlPersist=60s",
+            "ControlPath=/tmp/cp-%C",
+            "KbdInteractiveAuthentication=no",
+            "PreferredAuthentications=gssapi-with-mic,gssapi-keyex,hostbased,publickey",
+            "PasswordAuthentication=no",
+            "PermitLocalCommand=no",
+            "ClearAllForwardings=yes",
+            "GSSAPIAuthentication=no",
+            "IdentitiesOnly=yes",
+            "RequestTTY=no",
+            "HostKeyAlias=none",
+        ] {
+            s.apply_option(option, home)
+                .unwrap_or_else(|e| panic!("{option:?}: {e}"));
+        }
         assert_eq!(s, HostSettings::default());
+    }
+
+    #[test]
+    fn send_env_accumulates_and_set_env_takes_the_first_line() {
+        let home = Path::new(HOME);
+        let cfg = parse(
+            "Host h
+  SendEnv LANG LC_*
+  SetEnv A=1 B=\"two words\"
+Host *
+  SendEnv -LC_ALL TERM
+  SetEnv C=3
+",
+        )
+        .unwrap();
+        let mut s = HostSettings::default();
+        s.apply_option("SendEnv=GIT_PROTOCOL", home).unwrap();
+        s.fill_from(&cfg.resolve("h"));
+        assert_eq!(s.send_env, ["GIT_PROTOCOL", "LANG", "LC_*", "TERM"]);
+        assert_eq!(
+            s.set_env,
+            Some(vec![
+                ("A".to_owned(), "1".to_owned()),
+                ("B".to_owned(), "two words".to_owned())
+            ])
+        );
+        let err = HostSettings::default()
+            .apply_option("SetEnv=novalue", home)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("NAME=VALUE"), "{err}");
     }
 
     #[test]
@@ -1412,7 +2550,7 @@ mod tests {
         let missing = dir.path().join("missing");
         assert!(SshConfig::load_optional(&missing, dir.path())
             .unwrap()
-            .directives
+            .entries
             .is_empty());
         let err = SshConfig::load(&missing, dir.path()).unwrap_err();
         assert!(matches!(err, SshConfigError::Read { ref path, .. } if *path == missing));

@@ -6,6 +6,7 @@
 //! public fingerprint, never private material; the decoded key zeroizes itself on drop
 //! (ssh-key's private key types do). Must not know: where the bytes came from, or SSH sessions.
 
+pub mod file;
 pub mod hardening;
 pub mod lock;
 pub mod source;

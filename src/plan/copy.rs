@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use crate::cli::args::ScpArgs;
 use crate::config::hostlist;
 use crate::config::operand::{self, is_plain_name, Operand, RemotePath};
+use crate::plan::command::RefusedFlag;
 use crate::plan::targets::{self, HostSources, TargetHost};
 use crate::plan::{fanout_options, resolve_common, Common, FanoutOptions, PlanError};
 
@@ -76,10 +77,6 @@ pub struct CopyPlan {
 pub enum CopyPlanError {
     #[error("no target given")]
     NoTarget,
-    #[error(
-        "copies between two remote hosts are not supported: copy to the master first, then out"
-    )]
-    RemoteToRemote,
     #[error("both {0} and the target are local: use cp")]
     LocalToLocal(String),
     #[error("{host}:{path}: a fan-out copies local files to every host; remote sources are not supported here")]
@@ -94,11 +91,31 @@ pub enum CopyPlanError {
     GatherTargetNotDirectory(String),
     #[error("{0:?}: a gather writes DIR/<host>/..., and this host name is not a plain directory name: name the host differently (an alias in ~/.ssh/config)")]
     GatherHostName(String),
+    #[error(transparent)]
+    Refused(#[from] RefusedFlag),
+}
+
+/// Refuses the scp flags whose meaning smscp does not provide (see the README's "Drop-in
+/// behaviour"); the flags accepted with no effect need no check.
+fn refuse_unsupported(args: &ScpArgs) -> Result<(), RefusedFlag> {
+    let refusal = [
+        args.forward_agent.then_some(RefusedFlag::AgentForwarding),
+        args.sftp_server_path
+            .clone()
+            .map(RefusedFlag::SftpServerPath),
+        args.remote_to_remote.then_some(RefusedFlag::RemoteToRemote),
+        args.program.clone().map(RefusedFlag::Program),
+    ]
+    .into_iter()
+    .flatten()
+    .next();
+    refusal.map_or(Ok(()), Err)
 }
 
 /// Resolves smscp's command line: operands first (so that a typo is reported before any
 /// configuration is read), then the SSH options and the secret.
 pub fn resolve(args: &ScpArgs) -> Result<CopyPlan, PlanError> {
+    refuse_unsupported(args).map_err(CopyPlanError::from)?;
     let mut operands = Vec::with_capacity(args.operands.len());
     for text in &args.operands {
         let parsed = operand::parse_operand(text).map_err(|source| PlanError::Operand {
@@ -110,6 +127,15 @@ pub fn resolve(args: &ScpArgs) -> Result<CopyPlan, PlanError> {
     let raw_target = args.operands.last().cloned().unwrap_or_default();
     let mode = copy_mode(args, operands, &raw_target)?;
     let mut implied = Vec::new();
+    // -J is ProxyJump given first, so it beats -o ProxyCommand and the files.
+    let jump = args.jump.as_ref().map(|jump| format!("ProxyJump={jump}"));
+    implied.extend(jump.as_deref());
+    // -c is Ciphers given before -o, so it beats -o Ciphers as in OpenSSH.
+    let ciphers = args
+        .cipher_spec
+        .as_ref()
+        .map(|spec| format!("Ciphers={spec}"));
+    implied.extend(ciphers.as_deref());
     if args.batch {
         implied.push("BatchMode=yes");
     }
@@ -117,7 +143,13 @@ pub fn resolve(args: &ScpArgs) -> Result<CopyPlan, PlanError> {
         implied.push("Compression=yes");
     }
     Ok(CopyPlan {
-        common: resolve_common(&args.ssh, &args.fanout, &args.secret, &implied)?,
+        common: resolve_common(
+            &args.ssh,
+            &args.fanout,
+            &args.secret,
+            &implied,
+            &args.identity_file,
+        )?,
         mode,
         recursive: args.recursive,
         preserve: args.preserve,
@@ -237,16 +269,13 @@ fn local_sources(operands: &[Operand]) -> Result<Vec<PathBuf>, CopyPlanError> {
         .collect()
 }
 
-/// Checks a single-host copy's operand shapes before anything connects.
+/// Checks a single-host copy's operand shapes before anything connects. A remote source
+/// with a remote target is copied through this host (scp's `-3`, its default).
 pub fn check_shape(request: &CopyRequest) -> Result<(), CopyPlanError> {
     let target_remote = matches!(request.target, Operand::Remote(_));
     for source in &request.sources {
-        match (source, target_remote) {
-            (Operand::Remote(_), true) => return Err(CopyPlanError::RemoteToRemote),
-            (Operand::Local(path), false) => {
-                return Err(CopyPlanError::LocalToLocal(path.display().to_string()))
-            }
-            _ => {}
+        if let (Operand::Local(path), false) = (source, target_remote) {
+            return Err(CopyPlanError::LocalToLocal(path.display().to_string()));
         }
     }
     Ok(())
@@ -281,8 +310,11 @@ mod tests {
             Ok(())
         );
         assert_eq!(
-            check_shape(&request(vec![remote.clone()], remote.clone())),
-            Err(CopyPlanError::RemoteToRemote)
+            check_shape(&request(
+                vec![remote.clone(), local.clone()],
+                remote.clone()
+            )),
+            Ok(())
         );
         assert!(matches!(
             check_shape(&request(vec![local.clone()], local)),

@@ -1,6 +1,6 @@
 //! Which hosts a fan-out or a rotation reaches: hostlists (`-w`, or one written in an scp
 //! operand), `--hosts-file`, EC2 instances found by `--ec2-filter` (or the rotation
-//! function's tag), minus `-x` exclusions.
+//! function's tag), minus `--exclude` exclusions.
 //!
 //! Owns: the one path from host sources to hosts, EC2 discovery included, without duplicates
 //! and in the order the sources were given. Invariant: the result is never empty (an empty
@@ -23,7 +23,7 @@ pub enum TargetError {
     HostsFileRead { path: String, reason: String },
     #[error(transparent)]
     HostsFile(HostlistError),
-    #[error("-x {expr}: {source}")]
+    #[error("--exclude {expr}: {source}")]
     Exclude { expr: String, source: HostlistError },
     #[error(transparent)]
     Ec2(#[from] Ec2Error),
@@ -101,7 +101,7 @@ pub fn resolve_listed(sources: &HostSources) -> Result<Vec<TargetHost>, TargetEr
 }
 
 /// Expands the hostlist written in an scp operand; the operand's user and port apply to the
-/// hosts that do not name their own, and `-x` still excludes.
+/// hosts that do not name their own, and `--exclude` still excludes.
 pub fn expand_operand(
     host: &str,
     user: Option<&str>,
@@ -237,7 +237,7 @@ mod tests {
                     exclude: vec!["w1".into()],
                     ..HostSources::default()
                 },
-                Err("-x w1"),
+                Err("--exclude w1"),
             ),
             (
                 HostSources {

@@ -330,8 +330,9 @@ impl Rotation {
             return Err(RotationError::SsmNeedsInstances);
         }
         // A worker that stops answering after login (a frozen sshd, a path that drops packets
-        // without a reset) must fail its step by name rather than hold the rotation for ever,
-        // so rotations send keepalives even when the configuration asks for none.
+        // without a reset) must fail its step by name rather than hold the rotation for ever
+        // (or for BatchMode's 300 s keepalive, three times), so rotations send keepalives
+        // every 15 s unless the configuration sets an interval itself (0 included).
         let mut targets = targets;
         for target in &mut targets {
             if target.plan.server_alive_interval.is_none() {

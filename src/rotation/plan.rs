@@ -6,14 +6,13 @@
 //! `-l`'s file), and reading `--bootstrap-key` into the same wrappers a secret's key lives
 //! in. Must not know: the steps themselves, or how results are printed.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::aws::secret::{KeyMaterial, PrivateKeyBytes};
 use crate::cli::args::{RotateArgs, SecretArgs};
+use crate::key::file::KeyFileError;
 use crate::key::source::{LoadedKey, SecretSpec};
-use crate::key::{ClientKey, KeyError};
 use crate::plan::targets::{HostSources, TargetError};
 use crate::plan::{fanout_options, resolve_common, PlanError, SshOptions};
 use crate::rotation::block::{self, BlockError};
@@ -46,12 +45,8 @@ pub enum RotationPlanError {
     Token(BlockError),
     #[error("--step and --token go together, without --reconcile")]
     StepWithoutToken,
-    #[error("--bootstrap-key {path}: {reason}")]
-    BootstrapRead { path: String, reason: String },
-    #[error("--bootstrap-key {path}: the key is encrypted: give an unencrypted copy (e.g. on a tmpfs) for the first rotation")]
-    BootstrapEncrypted { path: String },
-    #[error("--bootstrap-key {path}: {source}")]
-    BootstrapKey { path: String, source: KeyError },
+    #[error("--bootstrap-key {0}")]
+    Bootstrap(#[from] KeyFileError),
     #[error(transparent)]
     Targets(#[from] TargetError),
 }
@@ -84,7 +79,7 @@ pub fn resolve(args: &RotateArgs) -> Result<RotationPlan, RotationPlanError> {
         location: args.secret.clone(),
         ..SecretArgs::default()
     };
-    let common = resolve_common(&args.ssh, &args.fanout, &secret_args, &[])?;
+    let common = resolve_common(&args.ssh, &args.fanout, &secret_args, &[], &[])?;
     let hosts = HostSources::from_args(&args.fanout);
     if !hosts.names_hosts() {
         return Err(RotationPlanError::NoHosts);
@@ -155,34 +150,10 @@ impl RotationPlan {
 
     /// Reads `--bootstrap-key`, when given.
     pub fn bootstrap(&self) -> Result<Option<Arc<LoadedKey>>, RotationPlanError> {
-        self.bootstrap_key.as_deref().map(bootstrap_key).transpose()
+        Ok(self
+            .bootstrap_key
+            .as_deref()
+            .map(crate::key::file::load)
+            .transpose()?)
     }
-}
-
-/// Reads `--bootstrap-key` into the same wrappers a key from the secret lives in.
-fn bootstrap_key(path: &Path) -> Result<Arc<LoadedKey>, RotationPlanError> {
-    let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|err| RotationPlanError::BootstrapRead {
-        path: shown.clone(),
-        reason: err.to_string(),
-    })?;
-    let material = KeyMaterial {
-        private_key: PrivateKeyBytes::Text(secrecy::SecretString::from(text)),
-        passphrase: None,
-        known_hosts: None,
-    };
-    let key = ClientKey::decode(&material).map_err(|err| match err {
-        KeyError::NeedsPassphrase => RotationPlanError::BootstrapEncrypted {
-            path: shown.clone(),
-        },
-        source => RotationPlanError::BootstrapKey {
-            path: shown.clone(),
-            source,
-        },
-    })?;
-    Ok(Arc::new(LoadedKey {
-        key,
-        version_id: None,
-        known_hosts: None,
-    }))
 }

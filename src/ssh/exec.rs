@@ -117,16 +117,47 @@ pub struct Terminal;
 
 impl OutputSink for Terminal {
     fn stdout(&mut self, data: &[u8]) {
-        let mut out = std::io::stdout().lock();
         // A closed stdout (e.g. `| head`) ends our interest in the output, not the remote
         // command: keep draining for the exit status.
-        let _ = out.write_all(data).and_then(|()| out.flush());
+        let _ = write_waiting(data, false);
     }
 
     fn stderr(&mut self, data: &[u8]) {
-        let mut err = std::io::stderr().lock();
-        let _ = err.write_all(data).and_then(|()| err.flush());
+        let _ = write_waiting(data, true);
     }
+}
+
+/// Writes all of `data` to our stdout or stderr, under the stream's lock and past its
+/// buffer, waiting whenever the descriptor is non-blocking and full. rsync hands its ssh such
+/// a stdout; a plain `write_all` would fail with EAGAIN there and lose output mid-stream,
+/// where OpenSSH waits and writes the rest. The wait is a short sleep (the crate has no poll
+/// binding), and the caller is already a blocking writer.
+fn write_waiting(mut data: &[u8], to_stderr: bool) -> std::io::Result<()> {
+    use std::io::ErrorKind;
+    use std::os::fd::AsFd;
+    let (stdout, stderr) = (std::io::stdout(), std::io::stderr());
+    // Both locks are taken so that the text of one call is never interleaved with another
+    // thread's; stdout's buffer is flushed first so that bytes keep their order.
+    let mut out = stdout.lock();
+    let err = stderr.lock();
+    out.flush()?;
+    while !data.is_empty() {
+        let written = if to_stderr {
+            nix::unistd::write(err.as_fd(), data)
+        } else {
+            nix::unistd::write(out.as_fd(), data)
+        };
+        match written {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(n) => data = &data[n..],
+            Err(nix::errno::Errno::EAGAIN) => {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(errno) => return Err(errno.into()),
+        }
+    }
+    Ok(())
 }
 
 /// Longest line `Prefixed` holds back. A longer line, or one that never ends, is printed in
@@ -203,11 +234,7 @@ impl Prefixed {
         if text.is_empty() {
             return;
         }
-        let _ = if to_stderr {
-            std::io::stderr().lock().write_all(text)
-        } else {
-            std::io::stdout().lock().write_all(text)
-        };
+        let _ = write_waiting(text, to_stderr);
     }
 }
 
@@ -286,7 +313,7 @@ impl Captured {
     }
 
     /// Ends `stderr` with the line saying output was dropped, on a line of its own in the
-    /// text that `-b` shows (stdout, then stderr).
+    /// text that `--group` shows (stdout, then stderr).
     fn mark_truncated(&mut self) {
         let last = self.stderr.last().or(self.stdout.last());
         if last.is_some_and(|b| *b != b'\n') {
@@ -315,6 +342,26 @@ impl OutputSink for Captured {
 pub async fn run(
     conn: &Connection,
     request: &ExecRequest,
+    sink: &mut dyn OutputSink,
+) -> Result<RemoteExit, ExecError> {
+    run_channel(conn, request, None, sink).await
+}
+
+/// Opens the subsystem `name` (ssh -s, e.g. `sftp`) instead of the request's command, and
+/// connects it to stdin and `sink` as a command would be.
+pub async fn run_subsystem(
+    conn: &Connection,
+    name: &str,
+    request: &ExecRequest,
+    sink: &mut dyn OutputSink,
+) -> Result<RemoteExit, ExecError> {
+    run_channel(conn, request, Some(name), sink).await
+}
+
+async fn run_channel(
+    conn: &Connection,
+    request: &ExecRequest,
+    subsystem: Option<&str>,
     sink: &mut dyn OutputSink,
 ) -> Result<RemoteExit, ExecError> {
     let host = conn.label.clone();
@@ -349,12 +396,28 @@ pub async fn run(
     } else {
         None
     };
-    match &request.command {
-        Some(command) => channel
+    // As OpenSSH: no reply is asked for, and sshd silently drops what AcceptEnv refuses.
+    for (name, value) in &conn.env {
+        channel
+            .set_env(false, name.as_str(), value.as_str())
+            .await
+            .map_err(refused("environment request"))?;
+    }
+    let what = match (subsystem, &request.command) {
+        (Some(_), _) => "subsystem",
+        (None, Some(_)) => "command",
+        (None, None) => "shell",
+    };
+    match (subsystem, &request.command) {
+        (Some(name), _) => channel
+            .request_subsystem(true, name)
+            .await
+            .map_err(refused("subsystem"))?,
+        (None, Some(command)) => channel
             .exec(true, command.as_bytes())
             .await
             .map_err(refused("command"))?,
-        None => channel
+        (None, None) => channel
             .request_shell(true)
             .await
             .map_err(refused("shell"))?,
@@ -405,6 +468,10 @@ pub async fn run(
     };
 
     let mut exit = RemoteExit::NoStatus;
+    // Replies come in the order of the requests: the PTY's first (a refused PTY is not fatal,
+    // as in ssh), then the one for the command, shell or subsystem.
+    let mut pty_reply_pending = request.pty;
+    let mut refusal = None;
     loop {
         let message = tokio::select! {
             message = reader.wait() => message,
@@ -429,6 +496,19 @@ pub async fn run(
                     core_dumped,
                 }
             }
+            ChannelMsg::Success | ChannelMsg::Failure if pty_reply_pending => {
+                pty_reply_pending = false;
+            }
+            ChannelMsg::Failure => {
+                // ssh ends here too ("Request for subsystem 'x' failed"); the server would
+                // otherwise leave the channel open with nothing running.
+                refusal = Some(ExecError::Refused {
+                    host: host.clone(),
+                    what,
+                    reason: "the server said no".to_owned(),
+                });
+                break;
+            }
             ChannelMsg::Close => break,
             _ => {}
         }
@@ -437,7 +517,7 @@ pub async fn run(
         task.abort();
     }
     sink.finish();
-    Ok(exit)
+    refusal.map_or(Ok(exit), Err)
 }
 
 #[cfg(test)]

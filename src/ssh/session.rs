@@ -13,38 +13,54 @@ use std::sync::{Arc, Mutex};
 
 use russh::client::{self, Handle};
 use russh::keys::PublicKeyOrCertificate;
-use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKey};
-use russh::{cipher, compression, kex};
+use russh::keys::{Certificate, HashAlg, PrivateKeyWithHashAlg, PublicKey};
+use russh::{cipher, compression, kex, mac};
 
-use crate::config::known_hosts::{self, HostKeyStatus, KnownHosts, KnownHostsError};
+use crate::config::known_hosts::{
+    self, CertificateClaims, CertificateStatus, HostKeyStatus, HostNameForm, KnownHosts,
+    KnownHostsError,
+};
 use crate::config::ssh_config::StrictHostKeyChecking;
 use crate::key::source::{KeyLoadError, KeySource, LoadedKey};
-use crate::plan::HostPlan;
+use crate::plan::{HostPlan, Route, RouteProblem};
+use crate::ssh::proxy::{self, ProxyError};
 
-/// The fixed part of the client configuration, chosen for throughput and short logins.
-/// Measured choices (see README "Performance"): TCP_NODELAY saves two delayed-ACK waits per
-/// login; AES-GCM runs on AES-NI and beats chacha20-poly1305 on bulk copies; a 16 MiB window
-/// keeps a loopback or LAN link full; ML-KEM hybrid stays first so that a server that offers
-/// it gets a post-quantum exchange, and curve25519 is the cheap choice for older sshd.
+/// russh's client configuration for `plan`. The algorithm lists are the plan's (ssh_config's,
+/// or smssh's defaults, whose order was chosen by measurement: see README "Performance");
+/// the rest is fixed: TCP_NODELAY saves two delayed-ACK waits per login, and a 16 MiB window
+/// keeps a loopback or LAN link full.
 pub fn client_config(plan: &HostPlan, preferred_host_keys: &[String]) -> client::Config {
+    let algorithms = &plan.algorithms;
     let mut preferred = russh::Preferred::DEFAULT.clone();
-    preferred.kex = std::borrow::Cow::Owned(vec![
-        kex::MLKEM768X25519_SHA256,
-        kex::CURVE25519,
-        kex::CURVE25519_PRE_RFC_8731,
-        kex::DH_GEX_SHA256,
-        kex::DH_G16_SHA512,
-        kex::DH_G14_SHA256,
+    // Every name in a plan is one smssh supports (ssh_config refuses a list that leaves
+    // none, and `supported_names_map_onto_russh` pins that each maps), so these filters
+    // drop nothing; they keep a name russh does not know from becoming a panic.
+    let mut kex: Vec<kex::Name> = algorithms
+        .kex
+        .iter()
+        .filter_map(|name| kex::Name::try_from(name.as_str()).ok())
+        .collect();
+    // Not algorithms but capabilities: RFC 8308 extension info and OpenSSH's strict key
+    // exchange (the Terrapin fix), offered whatever the list.
+    kex.extend([
         kex::EXTENSION_SUPPORT_AS_CLIENT,
         kex::EXTENSION_OPENSSH_STRICT_KEX_AS_CLIENT,
     ]);
-    preferred.cipher = std::borrow::Cow::Owned(vec![
-        cipher::AES_128_GCM,
-        cipher::AES_256_GCM,
-        cipher::CHACHA20_POLY1305,
-        cipher::AES_256_CTR,
-        cipher::AES_128_CTR,
-    ]);
+    preferred.kex = std::borrow::Cow::Owned(kex);
+    preferred.cipher = std::borrow::Cow::Owned(
+        algorithms
+            .ciphers
+            .iter()
+            .filter_map(|name| cipher::Name::try_from(name.as_str()).ok())
+            .collect(),
+    );
+    preferred.mac = std::borrow::Cow::Owned(
+        algorithms
+            .macs
+            .iter()
+            .filter_map(|name| mac::Name::try_from(name.as_str()).ok())
+            .collect(),
+    );
     if plan.compression {
         preferred.compression = std::borrow::Cow::Owned(vec![
             compression::ZLIB_LEGACY,
@@ -54,26 +70,53 @@ pub fn client_config(plan: &HostPlan, preferred_host_keys: &[String]) -> client:
     } else {
         preferred.compression = std::borrow::Cow::Owned(vec![compression::NONE]);
     }
+    let (certificates, mut keys) = host_key_algorithms(&algorithms.host_keys);
     // Like OpenSSH, ask first for the host key types known_hosts already has for this host,
     // so that a server with several keys presents the one we can verify.
     if !preferred_host_keys.is_empty() {
-        let mut keys: Vec<russh::keys::Algorithm> = preferred.key.to_vec();
         keys.sort_by_key(|alg| {
             let name = host_key_type_name(alg);
             !preferred_host_keys.contains(&name)
         });
-        preferred.key = std::borrow::Cow::Owned(keys);
+    }
+    preferred.key = std::borrow::Cow::Owned(keys);
+    // A `@cert-authority` line that may vouch for this host puts the certificate algorithms
+    // of HostKeyAlgorithms first, as OpenSSH orders them; without one none is offered, since
+    // no certificate could be trusted and the server would present it instead of a plain key.
+    if preferred_host_keys
+        .iter()
+        .any(|name| name == known_hosts::HOST_CERTIFICATE_ALGORITHMS)
+    {
+        preferred.host_key_certificates = std::borrow::Cow::Owned(certificates);
     }
     client::Config {
         nodelay: true,
         window_size: 16 * 1024 * 1024,
         maximum_packet_size: 65535,
         preferred,
-        keepalive_interval: plan.server_alive_interval,
+        keepalive_interval: plan.keepalive_interval(),
         keepalive_max: plan.server_alive_count_max as usize,
         inactivity_timeout: None,
         ..Default::default()
     }
+}
+
+/// Splits HostKeyAlgorithms into the keys whose certificates may be asked for
+/// (`*-cert-v01@openssh.com`, as russh takes them: the plain algorithm) and the plain
+/// algorithms, each in the list's order.
+fn host_key_algorithms(
+    names: &[String],
+) -> (Vec<russh::keys::Algorithm>, Vec<russh::keys::Algorithm>) {
+    let mut certificates = Vec::new();
+    let mut keys = Vec::new();
+    for name in names {
+        if name.ends_with("-cert-v01@openssh.com") {
+            certificates.extend(russh::keys::Algorithm::new_certificate(name).ok());
+        } else {
+            keys.extend(russh::keys::Algorithm::new(name).ok());
+        }
+    }
+    (certificates, keys)
 }
 
 /// The key type as known_hosts writes it: RSA host keys are `ssh-rsa` whatever the signature
@@ -131,8 +174,29 @@ pub enum ConnectError {
         fingerprint: String,
         why: &'static str,
     },
-    #[error("{host} port {port}: the server presents a host certificate: smssh verifies plain host keys only; add the host's key to known_hosts")]
-    HostCertificate { host: String, port: u16 },
+    #[error("{host} port {port}: host key verification failed: the server's host certificate was not accepted ({reason}) and its key ({algorithm} {fingerprint}) is not in known_hosts{why}: check the @cert-authority line and the certificate (ssh-keygen -L -f), or add the key to ~/.ssh/known_hosts")]
+    HostCertificateUntrusted {
+        host: String,
+        port: u16,
+        reason: String,
+        algorithm: String,
+        fingerprint: String,
+        why: &'static str,
+    },
+    #[error("{host} port {port}: the host certificate's signature does not verify with the CA key in {authority}: someone may be intercepting: refusing to connect")]
+    HostCertificateForged {
+        host: String,
+        port: u16,
+        authority: String,
+    },
+    #[error("{host} port {port}: the RSA host key {fingerprint} has {bits} bits, fewer than RequiredRSASize {required}: refusing to connect; give the host a larger key")]
+    HostKeyTooSmall {
+        host: String,
+        port: u16,
+        fingerprint: String,
+        bits: u32,
+        required: u32,
+    },
     #[error("{host} port {port}: cannot record the new host key in {path}: {reason}")]
     RecordHostKey {
         host: String,
@@ -157,6 +221,19 @@ pub enum ConnectError {
         host: String,
         keyword: &'static str,
         value: String,
+    },
+    #[error("{host}: {problem}")]
+    Route { host: String, problem: RouteProblem },
+    #[error("{host}: {source}")]
+    Proxy { host: String, source: ProxyError },
+    #[error("{host} port {port}: a host-key probe makes no login, and this host is reached through a jump host, which needs one: record its key with a login first (smssh {host} true)")]
+    ProbeThroughJump { host: String, port: u16 },
+    #[error("{user}@{host}: the secret's {algorithm} key cannot be offered: {reason}: allow it for this host, or rotate to another key type")]
+    KeyNotAllowed {
+        user: String,
+        host: String,
+        algorithm: String,
+        reason: String,
     },
     #[error(transparent)]
     Key(#[from] KeyLoadError),
@@ -197,12 +274,91 @@ enum Refusal {
         algorithm: String,
         fingerprint: String,
         why: &'static str,
+        /// Why the server's host certificate did not vouch for it, when it presented one.
+        certificate: Option<String>,
     },
-    Certificate,
+    ForgedCertificate {
+        authority: String,
+    },
+    WeakRsaKey {
+        fingerprint: String,
+        bits: u32,
+        required: u32,
+    },
     Record {
         path: String,
         reason: String,
     },
+}
+
+impl Refusal {
+    fn into_error(self, host: String, port: u16) -> ConnectError {
+        match self {
+            Refusal::Changed { presented, known } => ConnectError::HostKeyChanged {
+                host_pattern: host_pattern(&host, port),
+                host,
+                port,
+                presented,
+                known,
+            },
+            Refusal::Revoked {
+                fingerprint,
+                source_line,
+            } => ConnectError::HostKeyRevoked {
+                host,
+                port,
+                fingerprint,
+                source_line,
+            },
+            Refusal::Unknown {
+                algorithm,
+                fingerprint,
+                why,
+                certificate: None,
+            } => ConnectError::HostKeyUnknown {
+                host,
+                port,
+                algorithm,
+                fingerprint,
+                why,
+            },
+            Refusal::Unknown {
+                algorithm,
+                fingerprint,
+                why,
+                certificate: Some(reason),
+            } => ConnectError::HostCertificateUntrusted {
+                host,
+                port,
+                reason,
+                algorithm,
+                fingerprint,
+                why,
+            },
+            Refusal::ForgedCertificate { authority } => ConnectError::HostCertificateForged {
+                host,
+                port,
+                authority,
+            },
+            Refusal::WeakRsaKey {
+                fingerprint,
+                bits,
+                required,
+            } => ConnectError::HostKeyTooSmall {
+                host,
+                port,
+                fingerprint,
+                bits,
+                required,
+            },
+            Refusal::Record { path, reason } => ConnectError::RecordHostKey {
+                host,
+                port,
+                path,
+                reason,
+            },
+        }
+    }
 }
 
 /// Host-key verification for one connection.
@@ -213,11 +369,42 @@ pub struct Verifier {
     policy: StrictHostKeyChecking,
     batch_mode: bool,
     record_to: Option<PathBuf>,
+    record_form: HostNameForm,
+    /// `CASignatureAlgorithms`: the signatures a host certificate's CA may use.
+    ca_signature_algorithms: Vec<String>,
+    /// `RequiredRSASize`: smaller RSA host keys are refused before any lookup, as OpenSSH does.
+    required_rsa_size: u32,
+    /// Whether the server's forwarded-tcpip channels go to the forwarding loop (the
+    /// destination's session) or are refused (a jump host's).
+    delivers_forwarded: bool,
     learn: Option<Arc<Mutex<Vec<String>>>>,
     refusal: Arc<Mutex<Option<Refusal>>>,
 }
 
 impl Verifier {
+    /// The verifier for a connection to `plan`'s host, leaving its reason to refuse in
+    /// `refusal`.
+    fn new(plan: &HostPlan, db: &HostKeyDb, refusal: Arc<Mutex<Option<Refusal>>>) -> Verifier {
+        Verifier {
+            host: plan.hostname.clone(),
+            port: plan.port,
+            known_hosts: Arc::clone(&db.known_hosts),
+            policy: plan.strict_host_key_checking,
+            batch_mode: plan.batch_mode,
+            record_to: plan.user_known_hosts.first().cloned(),
+            record_form: if plan.hash_known_hosts {
+                HostNameForm::Hashed
+            } else {
+                HostNameForm::Plain
+            },
+            ca_signature_algorithms: plan.algorithms.ca_signature.clone(),
+            required_rsa_size: plan.algorithms.required_rsa_size,
+            delivers_forwarded: false,
+            learn: db.learn.clone(),
+            refusal,
+        }
+    }
+
     fn refuse(&self, refusal: Refusal) -> Result<bool, russh::Error> {
         if let Ok(mut slot) = self.refusal.lock() {
             *slot = Some(refusal);
@@ -225,7 +412,106 @@ impl Verifier {
         Ok(false)
     }
 
-    async fn decide_unknown(&self, algorithm: &str, blob: &[u8]) -> Result<bool, russh::Error> {
+    /// The plain host key against known_hosts; `certificate` says why the certificate that
+    /// carried the key, if any, did not vouch for it.
+    async fn check_plain_key(
+        &self,
+        algorithm: &str,
+        blob: &[u8],
+        certificate: Option<String>,
+    ) -> Result<bool, russh::Error> {
+        match self
+            .known_hosts
+            .check(&self.host, self.port, algorithm, blob)
+        {
+            HostKeyStatus::Valid => Ok(true),
+            HostKeyStatus::Revoked {
+                fingerprint,
+                source,
+            } => self.refuse(Refusal::Revoked {
+                fingerprint,
+                source_line: source,
+            }),
+            HostKeyStatus::Mismatch(mismatch) => self.refuse(Refusal::Changed {
+                presented: format!("{algorithm} {}", mismatch.presented_fingerprint),
+                known: mismatch
+                    .known
+                    .iter()
+                    .map(|k| format!("{} ({})", k.fingerprint, k.location))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
+            HostKeyStatus::Unknown => self.decide_unknown(algorithm, blob, certificate).await,
+        }
+    }
+
+    /// A host certificate, by OpenSSH's rules (see [`KnownHosts::check_certificate`]): trusted
+    /// when a `@cert-authority` line vouches for it and the CA's signature verifies; refused
+    /// when its key or CA is revoked or the signature is false; otherwise its key is checked
+    /// as a plain host key, as OpenSSH does.
+    async fn check_certificate(&self, cert: &Certificate) -> Result<bool, russh::Error> {
+        let wire = |data: &russh::keys::ssh_key::public::KeyData| {
+            PublicKey::new(data.clone(), "")
+                .to_bytes()
+                .map_err(|e| russh::Error::from(russh::keys::Error::from(e)))
+        };
+        let key_blob = wire(cert.public_key())?;
+        let ca_blob = wire(cert.signature_key())?;
+        let key_type = host_key_type_name(&cert.public_key().algorithm());
+        let ca_key_type = host_key_type_name(&cert.signature_key().algorithm());
+        let signature_algorithm = cert.signature().algorithm();
+        let claims = CertificateClaims {
+            key_type: &key_type,
+            key_blob: &key_blob,
+            cert_type: cert.cert_type() as u32,
+            principals: cert.valid_principals(),
+            valid_after: cert.valid_after(),
+            valid_before: cert.valid_before(),
+            critical_options: cert.critical_options().keys().map(String::as_str).collect(),
+            ca_key_type: &ca_key_type,
+            ca_blob: &ca_blob,
+            signature_algorithm: signature_algorithm.as_str(),
+        };
+        // A clock before 1970 reads as 1970, where every real certificate is not yet valid.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_secs());
+        match self.known_hosts.check_certificate(
+            &self.host,
+            self.port,
+            &claims,
+            now,
+            &self.ca_signature_algorithms,
+        ) {
+            CertificateStatus::Trusted { authority } => {
+                // The CA is the one known_hosts trusts (compared blob for blob), so its own
+                // fingerprint is the only one to accept; validate_at checks the signature.
+                let ca = cert.signature_key().fingerprint(HashAlg::Sha256);
+                match cert.validate_at(now, [&ca]) {
+                    Ok(()) => Ok(true),
+                    Err(_) => self.refuse(Refusal::ForgedCertificate { authority }),
+                }
+            }
+            CertificateStatus::Revoked {
+                fingerprint,
+                source,
+            } => self.refuse(Refusal::Revoked {
+                fingerprint,
+                source_line: source,
+            }),
+            CertificateStatus::Untrusted(problem) => {
+                self.check_plain_key(&key_type, &key_blob, Some(problem.to_string()))
+                    .await
+            }
+        }
+    }
+
+    async fn decide_unknown(
+        &self,
+        algorithm: &str,
+        blob: &[u8],
+        certificate: Option<String>,
+    ) -> Result<bool, russh::Error> {
         let fingerprint = known_hosts::fingerprint_sha256(blob);
         if let Some(learned) = &self.learn {
             // The operator allowed learning on first contact (rotate --learn-host-keys): the
@@ -243,26 +529,24 @@ impl Verifier {
                 }),
             };
         }
+        let unknown = |why| Refusal::Unknown {
+            algorithm: algorithm.to_owned(),
+            fingerprint: fingerprint.clone(),
+            why,
+            certificate: certificate.clone(),
+        };
         let record = match self.policy {
             StrictHostKeyChecking::AcceptNew | StrictHostKeyChecking::No => true,
             StrictHostKeyChecking::Yes => {
-                return self.refuse(Refusal::Unknown {
-                    algorithm: algorithm.to_owned(),
-                    fingerprint,
-                    why: " and StrictHostKeyChecking=yes",
-                })
+                return self.refuse(unknown(" and StrictHostKeyChecking=yes"))
             }
             StrictHostKeyChecking::Ask => {
                 if self.batch_mode || !crate::term::tty::stdin_and_stderr_are_terminals() {
-                    return self.refuse(Refusal::Unknown {
-                        algorithm: algorithm.to_owned(),
-                        fingerprint,
-                        why: if self.batch_mode {
-                            " and BatchMode is on"
-                        } else {
-                            " and no terminal to ask on"
-                        },
-                    });
+                    return self.refuse(unknown(if self.batch_mode {
+                        " and BatchMode is on"
+                    } else {
+                        " and no terminal to ask on"
+                    }));
                 }
                 let question = format!(
                     "The authenticity of host '{}' can't be established.\n{algorithm} key fingerprint is {fingerprint}.\nAre you sure you want to continue connecting (yes/no)? ",
@@ -273,20 +557,21 @@ impl Verifier {
                         .await
                         .unwrap_or(false);
                 if !accepted {
-                    return self.refuse(Refusal::Unknown {
-                        algorithm: algorithm.to_owned(),
-                        fingerprint,
-                        why: " and the answer was not yes",
-                    });
+                    return self.refuse(unknown(" and the answer was not yes"));
                 }
                 true
             }
         };
         if record {
             if let Some(path) = &self.record_to {
-                if let Err(err) =
-                    known_hosts::append_entry(path, &self.host, self.port, algorithm, blob)
-                {
+                if let Err(err) = known_hosts::append_entry(
+                    path,
+                    &self.host,
+                    self.port,
+                    algorithm,
+                    blob,
+                    self.record_form,
+                ) {
                     return self.refuse(Refusal::Record {
                         path: path.display().to_string(),
                         reason: err.to_string(),
@@ -307,35 +592,41 @@ impl client::Handler for Verifier {
     ) -> Result<bool, Self::Error> {
         let key: &PublicKey = match server_key {
             PublicKeyOrCertificate::PublicKey { key, .. } => key,
-            PublicKeyOrCertificate::Certificate(_) => return self.refuse(Refusal::Certificate),
+            PublicKeyOrCertificate::Certificate(cert) => return self.check_certificate(cert).await,
         };
+        if let Some(rsa) = key.key_data().rsa() {
+            if rsa.key_size() < self.required_rsa_size {
+                return self.refuse(Refusal::WeakRsaKey {
+                    fingerprint: key.fingerprint(Default::default()).to_string(),
+                    bits: rsa.key_size(),
+                    required: self.required_rsa_size,
+                });
+            }
+        }
         let algorithm = host_key_type_name(&key.algorithm());
         let blob = key
             .to_bytes()
             .map_err(|e| russh::Error::from(russh::keys::Error::from(e)))?;
-        match self
-            .known_hosts
-            .check(&self.host, self.port, &algorithm, &blob)
-        {
-            HostKeyStatus::Valid => Ok(true),
-            HostKeyStatus::Revoked {
-                fingerprint,
-                source,
-            } => self.refuse(Refusal::Revoked {
-                fingerprint,
-                source_line: source,
-            }),
-            HostKeyStatus::Mismatch(mismatch) => self.refuse(Refusal::Changed {
-                presented: format!("{algorithm} {}", mismatch.presented_fingerprint),
-                known: mismatch
-                    .known
-                    .iter()
-                    .map(|k| format!("{} ({})", k.fingerprint, k.location))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            }),
-            HostKeyStatus::Unknown => self.decide_unknown(&algorithm, &blob).await,
+        self.check_plain_key(&algorithm, &blob, None).await
+    }
+
+    /// A connection to a port the server listens on for `-R`: handed to the forwarding
+    /// loop, which checks that the port is one smssh asked for.
+    async fn server_channel_open_forwarded_tcpip(
+        &mut self,
+        channel: russh::Channel<client::Msg>,
+        _connected_address: &str,
+        connected_port: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        // Dropping the channel and its reply refuses the open.
+        if self.delivers_forwarded {
+            crate::ssh::forward::deliver(channel, reply, connected_port);
         }
+        Ok(())
     }
 }
 
@@ -396,6 +687,8 @@ pub struct Connection {
     pub handle: Handle<Verifier>,
     pub label: String,
     pub key_used: Arc<LoadedKey>,
+    /// The plan's `SetEnv`/`SendEnv` variables, asked for on every session channel.
+    pub env: Vec<(String, String)>,
 }
 
 /// Connects and authenticates, within the plan's ConnectTimeout for the whole login.
@@ -404,7 +697,16 @@ pub async fn connect(
     keys: &KeySource,
     db: &HostKeyDb,
 ) -> Result<Connection, ConnectError> {
-    within_connect_timeout(plan, connect_inner(plan, keys, db)).await
+    within_connect_timeout(plan, connect_inner(plan, keys, db, Role::Destination)).await
+}
+
+/// Whose session a connection is. Only the destination's may hand the server's
+/// forwarded-tcpip channels (`-R`) to the forwarding loop: a jump host is another server,
+/// which must not reach the local targets of forwards the destination was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Destination,
+    JumpHost,
 }
 
 /// Runs `work` within the plan's ConnectTimeout, which bounds the whole login.
@@ -428,11 +730,12 @@ async fn connect_inner(
     plan: &HostPlan,
     keys: &KeySource,
     db: &HostKeyDb,
+    role: Role,
 ) -> Result<Connection, ConnectError> {
     // The key fetch runs concurrently with TCP and the key exchange: both take a few ms and
     // neither needs the other until authentication.
     let key_fetch = keys.initial();
-    let login = open_transport(plan, db);
+    let login = open_transport(plan, Some(keys), db, role);
     let (key, handle) = tokio::join!(key_fetch, login);
     let key = key?;
     let mut handle = handle?;
@@ -471,6 +774,7 @@ fn connection(handle: Handle<Verifier>, plan: &HostPlan, key: Arc<LoadedKey>) ->
         handle,
         label: plan.label.clone(),
         key_used: key,
+        env: plan.env.clone(),
     }
 }
 
@@ -481,7 +785,30 @@ fn describe_key(key: &LoadedKey) -> String {
     }
 }
 
-async fn open_transport(plan: &HostPlan, db: &HostKeyDb) -> Result<Handle<Verifier>, ConnectError> {
+/// Connects to a jump host as to any destination. Boxed, because a jump host's own route may
+/// go through another jump host.
+fn connect_boxed<'a>(
+    plan: &'a HostPlan,
+    keys: &'a KeySource,
+    db: &'a HostKeyDb,
+) -> std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Connection, ConnectError>> + Send + 'a>,
+> {
+    Box::pin(within_connect_timeout(
+        plan,
+        connect_inner(plan, keys, db, Role::JumpHost),
+    ))
+}
+
+/// Opens the transport the plan's route names and runs the key exchange over it, checking
+/// the host key. `keys` is None for a host-key probe, which logs in nowhere, so cannot cross
+/// a jump host.
+async fn open_transport(
+    plan: &HostPlan,
+    keys: Option<&KeySource>,
+    db: &HostKeyDb,
+    role: Role,
+) -> Result<Handle<Verifier>, ConnectError> {
     if let Some(setting) = &plan.unimplemented {
         return Err(ConnectError::Unimplemented {
             host: plan.label.clone(),
@@ -489,6 +816,43 @@ async fn open_transport(plan: &HostPlan, db: &HostKeyDb) -> Result<Handle<Verifi
             value: setting.value.clone(),
         });
     }
+    let proxy_error = |source| ConnectError::Proxy {
+        host: plan.label.clone(),
+        source,
+    };
+    match &plan.route {
+        Route::Direct => handshake(plan, db, role, tcp(plan).await?).await,
+        Route::Command(command) => {
+            handshake(
+                plan,
+                db,
+                role,
+                proxy::spawn_command(command).map_err(proxy_error)?,
+            )
+            .await
+        }
+        Route::Jump(hop) => {
+            let Some(keys) = keys else {
+                return Err(ConnectError::ProbeThroughJump {
+                    host: plan.hostname.clone(),
+                    port: plan.port,
+                });
+            };
+            let via = connect_boxed(hop, keys, db).await?;
+            let stream = proxy::through_jump(via.handle, &hop.label, &plan.hostname, plan.port)
+                .await
+                .map_err(proxy_error)?;
+            handshake(plan, db, role, stream).await
+        }
+        Route::Invalid(problem) => Err(ConnectError::Route {
+            host: plan.label.clone(),
+            problem: problem.clone(),
+        }),
+    }
+}
+
+/// TCP to the plan's host and port, trying each address in turn.
+async fn tcp(plan: &HostPlan) -> Result<tokio::net::TcpStream, ConnectError> {
     let host = plan.hostname.clone();
     let port = plan.port;
     let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
@@ -525,58 +889,32 @@ async fn open_transport(plan: &HostPlan, db: &HostKeyDb) -> Result<Handle<Verifi
     };
     // Nagle would hold back each small handshake packet for a delayed ACK (~40 ms each).
     let _ = socket.set_nodelay(true);
+    Ok(socket)
+}
+
+/// The key exchange over `stream`, with the host key checked by a [`Verifier`].
+async fn handshake<R>(
+    plan: &HostPlan,
+    db: &HostKeyDb,
+    role: Role,
+    stream: R,
+) -> Result<Handle<Verifier>, ConnectError>
+where
+    R: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let host = plan.hostname.clone();
+    let port = plan.port;
     let preferred = db.known_hosts.known_algorithms(&host, port);
     let config = Arc::new(client_config(plan, &preferred));
     let refusal = Arc::new(Mutex::new(None));
-    let verifier = Verifier {
-        host: host.clone(),
-        port,
-        known_hosts: Arc::clone(&db.known_hosts),
-        policy: plan.strict_host_key_checking,
-        batch_mode: plan.batch_mode,
-        record_to: plan.user_known_hosts.first().cloned(),
-        learn: db.learn.clone(),
-        refusal: Arc::clone(&refusal),
-    };
-    match client::connect_stream(config, socket, verifier).await {
+    let mut verifier = Verifier::new(plan, db, Arc::clone(&refusal));
+    verifier.delivers_forwarded = role == Role::Destination;
+    match client::connect_stream(config, stream, verifier).await {
         Ok(handle) => Ok(handle),
         Err(err) => {
             let refusal = refusal.lock().ok().and_then(|mut r| r.take());
             Err(match refusal {
-                Some(Refusal::Changed { presented, known }) => ConnectError::HostKeyChanged {
-                    host_pattern: host_pattern(&host, port),
-                    host,
-                    port,
-                    presented,
-                    known,
-                },
-                Some(Refusal::Revoked {
-                    fingerprint,
-                    source_line,
-                }) => ConnectError::HostKeyRevoked {
-                    host,
-                    port,
-                    fingerprint,
-                    source_line,
-                },
-                Some(Refusal::Unknown {
-                    algorithm,
-                    fingerprint,
-                    why,
-                }) => ConnectError::HostKeyUnknown {
-                    host,
-                    port,
-                    algorithm,
-                    fingerprint,
-                    why,
-                },
-                Some(Refusal::Certificate) => ConnectError::HostCertificate { host, port },
-                Some(Refusal::Record { path, reason }) => ConnectError::RecordHostKey {
-                    host,
-                    port,
-                    path,
-                    reason,
-                },
+                Some(refusal) => refusal.into_error(host, port),
                 None => ConnectError::Handshake {
                     host,
                     port,
@@ -591,7 +929,7 @@ async fn open_transport(plan: &HostPlan, db: &HostKeyDb) -> Result<Handle<Verifi
 /// uses it to learn host keys before any key is pushed.
 pub async fn probe_host_key(plan: &HostPlan, db: &HostKeyDb) -> Result<(), ConnectError> {
     let probe = async {
-        let handle = open_transport(plan, db).await?;
+        let handle = open_transport(plan, None, db, Role::Destination).await?;
         let _ = handle
             .disconnect(russh::Disconnect::ByApplication, "", "en")
             .await;
@@ -611,14 +949,67 @@ async fn authenticate(
         port: plan.port,
         reason: err.to_string(),
     };
-    let hash = if key.key.is_rsa() {
-        // Outer None: the server sent no server-sig-algs; every sshd of the last decade
-        // accepts rsa-sha2-256, and SHA-1 (None) is refused by modern ones.
-        match handle.best_supported_rsa_hash().await.map_err(handshake)? {
-            Some(hash) => hash,
-            None => Some(HashAlg::Sha256),
+    let not_allowed = |algorithm: &str, reason: String| ConnectError::KeyNotAllowed {
+        user: plan.user.clone(),
+        host: plan.label.clone(),
+        algorithm: algorithm.to_owned(),
+        reason,
+    };
+    let allowed = &plan.algorithms.pubkey;
+    let public = key.key.private().public_key().clone();
+    let hash = if let Some(rsa) = public.key_data().rsa() {
+        let bits = rsa.key_size();
+        let required = plan.algorithms.required_rsa_size;
+        if bits < required {
+            return Err(not_allowed(
+                "ssh-rsa",
+                format!("it has {bits} bits and RequiredRSASize is {required}"),
+            ));
+        }
+        // OpenSSH's order: the strongest hash the server and PubkeyAcceptedAlgorithms both
+        // allow; a server that sent no server-sig-algs is assumed to take rsa-sha2-256 or
+        // better, as every sshd of the last decade does.
+        let ranked = [
+            ("rsa-sha2-512", Some(HashAlg::Sha512)),
+            ("rsa-sha2-256", Some(HashAlg::Sha256)),
+            ("ssh-rsa", None),
+        ];
+        let server_best = handle.best_supported_rsa_hash().await.map_err(handshake)?;
+        let from = match server_best {
+            Some(best) => ranked.iter().position(|(_, h)| *h == best).unwrap_or(0),
+            None => 0,
+        };
+        match ranked[from..]
+            .iter()
+            .find(|(name, _)| allowed.iter().any(|a| a == name))
+        {
+            Some((_, hash)) => *hash,
+            None => {
+                return Err(not_allowed(
+                    "ssh-rsa",
+                    format!(
+                        "PubkeyAcceptedAlgorithms {} allows none of the RSA signatures the server takes ({})",
+                        allowed.join(","),
+                        ranked[from..]
+                            .iter()
+                            .map(|(name, _)| *name)
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    ),
+                ))
+            }
         }
     } else {
+        let name = public.algorithm().as_str().to_owned();
+        if !allowed.contains(&name) {
+            return Err(not_allowed(
+                &name,
+                format!(
+                    "PubkeyAcceptedAlgorithms {} does not list it",
+                    allowed.join(",")
+                ),
+            ));
+        }
         None
     };
     let result = handle
@@ -648,6 +1039,71 @@ mod tests {
 
     use super::*;
     use crate::plan::{test_key, test_keys, test_plan};
+
+    #[test]
+    fn supported_names_map_onto_russh() {
+        use crate::config::ssh_config::AlgorithmKind;
+        let maps = |kind: AlgorithmKind, name: &str| match kind {
+            AlgorithmKind::Ciphers => cipher::Name::try_from(name).is_ok(),
+            AlgorithmKind::KexAlgorithms => kex::Name::try_from(name).is_ok(),
+            AlgorithmKind::Macs => mac::Name::try_from(name).is_ok(),
+            _ => {
+                let (certificates, keys) = host_key_algorithms(&[name.to_owned()]);
+                certificates.len() + keys.len() == 1
+            }
+        };
+        for kind in [
+            AlgorithmKind::Ciphers,
+            AlgorithmKind::KexAlgorithms,
+            AlgorithmKind::Macs,
+            AlgorithmKind::HostKeyAlgorithms,
+            AlgorithmKind::PubkeyAcceptedAlgorithms,
+        ] {
+            for name in kind.supported() {
+                assert!(
+                    maps(kind, name),
+                    "{kind:?}: {name} has no russh counterpart"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn client_config_offers_the_plans_lists_and_never_sha1_rsa_by_default() {
+        let plan = test_plan("h", 22);
+        let config = client_config(&plan, &[]);
+        let names = |list: Vec<&str>| list.join(",");
+        assert_eq!(
+            names(config.preferred.cipher.iter().map(|c| c.as_ref()).collect()),
+            plan.algorithms.ciphers.join(",")
+        );
+        let kex: Vec<&str> = config.preferred.kex.iter().map(|k| k.as_ref()).collect();
+        assert_eq!(
+            names(kex[..kex.len() - 2].to_vec()),
+            plan.algorithms.kex.join(",")
+        );
+        assert_eq!(
+            kex[kex.len() - 2..],
+            ["ext-info-c", "kex-strict-c-v00@openssh.com"]
+        );
+        assert!(!config
+            .preferred
+            .key
+            .contains(&russh::keys::Algorithm::Rsa { hash: None }));
+        assert!(config.preferred.host_key_certificates.is_empty());
+        let mut plan = test_plan("h", 22);
+        plan.algorithms.ciphers = vec!["aes256-ctr".to_owned()];
+        plan.algorithms.host_keys = vec!["ssh-rsa".to_owned(), "ssh-ed25519".to_owned()];
+        let config = client_config(&plan, &[]);
+        assert_eq!(config.preferred.cipher.as_ref(), [cipher::AES_256_CTR]);
+        assert_eq!(
+            config.preferred.key.as_ref(),
+            [
+                russh::keys::Algorithm::Rsa { hash: None },
+                russh::keys::Algorithm::Ed25519
+            ]
+        );
+    }
 
     #[test]
     fn only_network_failures_are_retried_and_only_key_failures_omit_the_host() {
@@ -759,6 +1215,69 @@ mod tests {
             HostKeyStatus::Mismatch(_)
         ));
         assert!(db.learned().is_empty());
+    }
+
+    /// A host certificate for `host_key`, signed by `ca`, valid for the host `h` for ever.
+    fn host_certificate(host_key: &PublicKey, ca: &russh::keys::PrivateKey) -> Certificate {
+        use russh::keys::ssh_key::certificate::{Builder, CertType};
+        let mut builder =
+            Builder::new([7u8; 32].to_vec(), host_key.key_data().clone(), 0, u64::MAX)
+                .expect("certificate builder");
+        builder.cert_type(CertType::Host).expect("type");
+        builder.key_id("smssh-test").expect("key id");
+        builder.valid_principal("h").expect("principal");
+        builder.sign(ca).expect("signed")
+    }
+
+    #[tokio::test]
+    async fn a_certificate_is_trusted_only_when_the_cas_signature_verifies() {
+        let ca = test_key("ca");
+        let host = test_key("host");
+        let certificate = host_certificate(host.key.private().public_key(), &ca.key.private());
+        let ca_line = format!(
+            "@cert-authority h {}\n",
+            ca.key.private().public_key().to_openssh().expect("CA line")
+        );
+        let mut known = KnownHosts::default();
+        known.extend_from_text(&ca_line, "kh");
+        let db = HostKeyDb {
+            known_hosts: Arc::new(known),
+            learn: None,
+        };
+        let mut plan = test_plan("h", 22);
+        plan.strict_host_key_checking = StrictHostKeyChecking::Yes;
+        let refusal = Arc::new(Mutex::new(None));
+        let verifier = Verifier::new(&plan, &db, Arc::clone(&refusal));
+        assert!(verifier
+            .check_certificate(&certificate)
+            .await
+            .expect("checked"));
+        // The signature is the certificate's last field: one bit changed there leaves a
+        // certificate that decodes, names the trusted CA, and was never signed by it.
+        let mut bytes = certificate.to_bytes().expect("encoded");
+        if let Some(last) = bytes.last_mut() {
+            *last ^= 1;
+        }
+        let forged = Certificate::from_bytes(&bytes).expect("decodes");
+        assert!(!verifier.check_certificate(&forged).await.expect("checked"));
+        let refused = refusal.lock().expect("lock").take();
+        assert!(
+            matches!(&refused, Some(Refusal::ForgedCertificate { authority }) if authority == "kh:1"),
+            "{refused:?}"
+        );
+        // The same certificate for another host name falls back to its plain key, unknown.
+        let mut other = test_plan("other", 22);
+        other.strict_host_key_checking = StrictHostKeyChecking::Yes;
+        let verifier = Verifier::new(&other, &db, Arc::clone(&refusal));
+        assert!(!verifier
+            .check_certificate(&certificate)
+            .await
+            .expect("checked"));
+        let refused = refusal.lock().expect("lock").take();
+        assert!(
+            matches!(&refused, Some(Refusal::Unknown { certificate: Some(reason), .. }) if reason.contains("no @cert-authority line")),
+            "{refused:?}"
+        );
     }
 
     #[tokio::test]

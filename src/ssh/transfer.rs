@@ -2,7 +2,8 @@
 //! creation, and the write-to-temporary-then-rename discipline on both ends.
 //!
 //! Owns: the SFTP session (russh-sftp's raw request API, not its slow high-level file API),
-//! request pipelining, the temporary-name scheme, bandwidth limiting and progress accounting.
+//! request pipelining, the temporary-name scheme, bandwidth limiting, progress accounting,
+//! remote glob expansion (bounded in matches and listings) and session-to-session copies.
 //! Invariants: a target file only ever appears complete (written under a temporary name in the
 //! same directory, then renamed over the target); a failed transfer removes its temporary file;
 //! at most `in_flight` requests are outstanding per file, whatever size the server claims,
@@ -37,6 +38,12 @@ const REQUEST_TIMEOUT_SECS: u64 = 60;
 /// Most entries a directory listing may hold by default: a directory this large, or a server
 /// whose listing never ends, gets a clear error instead of the master's memory.
 pub const MAX_DIR_ENTRIES: usize = 1_000_000;
+/// Most paths one remote glob may match: OpenSSH's glob(3) answers GLOB_NOSPACE ("too many
+/// glob matches") where memory ends; a server's listings must not take ours.
+pub const MAX_GLOB_MATCHES: usize = 100_000;
+/// Most directories one remote glob may list (`*/*/*` over a large tree, or a server whose
+/// directories never end in depth).
+pub const MAX_GLOB_LISTINGS: usize = 10_000;
 /// Most bytes of names a directory listing may hold by default: a million names of 64 bytes.
 /// Names are not bounded by the entry count alone, since one can fill a whole SFTP packet.
 pub const MAX_DIR_NAME_BYTES: usize = 64 * 1024 * 1024;
@@ -109,6 +116,24 @@ impl RemoteStat {
             mode: attrs.permissions.unwrap_or(0o644),
             atime: attrs.atime.unwrap_or(0),
             mtime: attrs.mtime.unwrap_or(0),
+        }
+    }
+}
+
+/// The permission bits a file written on a server gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permissions {
+    /// Asked for at creation, so the server's umask applies (a new file without `-p`).
+    Masked(u32),
+    /// Set as they are after writing: under `-p`, and for a file that replaces one whose
+    /// mode it keeps, as scp's in-place write does.
+    Exact(u32),
+}
+
+impl Permissions {
+    fn bits(self) -> u32 {
+        match self {
+            Permissions::Masked(bits) | Permissions::Exact(bits) => bits & 0o7777,
         }
     }
 }
@@ -311,6 +336,92 @@ impl Sftp {
         result.map(|()| entries)
     }
 
+    /// Expands a remote glob (`*`, `?`, `[...]`, `\` escapes) as OpenSSH's SFTP-mode scp
+    /// does with `glob(3)` over SFTP: component by component, listing only the directories a
+    /// pattern component needs, a leading `.` matched only by a literal `.`, and the matches
+    /// sorted byte-wise. Each match comes with its `stat` (a symbolic link followed, so a
+    /// link to a directory counts as one). `None` when nothing matched (the caller then looks
+    /// for a file named like the pattern itself, as `GLOB_NOCHECK` does). A server's answers
+    /// cannot grow it without bound: at most [`MAX_GLOB_MATCHES`] matches and
+    /// [`MAX_GLOB_LISTINGS`] directory listings, each under the session's [`DirLimit`].
+    pub async fn glob(
+        &self,
+        pattern: &str,
+    ) -> Result<Option<Vec<(String, RemoteStat)>>, TransferError> {
+        let too_many = |what: &str| TransferError::Remote {
+            path: pattern.to_owned(),
+            reason: format!("too many glob matches (more than {what})"),
+        };
+        let (root, rest) = match pattern.strip_prefix('/') {
+            Some(rest) => ("/", rest),
+            None => ("", pattern),
+        };
+        let components: Vec<&str> = rest.split('/').collect();
+        // Partial paths still to expand, each with the index of its next component. An
+        // explicit stack rather than recursion, as for the recursive copies.
+        let mut partial = vec![(root.to_owned(), 0usize)];
+        let mut matches = Vec::new();
+        let mut listings = 0usize;
+        while let Some((mut path, mut index)) = partial.pop() {
+            if crate::term::cancel::requested() {
+                return Err(TransferError::Interrupted {
+                    path: pattern.to_owned(),
+                });
+            }
+            // Components without wildcards are taken as they are, as glob(3) does: only a
+            // wildcard costs a listing.
+            while index < components.len() && !has_glob_meta(components[index]) {
+                path = glob_join(&path, &glob_unescape(components[index]), index == 0);
+                index += 1;
+            }
+            if index == components.len() {
+                if let Some(stat) = self.stat(&path).await? {
+                    matches.push((path, stat));
+                }
+                continue;
+            }
+            listings += 1;
+            if listings > MAX_GLOB_LISTINGS {
+                return Err(too_many(&format!("{MAX_GLOB_LISTINGS} directories listed")));
+            }
+            let dir = if path.is_empty() { "." } else { path.as_str() };
+            let last = index + 1 == components.len();
+            for (name, stat) in self.read_dir(dir).await? {
+                if !glob_match(components[index], &name) {
+                    continue;
+                }
+                let child = glob_join(&path, &name, index == 0);
+                // A link's own attributes say nothing of what it points to: a link to a
+                // directory is one for the rest of the pattern and for the copy, as with
+                // GLOB_MARK.
+                let stat = if is_link(stat.mode) {
+                    match self.stat(&child).await? {
+                        Some(target) => target,
+                        None => stat,
+                    }
+                } else {
+                    stat
+                };
+                if last {
+                    if matches.len() >= MAX_GLOB_MATCHES {
+                        return Err(too_many(&format!("{MAX_GLOB_MATCHES} paths")));
+                    }
+                    matches.push((child, stat));
+                } else if stat.is_dir {
+                    if partial.len() >= MAX_GLOB_MATCHES {
+                        return Err(too_many(&format!("{MAX_GLOB_MATCHES} paths")));
+                    }
+                    partial.push((child, index + 1));
+                }
+            }
+        }
+        if matches.is_empty() {
+            return Ok(None);
+        }
+        matches.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        Ok(Some(matches))
+    }
+
     /// Creates a directory; an existing directory is fine (as with scp -r into an existing tree).
     pub async fn mkdir(&self, path: &str, mode: u32) -> Result<(), TransferError> {
         let attrs = FileAttributes {
@@ -351,13 +462,13 @@ impl Sftp {
         &self,
         source: &SharedSource,
         remote: &str,
-        mode: u32,
+        mode: Permissions,
         times: Option<(u32, u32)>,
         meter: &Meter,
     ) -> Result<u64, TransferError> {
         let temporary = temporary_name_remote(remote);
         let attrs = FileAttributes {
-            permissions: Some(mode & 0o7777),
+            permissions: Some(mode.bits()),
             ..FileAttributes::empty()
         };
         let handle = self
@@ -378,16 +489,10 @@ impl Sftp {
             (Ok(_), Err(err)) => Err(remote_error(remote, err)),
         };
         let finished = match finished {
-            Ok(bytes) => {
-                let settled = match times {
-                    Some(_) => self.set_times_and_mode(&temporary, Some(mode), times).await,
-                    None => Ok(()),
-                };
-                match settled {
-                    Ok(()) => self.rename_over(&temporary, remote).await.map(|()| bytes),
-                    Err(err) => Err(err),
-                }
-            }
+            Ok(bytes) => self
+                .settle(&temporary, remote, mode, times)
+                .await
+                .map(|()| bytes),
             Err(err) => Err(err),
         };
         if finished.is_err() {
@@ -466,8 +571,12 @@ impl Sftp {
             .map_err(|e| local_error(local, e));
         let result = match file {
             Ok(file) => {
+                let sink = Sink::Local {
+                    file: &file,
+                    path: local,
+                };
                 let copied = self
-                    .read_all(&handle, remote, stat.size, &file, local, meter)
+                    .read_all(&handle, remote, stat.size, &sink, meter)
                     .await;
                 copied.and_then(|bytes| {
                     finish_local(
@@ -502,8 +611,7 @@ impl Sftp {
         handle: &str,
         remote: &str,
         size: u64,
-        file: &std::fs::File,
-        local: &Path,
+        sink: &Sink<'_>,
         meter: &Meter,
     ) -> Result<u64, TransferError> {
         let window = (self.in_flight / self.request_len).max(1) as usize;
@@ -562,8 +670,7 @@ impl Sftp {
                             ),
                         });
                     }
-                    file.write_all_at(&data.data, at)
-                        .map_err(|e| local_error(local, e))?;
+                    sink.write_at(data.data, at).await?;
                     written = written.max(at + got);
                     if got < len {
                         remainders.push((at + got, len - got));
@@ -588,9 +695,92 @@ impl Sftp {
         // Every offset below the end of file has been read. Bytes a server sent past it (its
         // answers disagreeing with each other) are not part of the copy.
         if written > eof {
-            file.set_len(eof).map_err(|e| local_error(local, e))?;
+            sink.truncate(eof).await?;
         }
         Ok(written.min(eof))
+    }
+
+    /// Copies `source` on the session `from` to `target` on this one (scp's `-3`): the bytes
+    /// pass through this process, read with `from`'s window of requests in flight and
+    /// written as they arrive, under a temporary name beside the target that is renamed over
+    /// it at the end, as an upload is. `mode` is the final permission bits; `times` (atime,
+    /// mtime) under `-p`.
+    #[allow(clippy::too_many_arguments)] // Both ends of one file; a struct would only rename it.
+    pub async fn crossload(
+        &self,
+        from: &Sftp,
+        source: &str,
+        stat: &RemoteStat,
+        target: &str,
+        mode: Permissions,
+        times: Option<(u32, u32)>,
+        meter: &Meter,
+    ) -> Result<u64, TransferError> {
+        let read_handle = from
+            .raw
+            .open(source, OpenFlags::READ, FileAttributes::empty())
+            .await
+            .map_err(|e| remote_error(source, e))?
+            .handle;
+        let temporary = temporary_name_remote(target);
+        let attrs = FileAttributes {
+            permissions: Some(mode.bits()),
+            ..FileAttributes::empty()
+        };
+        let opened = self
+            .raw
+            .open(
+                temporary.as_str(),
+                OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::EXCLUDE,
+                attrs,
+            )
+            .await
+            .map_err(|e| remote_error(target, e));
+        let write_handle = match opened {
+            Ok(opened) => opened.handle,
+            Err(err) => {
+                let _ = from.raw.close(read_handle).await;
+                return Err(err);
+            }
+        };
+        let sink = Sink::Remote {
+            sftp: self,
+            handle: &write_handle,
+            path: target,
+        };
+        let copied = from
+            .read_all(&read_handle, source, stat.size, &sink, meter)
+            .await;
+        let _ = from.raw.close(read_handle).await;
+        let closed = self.raw.close(write_handle).await;
+        let finished = match (copied, closed) {
+            (Ok(bytes), Ok(_)) => self
+                .settle(&temporary, target, mode, times)
+                .await
+                .map(|()| bytes),
+            (Err(err), _) => Err(err),
+            (Ok(_), Err(err)) => Err(remote_error(target, err)),
+        };
+        if finished.is_err() {
+            let _ = self.raw.remove(temporary.as_str()).await;
+        }
+        finished
+    }
+
+    /// Gives a written temporary file its final mode and times, then renames it over
+    /// `target`.
+    async fn settle(
+        &self,
+        temporary: &str,
+        target: &str,
+        mode: Permissions,
+        times: Option<(u32, u32)>,
+    ) -> Result<(), TransferError> {
+        if matches!(mode, Permissions::Exact(_)) || times.is_some() {
+            self.set_times_and_mode(temporary, Some(mode.bits()), times)
+                .await?;
+        }
+        self.rename_over(temporary, target).await
     }
 
     /// Renames `from` over `to`, atomically where the server has posix-rename.
@@ -620,6 +810,61 @@ impl Sftp {
             .await
             .map(|_| ())
             .map_err(|e| remote_error(to, e))
+    }
+}
+
+/// Where a download's bytes go: a local file, or for `-3` a file open on another session.
+enum Sink<'a> {
+    Local {
+        file: &'a std::fs::File,
+        path: &'a Path,
+    },
+    Remote {
+        sftp: &'a Sftp,
+        handle: &'a str,
+        path: &'a str,
+    },
+}
+
+impl Sink<'_> {
+    /// Writes `data` at offset `at`. A remote write goes in pieces no larger than the
+    /// receiving server's request size, which may be smaller than the sending one's, and
+    /// each is answered before the next: the reads stay in flight meanwhile, so the slower
+    /// of the two links sets the pace.
+    async fn write_at(&self, data: Vec<u8>, at: u64) -> Result<(), TransferError> {
+        match self {
+            Sink::Local { file, path } => file
+                .write_all_at(&data, at)
+                .map_err(|e| local_error(path, e)),
+            Sink::Remote { sftp, handle, path } => {
+                let mut offset = at;
+                for piece in data.chunks(sftp.request_len as usize) {
+                    sftp.raw
+                        .write(*handle, offset, piece.to_vec())
+                        .await
+                        .map_err(|e| remote_error(path, e))?;
+                    offset += piece.len() as u64;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn truncate(&self, len: u64) -> Result<(), TransferError> {
+        match self {
+            Sink::Local { file, path } => file.set_len(len).map_err(|e| local_error(path, e)),
+            Sink::Remote { sftp, handle, path } => {
+                let attrs = FileAttributes {
+                    size: Some(len),
+                    ..FileAttributes::empty()
+                };
+                sftp.raw
+                    .fsetstat(*handle, attrs)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| remote_error(path, e))
+            }
+        }
     }
 }
 
@@ -728,6 +973,128 @@ pub fn sftp_path(path: &str) -> &str {
     }
 }
 
+/// Whether a path holds a glob wildcard that is not escaped with `\`. A `[` counts only
+/// with a `]` after it, as in glob(3), where an unclosed `[` is an ordinary character.
+pub fn has_glob_meta(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => i += 1,
+            b'*' | b'?' => return true,
+            b'[' if bytes[i + 1..].contains(&b']') => return true,
+            _ => {}
+        }
+        i += 1;
+    }
+    false
+}
+
+/// A glob component without its escapes: `a\*b` names the file `a*b`.
+fn glob_unescape(component: &str) -> String {
+    let mut out = String::with_capacity(component.len());
+    let mut chars = component.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => out.extend(chars.next()),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The path of a glob's next component: the first joins its root (`/` or nothing) as it is,
+/// so that a relative pattern's matches stay relative and `.` stays written.
+fn glob_join(path: &str, name: &str, first: bool) -> String {
+    if first || path.is_empty() || path.ends_with('/') {
+        format!("{path}{name}")
+    } else {
+        format!("{path}/{name}")
+    }
+}
+
+fn is_link(mode: u32) -> bool {
+    mode & 0o170000 == 0o120000
+}
+
+/// Whether `name` matches one glob component: `*`, `?`, `[...]` (with `!` to negate and
+/// `a-z` ranges), `\` escapes, and a leading `.` only matched by a literal `.`, as glob(3)
+/// without GLOB_PERIOD. Matching is on characters, so a multi-byte name counts as one per
+/// character for `?`. Only the last `*` is ever backtracked to, which is enough for glob's
+/// single-component patterns and bounds the work by the pattern's length times the name's.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    if name.starts_with('.') && !pattern.starts_with('.') {
+        return false;
+    }
+    let pattern: Vec<char> = pattern.chars().collect();
+    let name: Vec<char> = name.chars().collect();
+    let (mut p, mut n) = (0usize, 0usize);
+    // Where the last `*` was, and the name position it currently stands for up to.
+    let mut star: Option<(usize, usize)> = None;
+    while n < name.len() {
+        let step = match pattern.get(p) {
+            Some('*') => {
+                star = Some((p, n));
+                p += 1;
+                continue;
+            }
+            Some('?') => Some(p + 1),
+            Some('[') => match class_match(&pattern[p..], name[n]) {
+                Some((true, len)) => Some(p + len),
+                Some((false, _)) => None,
+                // An unclosed `[` is an ordinary character.
+                None => (name[n] == '[').then_some(p + 1),
+            },
+            Some('\\') if p + 1 < pattern.len() => (pattern[p + 1] == name[n]).then_some(p + 2),
+            Some(&c) => (c == name[n]).then_some(p + 1),
+            None => None,
+        };
+        match step {
+            Some(next) => {
+                p = next;
+                n += 1;
+            }
+            None => match star {
+                Some((star_p, star_n)) => {
+                    p = star_p + 1;
+                    n = star_n + 1;
+                    star = Some((star_p, star_n + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    pattern[p..].iter().all(|&c| c == '*')
+}
+
+/// Matches one `[...]` class at the start of `class` against `c`: whether it matched, and
+/// the class's length in the pattern; `None` when the class is not closed.
+fn class_match(class: &[char], c: char) -> Option<(bool, usize)> {
+    let mut i = 1;
+    let negate = class.get(i) == Some(&'!');
+    if negate {
+        i += 1;
+    }
+    let mut matched = false;
+    let mut first = true;
+    loop {
+        let lo = *class.get(i)?;
+        // `]` right after the opening (or its `!`) is a member, not the end.
+        if lo == ']' && !first {
+            return Some((matched != negate, i + 1));
+        }
+        first = false;
+        if class.get(i + 1) == Some(&'-') && class.get(i + 2).is_some_and(|&hi| hi != ']') {
+            let hi = class[i + 2];
+            matched |= lo <= c && c <= hi;
+            i += 3;
+        } else {
+            matched |= lo == c;
+            i += 1;
+        }
+    }
+}
+
 /// Joins a remote directory and a name with exactly one `/`.
 pub fn remote_join(dir: &str, name: &str) -> String {
     match dir {
@@ -813,6 +1180,57 @@ mod tests {
         assert!(DirLimit::default()
             .exceeded(MAX_DIR_ENTRIES + 1, 0)
             .is_some_and(|reason| reason.contains("1000000 entries")));
+    }
+
+    #[test]
+    fn glob_components_match_as_glob3_does() {
+        let cases = [
+            ("*.log", "a.log", true),
+            ("*.log", "a.txt", false),
+            ("*.log", ".hidden.log", false),
+            (".*.log", ".hidden.log", true),
+            ("?.log", "a.log", true),
+            ("?.log", "ab.log", false),
+            ("?.log", "é.log", true),
+            ("[ab].log", "b.log", true),
+            ("[ab].log", "c.log", false),
+            ("[!ab].log", "c.log", true),
+            ("[!ab].log", "a.log", false),
+            ("[a-c]x", "bx", true),
+            ("[a-c]x", "dx", false),
+            ("[]]", "]", true),
+            ("[a-]", "-", true),
+            ("[ab", "[ab", true),
+            ("star\\*", "star*", true),
+            ("star\\*", "starX", false),
+            ("*a*b*c", "xxaxxbxxc", true),
+            ("*a*b*c", "xxaxxcxxb", false),
+            ("**", "", true),
+            ("*", "", true),
+            ("a*", "a", true),
+        ];
+        for (pattern, name, expected) in cases {
+            assert_eq!(glob_match(pattern, name), expected, "{pattern:?} {name:?}");
+        }
+        // A pathological pattern against a long name ends quickly: the only backtracking is
+        // to the last star, so the work is at most the pattern's length times the name's.
+        let name = "a".repeat(10_000);
+        assert!(!glob_match(&format!("{}b", "*a".repeat(50)), &name));
+    }
+
+    #[test]
+    fn wildcards_are_found_unless_escaped() {
+        assert!(has_glob_meta("/var/log/*.log"));
+        assert!(has_glob_meta("a?"));
+        assert!(has_glob_meta("[ab]"));
+        assert!(!has_glob_meta("[ab"));
+        assert!(!has_glob_meta("plain/path name:with colon"));
+        assert!(!has_glob_meta("star\\*"));
+        assert_eq!(glob_unescape("star\\*\\\\x"), "star*\\x");
+        assert_eq!(glob_join("/", "var", true), "/var");
+        assert_eq!(glob_join("", "var", true), "var");
+        assert_eq!(glob_join(".", "a", false), "./a");
+        assert_eq!(glob_join("/var", "log", false), "/var/log");
     }
 
     #[test]

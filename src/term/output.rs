@@ -1,5 +1,5 @@
 //! How a fan-out's results are shown once it has run: the summary of failed hosts (both
-//! programs), grouped outputs (`-b`) and JSON lines (`--json`) for commands.
+//! programs), grouped outputs (`--group`) and JSON lines (`--json`) for commands.
 //!
 //! Owns: the formats and their order (groups in order of their first host; JSON objects and
 //! summary lines in input order). Invariant: each failed host is named on exactly one
@@ -12,7 +12,7 @@ use crate::fanout::{HostError, HostOutcome};
 use crate::ssh::exec::{Captured, RemoteExit};
 use crate::term::progress::Progress;
 
-/// One host's command result in a fan-out: how it ended and, for `-b`/`--json`, what it said.
+/// One host's command result in a fan-out: how it ended and, for `--group`/`--json`, what it said.
 #[derive(Debug)]
 pub struct HostRun {
     pub exit: RemoteExit,

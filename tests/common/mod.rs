@@ -1939,3 +1939,278 @@ impl Worker {
         self.start();
     }
 }
+
+impl Worker {
+    /// Signs this worker's host key with the CA private key `ca`
+    /// (`ssh-keygen -s CA -I ID OPTIONS host_key.pub`, where `options` are for example
+    /// `["-h", "-n", "127.0.0.2", "-V", "-5m:+1h"]`), makes sshd present the certificate
+    /// (`HostCertificate`, written before any `Match` block, which may not hold it) and
+    /// restarts sshd. Signing again replaces the certificate. Returns its path.
+    pub fn certify_host_key(&mut self, ca: &Path, options: &[&str]) -> PathBuf {
+        let public = self.host_key_path().with_extension("pub");
+        let certificate = self.dir.path().join("ssh_host_ed25519_key-cert.pub");
+        run_tool(
+            Command::new("ssh-keygen")
+                .args(["-q", "-s"])
+                .arg(ca)
+                .args(["-I", "smssh-test-host"])
+                .args(options)
+                .arg(&public),
+            "ssh-keygen -s (host certificate)",
+        );
+        assert!(
+            certificate.is_file(),
+            "ssh-keygen wrote no certificate at {}",
+            certificate.display()
+        );
+        let config = fs::read_to_string(self.config_path()).expect("cannot read sshd_config");
+        if !config.contains("HostCertificate ") {
+            fs::write(
+                self.config_path(),
+                format!("HostCertificate {}\n{config}", certificate.display()),
+            )
+            .expect("cannot write sshd_config");
+        }
+        self.stop();
+        self.start();
+        certificate
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Hidden network: workers that only a bastion can reach
+// ---------------------------------------------------------------------------
+
+/// A network namespace of its own, loopback only, held open by a sleeping process. An sshd
+/// started in it cannot be reached from the tests' namespace at all, whatever its address:
+/// a connection there is refused by the kernel.
+pub struct Netns {
+    holder: Child,
+}
+
+impl Netns {
+    /// Creates the namespace (`unshare --net`, which needs root) and brings its loopback up.
+    pub fn new() -> Netns {
+        let mut holder = Command::new("unshare")
+            .args(["--net", "sleep", "100000"])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run unshare (package util-linux): {e}"));
+        reaper_send(&holder.id().to_string());
+        let ours = fs::read_link("/proc/self/ns/net").expect("cannot read our network namespace");
+        let theirs = format!("/proc/{}/ns/net", holder.id());
+        let started = Instant::now();
+        // unshare switches namespace after it starts; until then the link still names ours.
+        while fs::read_link(&theirs).ok().as_ref() == Some(&ours) || fs::read_link(&theirs).is_err()
+        {
+            if let Some(status) = holder.try_wait().expect("cannot wait for unshare") {
+                panic!("unshare --net exited with {status}: the tests need root (CAP_SYS_ADMIN)");
+            }
+            assert!(
+                started.elapsed() < SSHD_DEADLINE,
+                "unshare --net did not enter a new namespace within {SSHD_DEADLINE:?}"
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+        let netns = Netns { holder };
+        run_tool(
+            netns.command("ip").args(["link", "set", "lo", "up"]),
+            "ip link set lo up (package iproute2) in the hidden namespace",
+        );
+        netns
+    }
+
+    /// `program` run inside the namespace (`nsenter --net=...`, which execs it, so the PID
+    /// is the program's).
+    pub fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/proc/{}/ns/net", self.holder.id()))
+            .arg(program);
+        cmd
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        kill_server(&mut self.holder);
+    }
+}
+
+impl Worker {
+    /// A worker whose sshd runs inside `netns`, so that only a bastion in the same namespace
+    /// reaches it.
+    pub fn new_hidden(netns: &Netns, addr: &str, port: u16) -> Worker {
+        let mut worker = Worker::prepared(addr, port);
+        ensure_privsep_dir();
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(worker.log_path())
+            .expect("cannot open the sshd log");
+        let mut child = netns
+            .command(SSHD)
+            .args(["-D", "-e", "-f"])
+            .arg(worker.config_path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("cannot share the sshd log"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {SSHD} with nsenter: {e}"));
+        reaper_send(&child.id().to_string());
+        // sshd writes its PID file once it listens; the banner cannot be read from here.
+        let pid_file = worker.dir.path().join("sshd.pid");
+        let started = Instant::now();
+        while !pid_file.is_file() {
+            if let Some(status) = child.try_wait().expect("cannot wait for sshd") {
+                panic!(
+                    "hidden sshd {addr}:{port} exited with {status}; its log:\n{}",
+                    worker.log()
+                );
+            }
+            if started.elapsed() > SSHD_DEADLINE {
+                kill_server(&mut child);
+                panic!("hidden sshd {addr}:{port} did not listen within {SSHD_DEADLINE:?}");
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        worker.child = Some(child);
+        worker
+    }
+
+    /// The worker's directory, config and host key, with no sshd started.
+    fn prepared(addr: &str, port: u16) -> Worker {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("smssh-worker-{addr}-{port}-"))
+            .tempdir()
+            .expect("cannot create a temp dir for a worker");
+        let worker = Worker {
+            addr: addr.to_owned(),
+            port,
+            dir,
+            child: None,
+        };
+        fs::create_dir_all(worker.sftp_home().join(".ssh"))
+            .expect("cannot create the worker's home and its .ssh");
+        fs::write(worker.authorized_keys_path(), "").expect("cannot create authorized_keys");
+        worker.generate_host_key();
+        fs::write(worker.config_path(), worker.config()).expect("cannot write sshd_config");
+        worker
+    }
+}
+
+/// A real OpenSSH sshd that straddles two networks, as a bastion does: it accepts on
+/// `addr:port` in the tests' namespace and serves each connection with `sshd -i` inside a
+/// [`Netns`], so the hosts it forwards to are that namespace's hidden workers.
+pub struct Bastion {
+    pub worker: Worker,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    acceptor: Option<thread::JoinHandle<()>>,
+    sessions: std::sync::Arc<Mutex<Vec<Child>>>,
+}
+
+impl Bastion {
+    pub fn new(netns: &Netns, addr: &str, port: u16) -> Bastion {
+        let worker = Worker::prepared(addr, port);
+        ensure_privsep_dir();
+        let listener = TcpListener::bind((addr, port))
+            .unwrap_or_else(|e| panic!("cannot listen on {addr}:{port} for the bastion: {e}"));
+        listener
+            .set_nonblocking(true)
+            .expect("cannot make the bastion's listener non-blocking");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sessions = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let netns_path = format!("--net=/proc/{}/ns/net", netns.holder.id());
+        let config = worker.config_path();
+        let log = worker.log_path();
+        let acceptor = {
+            let stop = std::sync::Arc::clone(&stop);
+            let sessions = std::sync::Arc::clone(&sessions);
+            thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    let stream = match listener.accept() {
+                        Ok((stream, _)) => stream,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            thread::sleep(Duration::from_millis(5));
+                            continue;
+                        }
+                        Err(e) => panic!("the bastion's accept failed: {e}"),
+                    };
+                    stream
+                        .set_nonblocking(false)
+                        .expect("cannot make a bastion connection blocking");
+                    let input = stream
+                        .try_clone()
+                        .expect("cannot share a bastion connection");
+                    let errors = fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&log)
+                        .expect("cannot open the bastion's log");
+                    let child = Command::new("nsenter")
+                        .arg(&netns_path)
+                        .args([SSHD, "-i", "-e", "-f"])
+                        .arg(&config)
+                        .stdin(Stdio::from(std::os::fd::OwnedFd::from(input)))
+                        .stdout(Stdio::from(std::os::fd::OwnedFd::from(stream)))
+                        .stderr(errors)
+                        .spawn()
+                        .unwrap_or_else(|e| panic!("cannot start sshd -i for the bastion: {e}"));
+                    reaper_send(&child.id().to_string());
+                    sessions
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner())
+                        .push(child);
+                }
+            })
+        };
+        Bastion {
+            worker,
+            stop,
+            acceptor: Some(acceptor),
+            sessions,
+        }
+    }
+
+    /// How many connections the bastion has served.
+    pub fn connections(&self) -> usize {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .len()
+    }
+}
+
+impl Drop for Bastion {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(acceptor) = self.acceptor.take() {
+            let _ = acceptor.join();
+        }
+        let mut sessions = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for child in sessions.iter_mut() {
+            kill_server(child);
+        }
+    }
+}
+
+impl Worker {
+    /// Puts `lines` at the top of this sshd's config, where they beat the harness's own
+    /// settings (sshd keeps the first value) and stay outside any `Match` block, and
+    /// restarts it: e.g. `LogLevel DEBUG` so that a test can read which key exchange and
+    /// cipher a session really used, or `Ciphers ...` to restrict what the server accepts.
+    pub fn set_global_config(&mut self, lines: &str) {
+        let path = self.config_path();
+        let config = fs::read_to_string(&path).expect("cannot read sshd_config");
+        let lines = if lines.ends_with('\n') {
+            lines.to_owned()
+        } else {
+            format!("{lines}\n")
+        };
+        fs::write(&path, format!("{lines}{config}")).expect("cannot write sshd_config");
+        self.stop();
+        self.start();
+    }
+}
