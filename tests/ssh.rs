@@ -918,3 +918,43 @@ fn an_identity_file_is_offered_after_the_secrets_key() {
     assert_stderr_contains(&out, "never asks for a passphrase");
     assert_eq!(stderr(&out).lines().count(), 1, "{}", describe(&out));
 }
+
+/// `-4` and `-6` (AddressFamily) choose which of the resolver's addresses are tried, as in
+/// ssh: a worker on an IPv4 loopback address is reached with -4 and not with -6, by smssh and
+/// by OpenSSH alike, and smscp takes the same letters.
+#[test]
+fn address_family_flags_choose_the_addresses_tried_as_openssh_does() {
+    let cluster = Cluster::new(1);
+    for (flag, works) in [("-4", true), ("-6", false)] {
+        let ours = smssh(
+            &cluster,
+            &["-o", "BatchMode=yes", flag, "127.0.0.2", "true"],
+        );
+        let theirs = run(cluster.openssh("ssh").args([flag, "127.0.0.2", "true"]));
+        assert_eq!(ours.status.success(), works, "{flag}: {}", describe(&ours));
+        assert_eq!(
+            theirs.status.code(),
+            ours.status.code(),
+            "{flag}: {}",
+            describe(&theirs)
+        );
+        if !works {
+            assert_stderr_contains(&ours, "no address of family inet6");
+            assert_eq!(stderr(&ours).lines().count(), 1, "{}", describe(&ours));
+        }
+    }
+    let out = smssh(&cluster, &["-o", "AddressFamily=inet6", "-G", "127.0.0.2"]);
+    assert!(
+        stdout(&out).contains("addressfamily inet6\n"),
+        "{}",
+        describe(&out)
+    );
+    let file = cluster.scratch_file("family.txt", b"v4\n");
+    let out = run(cluster
+        .command("smscp")
+        .args(["-q", "-6", "-o", "BatchMode=yes"])
+        .arg(&file)
+        .arg("127.0.0.2:family.txt"));
+    assert_exit_code(&out, 1);
+    assert!(!cluster.workers[0].sftp_home().join("family.txt").exists());
+}

@@ -122,10 +122,10 @@ pub struct ScpArgs {
     /// reached through the one before it (as -o ProxyJump=).
     #[arg(short = 'J', value_name = "DESTINATION")]
     pub jump: Option<String>,
-    /// IPv4 only (scp -4): accepted, no effect; the resolver's addresses are used in order.
+    /// IPv4 addresses only (AddressFamily=inet).
     #[arg(short = '4')]
     pub ipv4: bool,
-    /// IPv6 only (scp -6): accepted, no effect, as -4.
+    /// IPv6 addresses only (AddressFamily=inet6).
     #[arg(short = '6')]
     pub ipv6: bool,
     /// Agent forwarding (scp -A): refused, the key never enters an agent.
@@ -243,10 +243,10 @@ pub struct SshArgs {
     /// SSH protocol 2: accepted, no effect; it is the only protocol (pdsh passes it).
     #[arg(short = '2', hide = true)]
     pub protocol_2: bool,
-    /// IPv4 only: accepted, no effect; the resolver's addresses are used in order.
+    /// IPv4 addresses only (AddressFamily=inet).
     #[arg(short = '4')]
     pub ipv4: bool,
-    /// IPv6 only: accepted, no effect, as -4.
+    /// IPv6 addresses only (AddressFamily=inet6).
     #[arg(short = '6')]
     pub ipv6: bool,
     /// Agent forwarding: refused, the key never enters an agent.

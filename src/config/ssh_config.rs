@@ -123,6 +123,35 @@ pub enum StrictHostKeyChecking {
     Ask,
 }
 
+/// `AddressFamily` (also `-4` and `-6`): which of the resolver's addresses to try.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AddressFamily {
+    #[default]
+    Any,
+    Inet,
+    Inet6,
+}
+
+impl AddressFamily {
+    /// The keyword's value as `ssh -G` prints it.
+    pub fn name(self) -> &'static str {
+        match self {
+            AddressFamily::Any => "any",
+            AddressFamily::Inet => "inet",
+            AddressFamily::Inet6 => "inet6",
+        }
+    }
+
+    /// Whether `addr` is one this family allows.
+    pub fn allows(self, addr: &std::net::SocketAddr) -> bool {
+        match self {
+            AddressFamily::Any => true,
+            AddressFamily::Inet => addr.is_ipv4(),
+            AddressFamily::Inet6 => addr.is_ipv6(),
+        }
+    }
+}
+
 /// `LogLevel` values, ordered from least to most verbose.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum LogLevel {
@@ -181,6 +210,7 @@ pub struct HostSettings {
     pub required_rsa_size: Option<u32>,
     /// `Tag`, which `Match tagged` tests.
     pub tag: Option<String>,
+    pub address_family: Option<AddressFamily>,
     /// `SendEnv` patterns, accumulated over every line that applies, in order; a `-PATTERN`
     /// entry removes the patterns listed before it that it matches, as in OpenSSH.
     pub send_env: Vec<String>,
@@ -323,6 +353,7 @@ impl HostSettings {
         );
         fill(&mut self.required_rsa_size, &other.required_rsa_size);
         fill(&mut self.tag, &other.tag);
+        fill(&mut self.address_family, &other.address_family);
         self.send_env.extend(other.send_env.iter().cloned());
         fill(&mut self.set_env, &other.set_env);
         if let Some(jump) = &other.proxy_jump {
@@ -394,6 +425,7 @@ impl HostSettings {
             }
             Directive::RequiredRsaSize(v) => set(&mut self.required_rsa_size, v),
             Directive::Tag(v) => set(&mut self.tag, v),
+            Directive::AddressFamily(v) => set(&mut self.address_family, v),
             Directive::SendEnv(patterns) => {
                 for pattern in patterns {
                     match pattern.strip_prefix('-') {
@@ -458,6 +490,7 @@ enum Directive {
     Algorithms(AlgorithmKind, Vec<String>),
     RequiredRsaSize(u32),
     Tag(String),
+    AddressFamily(AddressFamily),
     SendEnv(Vec<String>),
     SetEnv(Vec<(String, String)>),
     ProxyJump(String),
@@ -1251,6 +1284,15 @@ fn parse_directive(
             }
         }
         "tag" => Directive::Tag(single()?.to_string()),
+        "addressfamily" => {
+            let v = single()?;
+            Directive::AddressFamily(match v.to_ascii_lowercase().as_str() {
+                "any" => AddressFamily::Any,
+                "inet" => AddressFamily::Inet,
+                "inet6" => AddressFamily::Inet6,
+                _ => return Err(bad(v, "any, inet or inet6")),
+            })
+        }
         "sendenv" => {
             if args.is_empty() {
                 return Err(ConfigProblem::MissingArgument(keyword.to_string()));
@@ -1304,7 +1346,6 @@ fn parse_directive(
 const IGNORED_KEYWORDS: &[&str] = &[
     "addkeystoagent",
     "afstokenpassing",
-    "addressfamily",
     "bindaddress",
     "bindinterface",
     "canonicaldomains",

@@ -148,6 +148,14 @@ fn implied_options(args: &SshArgs) -> Vec<String> {
     if args.compression {
         implied.push("Compression=yes".to_owned());
     }
+    // -4 and -6 are AddressFamily given first. Given both (a contradiction ssh settles by
+    // taking the last), -4 wins: clap keeps flags, not their order.
+    if args.ipv4 {
+        implied.push("AddressFamily=inet".to_owned());
+    }
+    if args.ipv6 {
+        implied.push("AddressFamily=inet6".to_owned());
+    }
     if let Some(spec) = &args.mac_spec {
         implied.push(format!("MACs={spec}"));
     }
@@ -292,6 +300,7 @@ impl ResolvedConfig {
             format!("port {}", plan.port),
             format!("batchmode {}", yes_no(plan.batch_mode)),
             format!("compression {}", yes_no(plan.compression)),
+            format!("addressfamily {}", plan.address_family.name()),
             format!(
                 "stricthostkeychecking {}",
                 match plan.strict_host_key_checking {

@@ -142,6 +142,13 @@ pub fn resolve(args: &ScpArgs) -> Result<CopyPlan, PlanError> {
     if args.compression {
         implied.push("Compression=yes");
     }
+    // -4 and -6 are AddressFamily given first; given both, -4 wins, as for smssh.
+    if args.ipv4 {
+        implied.push("AddressFamily=inet");
+    }
+    if args.ipv6 {
+        implied.push("AddressFamily=inet6");
+    }
     Ok(CopyPlan {
         common: resolve_common(
             &args.ssh,

@@ -192,6 +192,8 @@ pub struct HostPlan {
     pub log_level: Option<crate::config::ssh_config::LogLevel>,
     /// `HashKnownHosts`: host keys recorded under accept-new get a hashed host name.
     pub hash_known_hosts: bool,
+    /// `AddressFamily` (`-4`, `-6`): which resolved addresses a connection tries.
+    pub address_family: crate::config::ssh_config::AddressFamily,
     /// Environment variables each session asks the server to set (`SetEnv`, then the local
     /// variables `SendEnv` names); sshd's `AcceptEnv` decides which it takes.
     pub env: Vec<(String, String)>,
@@ -498,6 +500,7 @@ impl SshOptions {
             server_alive_count_max: settings.server_alive_count_max.unwrap_or(3),
             log_level: settings.log_level,
             hash_known_hosts: settings.hash_known_hosts.unwrap_or(false),
+            address_family: settings.address_family.unwrap_or_default(),
             env,
             unimplemented,
             route: Route::Direct,

@@ -862,7 +862,18 @@ async fn tcp(plan: &HostPlan) -> Result<tokio::net::TcpStream, ConnectError> {
             port,
             reason: err.to_string(),
         })?
+        .filter(|addr| plan.address_family.allows(addr))
         .collect();
+    if addrs.is_empty() {
+        return Err(ConnectError::Resolve {
+            host,
+            port,
+            reason: format!(
+                "no address of family {} (AddressFamily, -4, -6)",
+                plan.address_family.name()
+            ),
+        });
+    }
     let mut last_error = None;
     let mut socket = None;
     for addr in addrs {
