@@ -466,21 +466,7 @@ impl Sftp {
         times: Option<(u32, u32)>,
         meter: &Meter,
     ) -> Result<u64, TransferError> {
-        let temporary = temporary_name_remote(remote);
-        let attrs = FileAttributes {
-            permissions: Some(mode.bits()),
-            ..FileAttributes::empty()
-        };
-        let handle = self
-            .raw
-            .open(
-                temporary.as_str(),
-                OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::EXCLUDE,
-                attrs,
-            )
-            .await
-            .map_err(|e| remote_error(remote, e))?
-            .handle;
+        let (temporary, handle) = self.create_temporary(remote, mode).await?;
         let written = self.write_all(source, &handle, meter).await;
         let closed = self.raw.close(handle).await;
         let finished = match (written, closed) {
@@ -700,6 +686,32 @@ impl Sftp {
         Ok(written.min(eof))
     }
 
+    /// Creates the temporary file beside `target` that an upload or a `-3` copy writes and
+    /// then renames over it: new (EXCLUDE, so nothing planted there is written through), with
+    /// `mode` from the start. Returns its name and handle.
+    async fn create_temporary(
+        &self,
+        target: &str,
+        mode: Permissions,
+    ) -> Result<(String, String), TransferError> {
+        let temporary = temporary_name_remote(target);
+        let attrs = FileAttributes {
+            permissions: Some(mode.bits()),
+            ..FileAttributes::empty()
+        };
+        let handle = self
+            .raw
+            .open(
+                temporary.as_str(),
+                OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::EXCLUDE,
+                attrs,
+            )
+            .await
+            .map_err(|e| remote_error(target, e))?
+            .handle;
+        Ok((temporary, handle))
+    }
+
     /// Copies `source` on the session `from` to `target` on this one (scp's `-3`): the bytes
     /// pass through this process, read with `from`'s window of requests in flight and
     /// written as they arrive, under a temporary name beside the target that is renamed over
@@ -722,22 +734,8 @@ impl Sftp {
             .await
             .map_err(|e| remote_error(source, e))?
             .handle;
-        let temporary = temporary_name_remote(target);
-        let attrs = FileAttributes {
-            permissions: Some(mode.bits()),
-            ..FileAttributes::empty()
-        };
-        let opened = self
-            .raw
-            .open(
-                temporary.as_str(),
-                OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::EXCLUDE,
-                attrs,
-            )
-            .await
-            .map_err(|e| remote_error(target, e));
-        let write_handle = match opened {
-            Ok(opened) => opened.handle,
+        let (temporary, write_handle) = match self.create_temporary(target, mode).await {
+            Ok(created) => created,
             Err(err) => {
                 let _ = from.raw.close(read_handle).await;
                 return Err(err);
