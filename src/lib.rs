@@ -4,6 +4,7 @@
 // that hold a decoded key); nothing else may.
 #![deny(unsafe_code)]
 
+pub mod agent;
 pub mod aws;
 pub mod cli;
 pub mod config;

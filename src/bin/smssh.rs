@@ -33,6 +33,26 @@ fn main() -> ExitCode {
             }
         };
     }
+    // `agent` as the first word is the agent; a host of that name is reached as
+    // `user@agent`, as for `rotate`.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|word| word == "agent")
+    {
+        let words = std::iter::once(std::ffi::OsString::from("smssh agent"))
+            .chain(std::env::args_os().skip(2));
+        return match smssh::cli::args::AgentArgs::try_parse_from(words) {
+            Ok(args) => ExitCode::from(smssh::cli::app::agent(args)),
+            Err(err) => {
+                let _ = err.print();
+                ExitCode::from(if err.use_stderr() {
+                    smssh::cli::app::SSH_FAILURE
+                } else {
+                    0
+                })
+            }
+        };
+    }
     let args = match smssh::cli::args::SshArgs::try_parse_openssh(std::env::args_os()) {
         Ok(args) => args,
         Err(err) => {

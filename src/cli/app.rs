@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use crate::cli::args::{RotateArgs, ScpArgs, SshArgs};
+use crate::cli::args::{AgentArgs, RotateArgs, ScpArgs, SshArgs};
 use crate::config::known_hosts::KnownHostsError;
 use crate::copy::{self, CopyContext};
 use crate::fanout;
@@ -67,6 +67,10 @@ enum AppError {
     Forward(#[from] crate::ssh::forward::ForwardError),
     #[error(transparent)]
     Background(#[from] crate::cli::background::BackgroundError),
+    #[error(transparent)]
+    Agent(#[from] crate::agent::AgentRunError),
+    #[error("agent: {0}")]
+    AgentDuration(crate::rotation::DurationError),
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, AppError> {
@@ -428,4 +432,95 @@ async fn run_rotation(plan: RotationPlan, quiet: bool) -> Result<u8, AppError> {
         diag::out(summary);
     }
     Ok(0)
+}
+
+/// `smssh agent`: the secret's key served to OpenSSH's tools, around a command (its exit
+/// status) or as a daemon (`-s`/`-c`, `-D`, `-k`); ssh's 255 when the agent itself fails.
+pub fn agent(args: AgentArgs) -> u8 {
+    use crate::agent::daemon::{self, Launched, Shell};
+    start("smssh", args.verbose, false);
+    let shell = Shell::choose(args.sh, args.csh);
+    if args.kill {
+        return match daemon::kill(shell) {
+            Ok(lines) => {
+                print!("{lines}");
+                0
+            }
+            // As ssh-agent -k, whose refusals exit 1 (its fatal errors 255).
+            Err(err) => fail(1, crate::agent::AgentRunError::from(err).into()),
+        };
+    }
+    let prepared = crate::plan::resolve_secret(&args.secret, &crate::plan::Local::detect())
+        .map_err(AppError::from)
+        .and_then(|spec| {
+            let duration =
+                |text: &str| crate::rotation::parse_duration(text).map_err(AppError::AgentDuration);
+            let refresh = duration(&args.refresh)?;
+            let lifetime = args.lifetime.as_deref().map(duration).transpose()?;
+            Ok((spec, refresh, lifetime))
+        });
+    let (spec, refresh, lifetime) = match prepared {
+        Ok(prepared) => prepared,
+        Err(err) => return fail(SSH_FAILURE, err),
+    };
+    // A fallback stage is what ssh tries once the first key is refused; an agent cannot see
+    // refusals, so it lists that stage's key after the first one and ssh tries it in turn.
+    let mut offer_stages = args.offer_stages;
+    if let Some(stage) = &spec.fallback_stage {
+        if !offer_stages.contains(stage) {
+            offer_stages.push(stage.clone());
+        }
+    }
+    let options = crate::agent::AgentOptions {
+        spec,
+        refresh,
+        offer_stages,
+        confirm: args.confirm,
+        lifetime,
+    };
+    let background = args.command.is_empty() && !args.foreground;
+    // The foreground half of the daemon form reads no secret: it waits for the background
+    // agent and prints what it reports.
+    if background && !daemon::is_background_process() {
+        return match daemon::launch() {
+            Ok(Launched::Ready { pid, socket }) => {
+                print!("{}", shell.set_lines(&socket, pid));
+                0
+            }
+            Ok(Launched::Ended(code)) => code,
+            Err(err) => fail(SSH_FAILURE, crate::agent::AgentRunError::from(err).into()),
+        };
+    }
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(err) => return fail(SSH_FAILURE, err),
+    };
+    let bind = args.bind_address.clone();
+    let socket = move || match bind {
+        Some(path) => Ok(crate::agent::AgentSocket::at(path)),
+        None => crate::agent::AgentSocket::fresh(),
+    };
+    let run = async {
+        if let Some((program, command_args)) = args.command.split_first() {
+            return crate::agent::run_command(options, socket, program, command_args).await;
+        }
+        let mut serving = crate::agent::start(options, socket).await?;
+        if background {
+            daemon::report_ready(serving.socket.path());
+        } else {
+            print!(
+                "{}",
+                shell.set_lines(serving.socket.path(), std::process::id())
+            );
+            // The caller may be reading the lines through a pipe before the agent ends.
+            let _ = std::io::Write::flush(&mut std::io::stdout());
+        }
+        crate::agent::serve_until_stopped(&mut serving).await?;
+        Ok(0)
+    };
+    let code = runtime
+        .block_on(run)
+        .unwrap_or_else(|err| fail(SSH_FAILURE, err.into()));
+    runtime.shutdown_background();
+    code
 }

@@ -519,6 +519,52 @@ pub struct RotateArgs {
     pub fanout: FanoutArgs,
 }
 
+/// smssh agent: serve the secret's key to OpenSSH's ssh (and every tool built on it) over
+/// the ssh-agent protocol, from memory.
+#[derive(Debug, Parser)]
+#[command(name = "smssh agent", version, about)]
+pub struct AgentArgs {
+    #[command(flatten)]
+    pub secret: SecretArgs,
+    /// Re-read the secret at the first request once the copy is older than this (90s, 5m, 1h).
+    #[arg(long, value_name = "DURATION", default_value = "5m")]
+    pub refresh: String,
+    /// Also offer the keys of these stages, e.g. AWSPENDING,AWSPREVIOUS (comma-separated),
+    /// so that tools keep logging in during a rotation's window.
+    #[arg(long, value_name = "STAGES", value_delimiter = ',')]
+    pub offer_stages: Vec<String>,
+    /// Ask before each signature (on the terminal, or with SSH_ASKPASS), naming the process
+    /// that asked.
+    #[arg(long)]
+    pub confirm: bool,
+    /// Print Bourne shell commands (`eval "$(smssh agent -s)"`) [default: from $SHELL].
+    #[arg(short = 's', conflicts_with = "csh")]
+    pub sh: bool,
+    /// Print csh commands.
+    #[arg(short = 'c')]
+    pub csh: bool,
+    /// Stay in the foreground (the commands are printed, the agent serves until a signal).
+    #[arg(short = 'D', conflicts_with = "command")]
+    pub foreground: bool,
+    /// Stop the agent SSH_AGENT_PID names (it removes its socket) and print the commands
+    /// that unset the variables.
+    #[arg(short = 'k', conflicts_with_all = ["command", "foreground", "bind_address", "lifetime"])]
+    pub kill: bool,
+    /// Bind the socket at this path instead of a fresh directory.
+    #[arg(short = 'a', value_name = "PATH")]
+    pub bind_address: Option<std::path::PathBuf>,
+    /// Forget the key and stop serving after this time (90s, 30m, 12h).
+    #[arg(short = 't', value_name = "LIFETIME")]
+    pub lifetime: Option<String>,
+    /// Verbose: diagnostics on stderr (never key material).
+    #[arg(short = 'v', action = ArgAction::Count)]
+    pub verbose: u8,
+    /// The command to run with SSH_AUTH_SOCK set; the agent ends with it. Without one, the
+    /// agent goes to the background and prints the variables to set, as ssh-agent does.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<OsString>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
