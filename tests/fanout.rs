@@ -444,3 +444,50 @@ fn max_output_bounds_what_group_and_json_keep_and_says_so() {
         stdout(&out)
     );
 }
+
+/// Liveness: a host whose sshd freezes after login (its whole process tree SIGSTOPped while
+/// its command runs) fails by name once its keepalives go unanswered, while the others, whose
+/// commands run longer than the keepalive bound, finish. The interval is set small here so
+/// the test is quick; `fanout::tests` pins that a fan-out without one uses 15 s.
+#[test]
+fn a_host_that_freezes_after_login_fails_by_name_and_the_others_finish() {
+    let cluster = Cluster::new(3);
+    let marker = cluster.workers[1].sftp_home().join("started");
+    let started = Instant::now();
+    let running = spawn(cluster.command("smssh").args([
+        "-o",
+        "ServerAliveInterval=1",
+        "-o",
+        "ServerAliveCountMax=2",
+        "-w",
+        "127.0.0.[2-4]",
+        "--",
+        "touch \"$HOME/started\"; sleep 5; echo done",
+    ]));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !marker.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the command never started on 127.0.0.3"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cluster.workers[1].pause();
+    let out = running.wait_timeout(Duration::from_secs(30));
+    cluster.workers[1].resume();
+    let out = out.unwrap_or_else(|out| panic!("the frozen host held the run\n{}", describe(&out)));
+    assert_exit_code(&out, 255);
+    assert_eq!(
+        lines(&stdout(&out)),
+        ["127.0.0.2: done", "127.0.0.4: done"],
+        "{}",
+        describe(&out)
+    );
+    assert_stderr_contains(&out, "127.0.0.3: the session ended");
+    // Two unanswered keepalives a second apart, after a command of 5 s on the others.
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -117,8 +117,25 @@ where
     outcomes
 }
 
+/// The keepalive interval of a fan-out's sessions when the configuration sets none: with
+/// ServerAliveCountMax's default of 3, a host that stops answering after login (a frozen
+/// sshd, a path that drops packets without a reset) fails by name after about 45 seconds
+/// instead of holding the run for ever (or for BatchMode's 300 s, three times), while a
+/// command that runs for hours is never cut off: sshd answers keepalives while it runs.
+/// `ServerAliveInterval 0` still turns them off.
+pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
+
+/// `plan` with [`DEFAULT_KEEPALIVE_INTERVAL`] when its configuration sets no interval.
+fn with_default_keepalive(mut plan: HostPlan) -> HostPlan {
+    if plan.server_alive_interval.is_none() {
+        plan.server_alive_interval = Some(DEFAULT_KEEPALIVE_INTERVAL);
+    }
+    plan
+}
+
 /// Logs in to every host (with `--retries` for failures a retry can fix) and runs `job` on
-/// the authenticated connection, through [`for_each`].
+/// the authenticated connection, through [`for_each`]. Sessions send keepalives by default
+/// ([`DEFAULT_KEEPALIVE_INTERVAL`]).
 pub async fn run<T, E, F, Fut>(
     plans: Vec<HostPlan>,
     keys: Arc<KeySource>,
@@ -134,7 +151,10 @@ where
 {
     let job = Arc::new(job);
     let retry = options.clone();
-    let items = plans.into_iter().map(|plan| (plan, ())).collect();
+    let items = plans
+        .into_iter()
+        .map(|plan| (with_default_keepalive(plan), ()))
+        .collect();
     for_each(items, options, move |plan, ()| {
         let keys = Arc::clone(&keys);
         let db = db.clone();
@@ -179,6 +199,24 @@ mod tests {
 
     use super::*;
     use crate::plan::{test_keys, test_plan};
+
+    #[test]
+    fn fanout_sessions_send_keepalives_unless_configured() {
+        let unset = test_plan("h", 22);
+        assert_eq!(unset.server_alive_interval, None);
+        assert_eq!(
+            with_default_keepalive(unset).keepalive_interval(),
+            Some(DEFAULT_KEEPALIVE_INTERVAL)
+        );
+        for configured in [Duration::ZERO, Duration::from_secs(2)] {
+            let mut plan = test_plan("h", 22);
+            plan.server_alive_interval = Some(configured);
+            assert_eq!(
+                with_default_keepalive(plan).server_alive_interval,
+                Some(configured)
+            );
+        }
+    }
 
     fn options(parallel: usize, host_timeout: Option<Duration>) -> FanoutOptions {
         FanoutOptions {

@@ -11,6 +11,8 @@
 //! - finishSecret and a reconciliation retire every key the secret holds or held in a version
 //!   still listed, wherever it sits in the file, except the desired ones and the operator's
 //!   bootstrap key (unless asked to); setSecret never removes anything.
+//! - Every SSH session goes through `fanout`, so it sends keepalives unless configured not
+//!   to, and a worker that freezes fails its step by name.
 //! - The grace period of AWSPREVIOUS counts from the moment its successor became AWSCURRENT,
 //!   recorded in the secret's [`store::PROMOTED_TAG`] tag just before the label moves.
 //! - Host keys are always verified; unknown ones are learned only when the operator allowed it,
@@ -46,12 +48,6 @@ use block::{BlockError, ManagedKey, PublicKeyLine};
 use deploy::{DeployFailure, HostResult, RunFailure, SsmError, SsmTarget};
 use keygen::{KeyType, KeygenError};
 use store::{Description, Document, Store, StoreError, AWSCURRENT, AWSPENDING, AWSPREVIOUS};
-
-/// The keepalive interval a rotation's sessions use when the configuration sets none: with
-/// ServerAliveCountMax's default of 3, a worker that stops answering fails after about 45
-/// seconds, far inside the Lambda's 15 minutes, while a slow but live one (a script waiting
-/// for a lock) is never cut off.
-pub const ROTATION_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
 
 /// One of Secrets Manager's rotation steps, spelled as in the rotation event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -328,16 +324,6 @@ impl Rotation {
     ) -> Result<Rotation, RotationError> {
         if settings.channel == Channel::Ssm && targets.iter().any(|t| t.instance_id.is_none()) {
             return Err(RotationError::SsmNeedsInstances);
-        }
-        // A worker that stops answering after login (a frozen sshd, a path that drops packets
-        // without a reset) must fail its step by name rather than hold the rotation for ever
-        // (or for BatchMode's 300 s keepalive, three times), so rotations send keepalives
-        // every 15 s unless the configuration sets an interval itself (0 included).
-        let mut targets = targets;
-        for target in &mut targets {
-            if target.plan.server_alive_interval.is_none() {
-                target.plan.server_alive_interval = Some(ROTATION_KEEPALIVE_INTERVAL);
-            }
         }
         Ok(Rotation {
             store: Store::new(aws, &spec.id),
