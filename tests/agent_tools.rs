@@ -11,7 +11,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -245,36 +244,6 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack
         .windows(needle.len())
         .any(|window| window == needle)
-}
-
-/// Every entry under `root`: its mode and its content (or a link's target).
-fn tree(root: &Path) -> BTreeMap<String, (u32, Vec<u8>)> {
-    let mut entries = BTreeMap::new();
-    let mut pending = vec![root.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        for entry in fs::read_dir(&dir).expect("read_dir") {
-            let path = entry.expect("dir entry").path();
-            let meta = fs::symlink_metadata(&path).expect("lstat");
-            let name = path
-                .strip_prefix(root)
-                .expect("under root")
-                .display()
-                .to_string();
-            let content = if meta.file_type().is_symlink() {
-                fs::read_link(&path)
-                    .expect("readlink")
-                    .into_os_string()
-                    .into_encoded_bytes()
-            } else if meta.is_dir() {
-                pending.push(path.clone());
-                Vec::new()
-            } else {
-                fs::read(&path).expect("read")
-            };
-            entries.insert(name, (meta.permissions().mode(), content));
-        }
-    }
-    entries
 }
 
 /// The Ansible in the test venv (scripts/test-deps.sh installs it there).

@@ -1799,6 +1799,37 @@ pub fn binary_path(bin: &str) -> &'static str {
     }
 }
 
+/// Every entry under `root`: its mode and its content (or a link's target).
+pub fn tree(root: &Path) -> std::collections::BTreeMap<String, (u32, Vec<u8>)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut entries = std::collections::BTreeMap::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in fs::read_dir(&dir).expect("read_dir") {
+            let path = entry.expect("dir entry").path();
+            let meta = fs::symlink_metadata(&path).expect("lstat");
+            let name = path
+                .strip_prefix(root)
+                .expect("under root")
+                .display()
+                .to_string();
+            let content = if meta.file_type().is_symlink() {
+                fs::read_link(&path)
+                    .expect("readlink")
+                    .into_os_string()
+                    .into_encoded_bytes()
+            } else if meta.is_dir() {
+                pending.push(path.clone());
+                Vec::new()
+            } else {
+                fs::read(&path).expect("read")
+            };
+            entries.insert(name, (meta.permissions().mode(), content));
+        }
+    }
+    entries
+}
+
 /// The version ids in a worker's managed block for the harness's secret, in file order.
 pub fn block_versions(worker: &Worker) -> Vec<String> {
     smssh::rotation::block::parse_block(&worker.authorized_keys(), SECRET_ID)
