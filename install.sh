@@ -1,6 +1,7 @@
 #!/bin/sh
 # Builds smscp and smssh from this source tree and installs them, with their
-# manual pages, under a prefix (default /usr/local).
+# manual pages and their bash, zsh and fish completions, under a prefix
+# (default /usr/local).
 #
 #   ./install.sh                      # /usr/local/bin, /usr/local/share/man/man1
 #   ./install.sh --prefix "$HOME/.local"
@@ -17,7 +18,9 @@ usage() {
 Usage: $prog [--prefix DIR]
 
 Build smscp and smssh (cargo build --release) and install them to DIR/bin,
-and their manual pages to DIR/share/man/man1.
+their manual pages to DIR/share/man/man1, and their completions to
+DIR/share/bash-completion/completions, DIR/share/zsh/site-functions and
+DIR/share/fish/vendor_completions.d.
 
 Options:
   --prefix DIR   installation prefix (default: /usr/local)
@@ -66,6 +69,9 @@ case $prefix in
 esac
 bindir=$prefix/bin
 mandir=$prefix/share/man/man1
+bashdir=$prefix/share/bash-completion/completions
+zshdir=$prefix/share/zsh/site-functions
+fishdir=$prefix/share/fish/vendor_completions.d
 
 # cargo is often installed by rustup into ~/.cargo/bin without that directory
 # being on PATH for every shell, so look there too before giving up.
@@ -121,6 +127,25 @@ done
 for page in smscp.1 smssh.1; do
     install -m 0644 "man/$page" "$mandir/$page"
     echo "installed $mandir/$page"
+done
+
+# The completion scripts come from the built smssh, so they match its options. Each is
+# written to a scratch file first: a failure leaves the installed one as it was.
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+install -d -m 0755 "$bashdir" "$zshdir" "$fishdir"
+for program in smscp smssh; do
+    for shell in bash zsh fish; do
+        case $shell in
+            bash) dest=$bashdir/$program ;;
+            zsh) dest=$zshdir/_$program ;;
+            fish) dest=$fishdir/$program.fish ;;
+        esac
+        "$target/release/smssh" completions "$shell" "$program" >"$scratch/script" \
+            || die "smssh completions $shell $program failed: check the message above"
+        install -m 0644 "$scratch/script" "$dest"
+        echo "installed $dest"
+    done
 done
 
 # A prefix outside PATH is a common reason for "command not found" right

@@ -1,5 +1,5 @@
-//! Fan-out benchmark (issue: "Fan-out ... faster than pdsh, pssh, ClusterShell and Ansible").
-//! Run with
+//! Fan-out benchmark (issue: "Fan-out ... faster than pdsh, pssh, ClusterShell and Ansible";
+//! issue 13: "Fair peers", "The nearest peer joins the table"). Run with
 //!
 //! ```sh
 //! ./scripts/bench-deps.sh && SMSSH_TEST_MOTO=$PWD/.venv/bin/moto_server cargo bench --bench fanout
@@ -7,35 +7,47 @@
 //!
 //! Side by side in one run, against N real sshd workers on loopback (N = 32 and 128 by
 //! default; `SMSSH_BENCH_HOSTS="32,128"`), the wall time of two jobs:
-//! 1. `true` on every host: `smssh -w` vs pdsh, parallel-ssh (pssh), clush, Ansible ad-hoc
-//!    (`-m command`) and `xargs -P N ssh`;
-//! 2. a 16 MiB file (`SMSSH_BENCH_MIB`) to every host: `smscp` vs pdcp, parallel-scp,
-//!    `clush --copy`, Ansible `-m copy` and `xargs -P N scp`.
+//! 1. `true` on every host: `smssh -w` vs bssh, pdsh, parallel-ssh (pssh), clush, Ansible
+//!    ad-hoc (`-m command`) and `xargs -P N ssh`;
+//! 2. a 16 MiB file (`SMSSH_BENCH_MIB`) to every host: `smscp` vs `bssh upload`, pdcp,
+//!    parallel-scp, `clush --copy`, Ansible `-m copy` and `xargs -P N scp`.
+//!
+//! Every OpenSSH-based peer runs twice: with OpenSSH 9.2's defaults (sntrup761x25519 key
+//! exchange, chacha20-poly1305), and a "tuned" row with `-o KexAlgorithms=curve25519-sha256
+//! -o Ciphers=aes128-gcm@openssh.com`, what smssh negotiates with these workers, so that the
+//! comparison is like for like. bssh (russh-based, like smssh) runs once.
+//! `SMSSH_BENCH_TOOLS="pdsh,pdsh (tuned)"` limits the peers.
 //!
 //! Every tool gets a fan-out of N, the same key file, the cluster's ssh_config and
-//! known_hosts, `StrictHostKeyChecking=yes` and `BatchMode=yes`; smssh and smscp take the key
-//! from the secret in moto, as in the tests. Every copy lands in each worker's own SFTP home
-//! (`payload`, a relative path), so N real files are written: the SFTP- and scp-based tools
-//! get the relative path, Ansible an absolute per-host `dest` from its inventory, and pdcp a
-//! remote wrapper (`PDSH_REMOTE_PDCP_PATH`) that enters the home of the worker it runs on
-//! (read from `SSH_CONNECTION`) before exec'ing the real pdcp.
+//! known_hosts, strict host-key checking and (OpenSSH) `BatchMode=yes`; smssh and smscp take
+//! the key from the secret in moto, as in the tests. Every copy lands in each worker's own
+//! SFTP home (`payload`, a relative path), so N real files are written: the SFTP- and
+//! scp-based tools get the relative path, Ansible an absolute per-host `dest` from its
+//! inventory, and pdcp a remote wrapper (`PDSH_REMOTE_PDCP_PATH`) that enters the home of the
+//! worker it runs on (read from `SSH_CONNECTION`) before exec'ing the real pdcp.
 //!
 //! Each run is checked (exit status 0, per-host success lines where the tool prints them, and
-//! for copies every host's file with the right size); a tool that fails is reported as failed,
-//! never timed, and is not run again. Rounds (`SMSSH_BENCH_ROUNDS`, default 3) interleave the
-//! tools in a rotating order; the table shows medians.
+//! for copies every host's file by SHA-256 against the source's); a tool that fails is
+//! reported as failed, never timed, and is not run again. Rounds (`SMSSH_BENCH_ROUNDS`,
+//! default 3) interleave the tools in a rotating order; the tables show medians.
 //!
 //! The floor: the CPU time the workers' sshd trees (sshd, the session, sftp-server, the
 //! command) spend during the smssh/smscp run, read from /proc/<listener>/stat (own and reaped
 //! children's time), divided by the number of cores: no client can make N logins finish
-//! sooner. smssh's peak memory is its max RSS from `/usr/bin/time -f %M`.
+//! sooner. Every tool runs under `/usr/bin/time`, which gives the master's side: the CPU time
+//! of the tool's whole process tree (each ssh or scp it reaped) and its largest RSS; for a
+//! copy the table divides that CPU by the GiB delivered (size x N), and compares smscp's with
+//! OpenSSH scp's with the same cipher (the tuned xargs+openssh row). The load average is
+//! recorded at the start and end of the run.
 //!
-//! Output: a markdown table on stdout and in target/bench/fanout.md, the raw figures in
+//! Output: markdown tables on stdout and in target/bench/fanout.md, the raw figures in
 //! target/bench/fanout.json and a chart, target/bench/fanout.png, drawn by
 //! benches/fanout_chart.py. A report, not a test: it never fails on a slow figure.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+// Each bench uses a subset of what the benches share.
+#[allow(dead_code)]
 #[path = "support/mod.rs"]
 mod support;
 
@@ -66,11 +78,36 @@ impl Job {
     }
 }
 
-/// The tools, smssh first; each name is the column header.
-const TOOLS: [&str; 6] = ["smssh", "pdsh", "pssh", "clush", "ansible", "xargs+openssh"];
+/// The tools, smssh first. Each OpenSSH-based peer runs twice: with OpenSSH's defaults, and
+/// "tuned" with [`TUNED_OPTS`] (the key exchange and cipher smssh negotiates), so that the
+/// comparison is like for like.
+const TOOLS: [&str; 12] = [
+    "smssh",
+    "bssh",
+    "pdsh",
+    "pdsh (tuned)",
+    "pssh",
+    "pssh (tuned)",
+    "clush",
+    "clush (tuned)",
+    "ansible",
+    "ansible (tuned)",
+    "xargs+openssh",
+    "xargs+openssh (tuned)",
+];
+
+const TUNED: &str = " (tuned)";
+
+/// A tool's name without the tuned suffix, and whether it is the tuned row.
+fn base(tool: &str) -> (&str, bool) {
+    match tool.strip_suffix(TUNED) {
+        Some(base) => (base, true),
+        None => (tool, false),
+    }
+}
 
 fn command_label(tool: &str, job: Job) -> &'static str {
-    match (tool, job) {
+    match (base(tool).0, job) {
         ("smssh", Job::True) => "smssh -w H -j N -- true",
         ("smssh", Job::Copy) => "smscp -j N FILE H:payload",
         ("pdsh", Job::True) => "pdsh -R ssh -f N -S true",
@@ -83,6 +120,14 @@ fn command_label(tool: &str, job: Job) -> &'static str {
         ("ansible", Job::Copy) => "ansible -f N -m copy",
         ("xargs+openssh", Job::True) => "xargs -P N ssh H true",
         ("xargs+openssh", Job::Copy) => "xargs -P N scp FILE H:",
+        ("bssh", Job::True) => {
+            "bssh -H H -p PORT -l root -i KEY -F CONFIG --strict-host-key-checking yes --parallel N \
+             --batch --any-failure true"
+        }
+        ("bssh", Job::Copy) => {
+            "bssh -H H -p PORT -l root -i KEY -F CONFIG --strict-host-key-checking yes --parallel N \
+             --batch upload FILE payload"
+        }
         _ => "?",
     }
 }
@@ -93,9 +138,10 @@ struct Sample {
     wall: Duration,
     /// CPU seconds the workers' sshd trees used during the run.
     server_cpu: f64,
-    /// smssh/smscp only: max RSS (KiB) and user+system CPU seconds, from /usr/bin/time.
-    max_rss_kib: Option<u64>,
-    client_cpu: Option<f64>,
+    /// Max RSS (KiB) of the tool's largest process and user+system CPU seconds of its whole
+    /// process tree (what it reaped), from /usr/bin/time.
+    max_rss_kib: u64,
+    client_cpu: f64,
 }
 
 #[derive(Default)]
@@ -124,6 +170,7 @@ fn check_peers() {
     for file in [
         PathBuf::from("/usr/bin/time"),
         bench_venv().join("bin/ansible"),
+        bssh_path(),
     ] {
         if !file.is_file() {
             missing.push(file.display().to_string());
@@ -152,7 +199,7 @@ struct Bench<'a> {
     cluster: &'a Cluster,
     scratch: tempfile::TempDir,
     payload: PathBuf,
-    size: u64,
+    digest: String,
     /// The OpenSSH options every peer passes: -F, known_hosts, StrictHostKeyChecking=yes,
     /// BatchMode=yes, IdentitiesOnly=yes, -i key.
     ssh_opts: Vec<String>,
@@ -162,19 +209,15 @@ struct Bench<'a> {
     run_counter: usize,
 }
 
-/// One prepared invocation.
+/// One prepared invocation, under /usr/bin/time.
 struct Invocation {
     cmd: Command,
     stdin: Option<Vec<u8>>,
-    /// Where /usr/bin/time writes "%M %U %S" (smssh/smscp only).
-    time_file: Option<PathBuf>,
+    /// Where /usr/bin/time writes "%M %U %S".
+    time_file: PathBuf,
 }
 
 impl<'a> Bench<'a> {
-    fn hostlist(&self, n: usize) -> String {
-        format!("127.0.0.[2-{}]", n + 1)
-    }
-
     fn addrs(&self, n: usize) -> Vec<String> {
         self.cluster.addrs().into_iter().take(n).collect()
     }
@@ -203,13 +246,23 @@ impl<'a> Bench<'a> {
         cmd
     }
 
-    fn ssh_opts_line(&self) -> String {
-        self.ssh_opts.join(" ")
+    /// The OpenSSH options of a peer's row: the common ones, plus the tuned kex and cipher
+    /// for a tuned row.
+    fn opts(&self, tuned: bool) -> Vec<String> {
+        let mut opts = self.ssh_opts.clone();
+        if tuned {
+            opts.extend(TUNED_OPTS.iter().map(|s| (*s).to_owned()));
+        }
+        opts
     }
 
-    /// The smssh/smscp command under /usr/bin/time.
-    fn ours(&mut self, bin: &str, args: &[String]) -> Invocation {
-        let inner = self.cluster.command(bin);
+    fn opts_line(&self, tuned: bool) -> String {
+        self.opts(tuned).join(" ")
+    }
+
+    /// `inner` (program, arguments, environment) run under /usr/bin/time, which reports the
+    /// CPU time of the tool's whole process tree and its largest RSS.
+    fn timed(&mut self, inner: Command, stdin: Option<Vec<u8>>) -> Invocation {
         self.run_counter += 1;
         let time_file = self
             .scratch
@@ -226,45 +279,23 @@ impl<'a> Bench<'a> {
             .arg(&time_file)
             .args(["-f", "%M %U %S"])
             .arg(inner.get_program())
-            .args(args)
+            .args(inner.get_args())
             .stdin(Stdio::null());
         Invocation {
             cmd,
-            stdin: None,
-            time_file: Some(time_file),
+            stdin,
+            time_file,
         }
     }
 
-    fn pdcp_wrapper(&self, n: usize) -> PathBuf {
-        let map = self.scratch.path().join("homes");
-        let wrapper = self.scratch.path().join("pdcp-in-sftp-home");
-        fs::create_dir_all(&map).expect("mkdir homes");
-        for worker in self.cluster.workers.iter().take(n) {
-            let link = map.join(worker.addr());
-            if fs::symlink_metadata(&link).is_err() {
-                std::os::unix::fs::symlink(worker.sftp_home(), &link).expect("symlink a home");
-            }
-        }
-        if !wrapper.exists() {
-            let pdcp = find_on_path("pdcp").expect("pdcp");
-            let script = format!(
-                "#!/bin/sh\n\
-                 # The server address is the third field of SSH_CONNECTION.\n\
-                 s=${{SSH_CONNECTION% *}}\n\
-                 s=${{s##* }}\n\
-                 cd '{}'/\"$s\" || exit 1\n\
-                 exec '{}' \"$@\"\n",
-                map.display(),
-                pdcp.display()
-            );
-            fs::write(&wrapper, script).expect("write the pdcp wrapper");
-            use std::os::unix::fs::PermissionsExt;
-            fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).expect("chmod");
-        }
-        wrapper
+    /// smssh or smscp with the harness's environment.
+    fn ours(&mut self, bin: &str, args: &[String]) -> Invocation {
+        let mut inner = self.cluster.command(bin);
+        inner.args(args);
+        self.timed(inner, None)
     }
 
-    fn ansible(&mut self, n: usize, job: Job) -> Invocation {
+    fn ansible(&mut self, n: usize, job: Job, tuned: bool) -> Invocation {
         let dir = self.scratch.path().join("ansible");
         fs::create_dir_all(dir.join("remote")).expect("mkdir ansible");
         self.run_counter += 1;
@@ -272,7 +303,10 @@ impl<'a> Bench<'a> {
         // Ansible does by default) but never carried over from the previous round.
         let control = dir.join(format!("cp-{}", self.run_counter));
         fs::create_dir_all(&control).expect("mkdir control path dir");
-        let inventory = dir.join(format!("inventory-{n}"));
+        let inventory = dir.join(format!(
+            "inventory-{n}{}",
+            if tuned { "-tuned" } else { "" }
+        ));
         if !inventory.exists() {
             let mut text = String::from("[workers]\n");
             for worker in self.cluster.workers.iter().take(n) {
@@ -289,11 +323,16 @@ impl<'a> Bench<'a> {
                 "[workers:vars]\nansible_connection=ssh\nansible_user=root\nansible_port={}\n\
                  ansible_python_interpreter=/usr/bin/python3\nansible_ssh_private_key_file={}\n\
                  ansible_ssh_common_args=-F {} -o UserKnownHostsFile={} -o GlobalKnownHostsFile=/dev/null \
-                 -o StrictHostKeyChecking=yes -o BatchMode=yes -o IdentitiesOnly=yes",
+                 -o StrictHostKeyChecking=yes -o BatchMode=yes -o IdentitiesOnly=yes{}",
                 self.cluster.port,
                 self.cluster.key_path.display(),
                 self.cluster.ssh_config_path().display(),
                 self.cluster.known_hosts_path().display(),
+                if tuned {
+                    format!(" {}", TUNED_OPTS.join(" "))
+                } else {
+                    String::new()
+                },
             )
             .unwrap();
             fs::write(&inventory, text).expect("write the inventory");
@@ -316,23 +355,15 @@ impl<'a> Bench<'a> {
                 ),
             ]),
         };
-        Invocation {
-            cmd,
-            stdin: None,
-            time_file: None,
-        }
+        self.timed(cmd, None)
     }
 
     fn invocation(&mut self, tool: &str, job: Job, n: usize) -> Invocation {
-        let hosts = self.hostlist(n);
+        let hosts = hostlist(n);
         let fanout = n.to_string();
         let payload = self.payload.display().to_string();
-        let plain = |cmd: Command| Invocation {
-            cmd,
-            stdin: None,
-            time_file: None,
-        };
-        match (tool, job) {
+        let (name, tuned) = base(tool);
+        match (name, job) {
             ("smssh", Job::True) => self.ours(
                 "smssh",
                 &[
@@ -357,15 +388,18 @@ impl<'a> Bench<'a> {
             ("pdsh", _) => {
                 let mut cmd = self.peer(if job == Job::True { "pdsh" } else { "pdcp" });
                 cmd.env("PDSH_RCMD_TYPE", "ssh")
-                    .env("PDSH_SSH_ARGS_APPEND", self.ssh_opts_line())
+                    .env("PDSH_SSH_ARGS_APPEND", self.opts_line(tuned))
                     .args(["-R", "ssh", "-f", &fanout, "-w", &hosts]);
                 if job == Job::True {
                     cmd.args(["-S", "true"]);
                 } else {
-                    cmd.env("PDSH_REMOTE_PDCP_PATH", self.pdcp_wrapper(n))
-                        .args([&payload, PAYLOAD]);
+                    cmd.env(
+                        "PDSH_REMOTE_PDCP_PATH",
+                        pdcp_wrapper(self.cluster, self.scratch.path()),
+                    )
+                    .args([&payload, PAYLOAD]);
                 }
-                plain(cmd)
+                self.timed(cmd, None)
             }
             ("pssh", _) => {
                 let mut cmd = self.peer(if job == Job::True {
@@ -379,14 +413,14 @@ impl<'a> Bench<'a> {
                     "-t",
                     "0",
                     "-x",
-                    &self.ssh_opts_line(),
+                    &self.opts_line(tuned),
                 ]);
                 if job == Job::True {
                     cmd.arg("true");
                 } else {
                     cmd.args([&payload, PAYLOAD]);
                 }
-                plain(cmd)
+                self.timed(cmd, None)
             }
             ("clush", _) => {
                 let mut cmd = self.peer("clush");
@@ -397,54 +431,62 @@ impl<'a> Bench<'a> {
                     &fanout,
                     "-S",
                     "-o",
-                    &self.ssh_opts_line(),
+                    &self.opts_line(tuned),
                 ]);
                 if job == Job::True {
                     cmd.arg("true");
                 } else {
                     cmd.args(["--copy", &payload, "--dest", PAYLOAD]);
                 }
-                plain(cmd)
+                self.timed(cmd, None)
             }
-            ("ansible", _) => self.ansible(n, job),
+            ("ansible", _) => self.ansible(n, job, tuned),
+            ("bssh", _) => {
+                let mut cmd = self.peer(bssh_path());
+                cmd.args(["-H", &hosts])
+                    .args(["-p", &self.cluster.port.to_string(), "-l", "root", "-i"])
+                    .arg(&self.cluster.key_path)
+                    .arg("-F")
+                    .arg(self.cluster.ssh_config_path())
+                    .args([
+                        "--strict-host-key-checking",
+                        "yes",
+                        "--parallel",
+                        &fanout,
+                        "--batch",
+                    ]);
+                if job == Job::True {
+                    cmd.args(["--any-failure", "true"]);
+                } else {
+                    cmd.args(["upload", &payload, PAYLOAD]);
+                }
+                self.timed(cmd, None)
+            }
             ("xargs+openssh", _) => {
                 let mut cmd = self.peer("xargs");
                 cmd.args(["-P", &fanout, "-I{}"]);
                 if job == Job::True {
-                    cmd.arg("ssh").args(&self.ssh_opts).args(["{}", "true"]);
+                    cmd.arg("ssh").args(self.opts(tuned)).args(["{}", "true"]);
                 } else {
                     cmd.arg("scp")
                         .arg("-q")
-                        .args(&self.ssh_opts)
+                        .args(self.opts(tuned))
                         .args([&payload, &format!("{{}}:{PAYLOAD}")]);
                 }
                 let list: String = self.addrs(n).iter().map(|a| format!("{a}\n")).collect();
-                Invocation {
-                    cmd,
-                    stdin: Some(list.into_bytes()),
-                    time_file: None,
-                }
+                self.timed(cmd, Some(list.into_bytes()))
             }
             _ => unreachable!("unknown tool {tool}"),
-        }
-    }
-
-    fn clean_targets(&self) {
-        for worker in &self.cluster.workers {
-            if let Ok(entries) = fs::read_dir(worker.sftp_home()) {
-                for entry in entries.flatten() {
-                    let _ = fs::remove_file(entry.path());
-                }
-            }
         }
     }
 
     /// Checks what a run left behind; Err says what is wrong.
     fn verify(&self, tool: &str, job: Job, n: usize, out: &Output) -> Result<(), String> {
         if !out.status.success() {
-            return Err(format!("exit status {}", out.status));
+            return Err(out.status.to_string());
         }
-        if tool == "ansible" {
+        let (name, _) = base(tool);
+        if name == "ansible" {
             let ok = String::from_utf8_lossy(&out.stdout)
                 .lines()
                 .filter(|l| l.contains(" | CHANGED") || l.contains(" | SUCCESS"))
@@ -453,7 +495,7 @@ impl<'a> Bench<'a> {
                 return Err(format!("{ok} of {n} hosts reported success"));
             }
         }
-        if tool == "pssh" {
+        if name == "pssh" {
             let ok = String::from_utf8_lossy(&out.stdout)
                 .matches("[SUCCESS]")
                 .count();
@@ -462,30 +504,14 @@ impl<'a> Bench<'a> {
             }
         }
         if job == Job::Copy {
-            let mut bad = Vec::new();
-            for worker in self.cluster.workers.iter().take(n) {
-                let path = worker.sftp_home().join(PAYLOAD);
-                match fs::metadata(&path) {
-                    Ok(meta) if meta.len() == self.size => {}
-                    Ok(meta) => bad.push(format!("{}: {} bytes", worker.addr(), meta.len())),
-                    Err(e) => bad.push(format!("{}: {e}", worker.addr())),
-                }
-            }
-            if !bad.is_empty() {
-                return Err(format!(
-                    "{} of {n} hosts lack a {}-byte {PAYLOAD} (first: {})",
-                    bad.len(),
-                    self.size,
-                    bad[0]
-                ));
-            }
+            verify_copies(self.cluster, n, PAYLOAD, &self.digest)?;
         }
         Ok(())
     }
 
     fn measure(&mut self, tool: &str, job: Job, n: usize) -> Result<Sample, String> {
         if job == Job::Copy {
-            self.clean_targets();
+            clean_homes(self.cluster);
         }
         wait_quiet(&self.listeners);
         let inv = self.invocation(tool, job, n);
@@ -516,24 +542,14 @@ impl<'a> Bench<'a> {
         };
         self.verify(tool, job, n, &out)
             .map_err(|why| format!("{why}\n{}", tail(&describe(&out))))?;
-        let (max_rss_kib, client_cpu) = match time_file {
-            Some(path) => {
-                let text = fs::read_to_string(&path).unwrap_or_default();
-                let last = text.lines().last().unwrap_or_default().to_owned();
-                let fields: Vec<&str> = last.split_whitespace().collect();
-                let rss = fields.first().and_then(|s| s.parse().ok());
-                let cpu = match (fields.get(1), fields.get(2)) {
-                    (Some(u), Some(s)) => {
-                        Some(u.parse::<f64>().unwrap_or(0.0) + s.parse::<f64>().unwrap_or(0.0))
-                    }
-                    _ => None,
-                };
-                (rss, cpu)
-            }
-            None => (None, None),
+        let (Some(max_rss_kib), Some(client_cpu)) = read_time_file(&time_file) else {
+            return Err(format!(
+                "/usr/bin/time wrote no figures to {}",
+                time_file.display()
+            ));
         };
         if job == Job::Copy {
-            self.clean_targets();
+            clean_homes(self.cluster);
         }
         Ok(Sample {
             wall,
@@ -544,22 +560,10 @@ impl<'a> Bench<'a> {
     }
 }
 
-fn write_payload(path: &Path, size: usize) {
-    let mut data = vec![0u8; size];
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
-    for chunk in data.chunks_mut(8) {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
-    }
-    fs::write(path, data).expect("write the payload");
-}
-
 fn main() {
     check_peers();
     raise_nofile();
-    let sizes = host_counts();
+    let sizes = host_counts("32,128", MAX_WORKERS);
     let rounds = env_usize("SMSSH_BENCH_ROUNDS", 3).max(1);
     let mib = env_usize("SMSSH_BENCH_MIB", 16).max(1);
     let timeout = Duration::from_secs(env_usize("SMSSH_BENCH_TIMEOUT", 300) as u64);
@@ -576,8 +580,10 @@ fn main() {
     let max_n = *sizes.last().unwrap();
     println!(
         "fan-out benchmark: N = {sizes:?} ({max_n} sshd workers started; the first N used), \
-         {mib} MiB copy, {rounds} rounds, {cores} cores"
+         {mib} MiB copy, {rounds} rounds, {cores} cores, load {}",
+        loadavg()
     );
+    let load_start = loadavg();
     let started = Instant::now();
     let cluster = Cluster::new(max_n);
     println!(
@@ -590,6 +596,7 @@ fn main() {
         .expect("scratch dir");
     let payload = scratch.path().join("payload.bin");
     write_payload(&payload, mib * 1024 * 1024);
+    let digest = sha256_hex(&fs::read(&payload).expect("read the payload back"));
     let ssh_opts: Vec<String> = cluster
         .openssh("ssh")
         .get_args()
@@ -605,7 +612,7 @@ fn main() {
         cluster: &cluster,
         scratch,
         payload,
-        size: (mib * 1024 * 1024) as u64,
+        digest,
         ssh_opts,
         listeners,
         ticks: clock_ticks(),
@@ -628,24 +635,20 @@ fn main() {
                     match bench.measure(tool, job, n) {
                         Ok(sample) => {
                             println!(
-                                "N={n:<3} round {} {:<5} {tool:<14} {:>8.3}s  sshd CPU {:>6.2}s{}",
+                                "N={n:<3} round {} {:<5} {tool:<22} {:>8.3}s  sshd CPU {:>6.2}s  \
+                                 client CPU {:>6.2}s  max RSS {:>6.1} MiB",
                                 round + 1,
                                 job.name(),
                                 sample.wall.as_secs_f64(),
                                 sample.server_cpu,
-                                match (sample.max_rss_kib, sample.client_cpu) {
-                                    (Some(rss), Some(cpu)) => format!(
-                                        "  client CPU {cpu:.2}s, max RSS {:.1} MiB",
-                                        rss as f64 / 1024.0
-                                    ),
-                                    _ => String::new(),
-                                }
+                                sample.client_cpu,
+                                sample.max_rss_kib as f64 / 1024.0,
                             );
                             record.samples.push(sample);
                         }
                         Err(why) => {
                             println!(
-                                "N={n:<3} round {} {:<5} {tool:<14} FAILED: {why}",
+                                "N={n:<3} round {} {:<5} {tool:<22} FAILED: {why}",
                                 round + 1,
                                 job.name()
                             );
@@ -657,7 +660,16 @@ fn main() {
         }
     }
 
-    let report = report(&records, &sizes, &tools, cores, rounds, mib);
+    let context = Context {
+        sizes: &sizes,
+        tools: &tools,
+        cores,
+        rounds,
+        mib,
+        load_start,
+        load_end: loadavg(),
+    };
+    let report = report(&records, &context);
     println!("\n{report}");
     let out_dir = target_dir().join("bench");
     fs::create_dir_all(&out_dir).expect("create target/bench");
@@ -705,128 +717,182 @@ fn floor_median(record: &Record, cores: usize) -> Option<f64> {
     Some(median(&mut cpu) / cores as f64)
 }
 
-fn report(
+/// Median of one figure over a record's samples; None for a failed or empty record.
+fn median_of(record: &Record, figure: impl Fn(&Sample) -> f64) -> Option<f64> {
+    if record.failure.is_some() || record.samples.is_empty() {
+        return None;
+    }
+    let mut values: Vec<f64> = record.samples.iter().map(figure).collect();
+    Some(median(&mut values))
+}
+
+/// Master CPU seconds per GiB delivered: the tool tree's median CPU / (size x hosts).
+fn cpu_per_gib(record: &Record, n: usize, mib: usize) -> Option<f64> {
+    let gib = (mib * n) as f64 / 1024.0;
+    median_of(record, |s| s.client_cpu).map(|cpu| cpu / gib)
+}
+
+/// The fastest of `tools` (by median wall time) among the successful records at (n, job).
+fn fastest<'t>(
     records: &BTreeMap<(usize, Job, &str), Record>,
-    sizes: &[usize],
-    tools: &[&str],
+    n: usize,
+    job: Job,
+    tools: impl Iterator<Item = &'t str>,
+) -> Option<(&'t str, f64)> {
+    tools
+        .filter_map(|t| {
+            records
+                .get(&(n, job, t))
+                .and_then(wall_median)
+                .map(|w| (t, w))
+        })
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+}
+
+/// What the report says about the run as a whole.
+struct Context<'a> {
+    sizes: &'a [usize],
+    tools: &'a [&'a str],
     cores: usize,
     rounds: usize,
     mib: usize,
-) -> String {
+    load_start: String,
+    load_end: String,
+}
+
+fn report(records: &BTreeMap<(usize, Job, &str), Record>, ctx: &Context) -> String {
+    let (sizes, tools, cores, mib) = (ctx.sizes, ctx.tools, ctx.cores, ctx.mib);
     let empty = Record::default();
     let mut md = String::new();
     writeln!(
         md,
-        "## Fan-out: smssh vs peers (wall seconds, median of {rounds}; ratio = tool / smssh)\n"
+        "## Fan-out: smssh vs peers (median of {} rounds)\n",
+        ctx.rounds
     )
     .unwrap();
     writeln!(
         md,
-        "Loopback sshd workers (OpenSSH), {cores} cores, fan-out N for every tool; copy = {mib} MiB \
-         to every host. Floor = CPU time of the workers' sshd trees (sshd, session, sftp-server, command) during the \
-         smssh/smscp run / {cores} cores; the last column is the same for whichever tool made the \
-         servers work least.\n"
+        "Loopback sshd workers (OpenSSH 9.2), {cores} cores shared by the client and every worker, \
+         fan-out N for every tool; copy = {mib} MiB to every host, checked by SHA-256 on every \
+         host. Every OpenSSH-based peer runs twice: with OpenSSH's defaults, and tuned \
+         (`{}`: what smssh negotiates with these workers). Floor = CPU time of the workers' sshd \
+         trees during the smssh/smscp run / {cores} cores. Master CPU = user + system time of \
+         the tool's whole process tree (every ssh or scp it ran and reaped; Ansible's \
+         ControlPersist masters daemonize and escape it), from /usr/bin/time; for a copy also \
+         per GiB delivered ({mib} MiB x N). Load average (1, 5, 15 min): {} at the start, {} \
+         at the end.\n",
+        TUNED_OPTS.join(" "),
+        ctx.load_start,
+        ctx.load_end
     )
     .unwrap();
-    let mut header = String::from("| job | N |");
-    let mut rule = String::from("|---|---:|");
-    for tool in tools {
-        write!(header, " {tool} |").unwrap();
-        rule.push_str("---:|");
-    }
-    header.push_str(
-        " fastest peer / smssh | floor | smssh / floor | lowest sshd CPU of any tool / cores |",
-    );
-    rule.push_str("---:|---:|---:|---:|");
-    writeln!(md, "{header}\n{rule}").unwrap();
+
+    writeln!(
+        md,
+        "| job | N | smssh s | fastest default peer | fastest tuned peer | floor s | smssh / floor | smscp CPU/GiB / scp (tuned) CPU/GiB |\n\
+         |---|---:|---:|---|---|---:|---:|---:|"
+    )
+    .unwrap();
     for job in [Job::True, Job::Copy] {
         for &n in sizes {
             let ours = records.get(&(n, job, "smssh")).unwrap_or(&empty);
             let ours_wall = wall_median(ours);
-            let mut row = format!("| {} | {n} |", job.name());
-            let mut fastest: Option<f64> = None;
-            for tool in tools {
-                let record = records.get(&(n, job, *tool)).unwrap_or(&empty);
-                match (wall_median(record), record.failure.is_some()) {
-                    (_, true) => row.push_str(" FAILED |"),
-                    (Some(w), _) => {
-                        if *tool != "smssh" {
-                            fastest = Some(fastest.map_or(w, |f: f64| f.min(w)));
-                        }
-                        match ours_wall {
-                            Some(o) if *tool != "smssh" => {
-                                write!(row, " {w:.3} ({:.1}x) |", w / o).unwrap()
-                            }
-                            _ => write!(row, " {w:.3} |").unwrap(),
-                        }
-                    }
-                    (None, _) => row.push_str(" - |"),
+            let peer = |tuned: bool| {
+                let candidates = tools
+                    .iter()
+                    .copied()
+                    .filter(|t| *t != "smssh" && (base(t).1 == tuned));
+                match (fastest(records, n, job, candidates), ours_wall) {
+                    (Some((t, w)), Some(o)) => format!("{t} {w:.3} ({:.1}x)", w / o),
+                    (Some((t, w)), None) => format!("{t} {w:.3}"),
+                    _ => "-".into(),
                 }
-            }
-            match (fastest, ours_wall) {
-                (Some(f), Some(o)) => write!(row, " {:.2}x |", f / o).unwrap(),
-                _ => row.push_str(" - |"),
-            }
-            match (floor_median(ours, cores), ours_wall) {
-                (Some(floor), Some(o)) if floor > 0.0 => {
-                    write!(row, " {floor:.3} | {:.2}x |", o / floor).unwrap()
-                }
-                _ => row.push_str(" - | - |"),
-            }
-            let lowest = tools
-                .iter()
-                .filter_map(|t| records.get(&(n, job, *t)))
-                .filter(|r| r.failure.is_none())
-                .filter_map(|r| floor_median(r, cores))
-                .fold(None, |acc: Option<f64>, f| {
-                    Some(acc.map_or(f, |a| a.min(f)))
-                });
-            match lowest {
-                Some(l) => write!(row, " {l:.3} |").unwrap(),
-                None => row.push_str(" - |"),
-            }
-            writeln!(md, "{row}").unwrap();
-        }
-    }
-    writeln!(
-        md,
-        "\nsmssh / smscp itself (median client CPU, max RSS over the runs):\n"
-    )
-    .unwrap();
-    writeln!(
-        md,
-        "| job | N | client CPU s | sshd CPU s | peak RSS MiB |\n|---|---:|---:|---:|---:|"
-    )
-    .unwrap();
-    for job in [Job::True, Job::Copy] {
-        for &n in sizes {
-            let Some(record) = records.get(&(n, job, "smssh")) else {
-                continue;
             };
-            if record.samples.is_empty() {
-                continue;
-            }
-            let mut cpu: Vec<f64> = record.samples.iter().filter_map(|s| s.client_cpu).collect();
-            let mut server: Vec<f64> = record.samples.iter().map(|s| s.server_cpu).collect();
-            let rss = record.samples.iter().filter_map(|s| s.max_rss_kib).max();
+            let floor = floor_median(ours, cores).filter(|f| *f > 0.0);
+            let cpu_ratio = match job {
+                Job::True => "-".to_owned(),
+                Job::Copy => cpu_per_gib(ours, n, mib)
+                    .zip(
+                        records
+                            .get(&(n, job, "xargs+openssh (tuned)"))
+                            .and_then(|r| cpu_per_gib(r, n, mib)),
+                    )
+                    .map_or("-".into(), |(o, scp)| format!("{:.2}x", o / scp)),
+            };
             writeln!(
                 md,
-                "| {} | {n} | {} | {:.2} | {} |",
+                "| {} | {n} | {} | {} | {} | {} | {} | {cpu_ratio} |",
                 job.name(),
-                if cpu.is_empty() {
-                    "-".into()
-                } else {
-                    format!("{:.2}", median(&mut cpu))
-                },
-                median(&mut server),
-                rss.map_or("-".into(), |r| format!("{:.1}", r as f64 / 1024.0)),
+                ours_wall.map_or("-".into(), |w| format!("{w:.3}")),
+                peer(false),
+                peer(true),
+                floor.map_or("-".into(), |f| format!("{f:.3}")),
+                floor
+                    .zip(ours_wall)
+                    .map_or("-".into(), |(f, o)| format!("{:.2}x", o / f)),
             )
             .unwrap();
         }
     }
-    writeln!(md, "\nCommands (H = hosts, N = fan-out):\n").unwrap();
+
+    writeln!(
+        md,
+        "\nEvery tool (medians; x smssh = wall / smssh's wall; RSS = the tool's largest process):\n"
+    )
+    .unwrap();
+    writeln!(
+        md,
+        "| job | N | tool | wall s | x smssh | sshd CPU s | master CPU s | master CPU s / GiB | peak RSS MiB |\n\
+         |---|---:|---|---:|---:|---:|---:|---:|---:|"
+    )
+    .unwrap();
     for job in [Job::True, Job::Copy] {
-        for tool in tools {
+        for &n in sizes {
+            let ours_wall = records.get(&(n, job, "smssh")).and_then(wall_median);
+            for tool in tools {
+                let record = records.get(&(n, job, *tool)).unwrap_or(&empty);
+                if record.failure.is_some() {
+                    writeln!(md, "| {} | {n} | {tool} | FAILED | | | | | |", job.name()).unwrap();
+                    continue;
+                }
+                let (Some(wall), Some(sshd), Some(client)) = (
+                    wall_median(record),
+                    median_of(record, |s| s.server_cpu),
+                    median_of(record, |s| s.client_cpu),
+                ) else {
+                    continue;
+                };
+                let rss = record
+                    .samples
+                    .iter()
+                    .map(|s| s.max_rss_kib)
+                    .max()
+                    .unwrap_or(0);
+                writeln!(
+                    md,
+                    "| {} | {n} | {tool} | {wall:.3} | {} | {sshd:.2} | {client:.2} | {} | {:.1} |",
+                    job.name(),
+                    ours_wall.map_or("-".into(), |o| format!("{:.1}x", wall / o)),
+                    match job {
+                        Job::True => "-".to_owned(),
+                        Job::Copy =>
+                            cpu_per_gib(record, n, mib).map_or("-".into(), |c| format!("{c:.2}")),
+                    },
+                    rss as f64 / 1024.0,
+                )
+                .unwrap();
+            }
+        }
+    }
+
+    writeln!(
+        md,
+        "\nCommands (H = hosts, N = fan-out; a tuned row adds `{}` to ssh):\n",
+        TUNED_OPTS.join(" ")
+    )
+    .unwrap();
+    for job in [Job::True, Job::Copy] {
+        for tool in tools.iter().filter(|t| !base(t).1) {
             writeln!(
                 md,
                 "- {} / {tool}: `{}`",
@@ -854,7 +920,8 @@ fn report(
     writeln!(
         md,
         "\nGoals (reported, not asserted): smssh >= 2x faster than the fastest peer on both jobs, \
-         within 1.5x of the floor; peak memory < 200 MiB at N = 128."
+         within 1.5x of the floor; peak memory < 200 MiB at N = 128; smscp's master CPU per GiB \
+         at most 0.3x OpenSSH scp's with the same cipher (the last column of the first table)."
     )
     .unwrap();
     md
@@ -880,8 +947,9 @@ fn to_json(
                 "walls_s": r.samples.iter().map(|s| s.wall.as_secs_f64()).collect::<Vec<_>>(),
                 "sshd_cpu_s": r.samples.iter().map(|s| s.server_cpu).collect::<Vec<_>>(),
                 "floor_s": if *tool == "smssh" { floor_median(r, cores) } else { None },
-                "client_cpu_s": r.samples.iter().filter_map(|s| s.client_cpu).collect::<Vec<_>>(),
-                "max_rss_kib": r.samples.iter().filter_map(|s| s.max_rss_kib).max(),
+                "client_cpu_s": r.samples.iter().map(|s| s.client_cpu).collect::<Vec<_>>(),
+                "client_cpu_per_gib_s": if *job == Job::Copy { cpu_per_gib(r, *n, mib) } else { None },
+                "max_rss_kib": r.samples.iter().map(|s| s.max_rss_kib).max(),
             })
         })
         .collect();

@@ -36,13 +36,16 @@
 //! one. A tool that fails is reported as failed, never timed, and is not run again. Rounds
 //! (`SMSSH_BENCH_ROUNDS`, default 3) alternate which tool runs first; the table shows medians.
 //! Besides the wall time: the client's CPU time (the tool and the children it reaped, from
-//! getrusage), the CPU time of the workers' sshd trees and of moto during the run.
+//! getrusage), the CPU time of the workers' sshd trees and of moto during the run, and the load
+//! average at the start and end of the run.
 //!
 //! Output: a markdown table on stdout and in target/bench/rotation.md, the raw figures in
 //! target/bench/rotation.json. A report, not a test: it never fails on a slow figure.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+// Each bench uses a subset of what the benches share.
+#[allow(dead_code)]
 #[path = "support/mod.rs"]
 mod support;
 
@@ -54,7 +57,6 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use smssh::rotation::block::parse_block;
 use support::*;
 
 /// The issue's goals, reported (never asserted).
@@ -186,28 +188,6 @@ fn check_peers() {
     }
 }
 
-/// User + system CPU seconds of this process's reaped children. The difference across one
-/// run is the tool's own CPU time plus that of the children it waited for, since the bench
-/// reaps no other child meanwhile (its sshd workers and moto live on).
-fn children_cpu() -> f64 {
-    use nix::sys::resource::{getrusage, UsageWho};
-    let Ok(usage) = getrusage(UsageWho::RUSAGE_CHILDREN) else {
-        return 0.0;
-    };
-    let seconds = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
-    seconds(usage.user_time()) + seconds(usage.system_time())
-}
-
-/// Moto: the bench's own Python child (the harness starts it as `python -c ...`). Looked up
-/// before any Ansible run, so that ansible-playbook, also Python, cannot be mistaken for it.
-fn moto_pid() -> Option<u32> {
-    let me = std::process::id();
-    processes()
-        .into_iter()
-        .find(|(_, ppid, comm)| *ppid == me && comm.starts_with("python"))
-        .map(|(pid, _, _)| pid)
-}
-
 /// The key pairs of one Ansible run.
 struct AnsibleKeys {
     new_public: String,
@@ -226,30 +206,8 @@ struct Bench<'a> {
 }
 
 impl Bench<'_> {
-    fn hostlist(&self, n: usize) -> String {
-        format!("127.0.0.[2-{}]", n + 1)
-    }
-
     fn moto_cpu(&self) -> f64 {
         self.moto.map_or(0.0, |pid| tree_cpu(&[pid], self.ticks))
-    }
-
-    /// Puts the cluster key back as AWSCURRENT (a new version, untimed), and back on every
-    /// worker as an unmanaged line where a rotation retired it, so the next rotation on any N
-    /// hosts starts as the first one does (adopting a cluster whose key was installed by
-    /// hand), whatever smaller N rotated before (and left the others behind). Ansible logs in
-    /// with that key too.
-    fn reset_secret(&self) {
-        self.cluster.store_key_secret(
-            SECRET_ID,
-            &self.cluster.private_key,
-            &self.cluster.public_key,
-        );
-        for worker in &self.cluster.workers {
-            if !worker.authorized_keys().contains(&self.cluster.public_key) {
-                worker.authorize(&self.cluster.public_key);
-            }
-        }
     }
 
     fn smssh(&self, n: usize) -> Command {
@@ -260,7 +218,7 @@ impl Bench<'_> {
             "-o",
             "BatchMode=yes",
             "-w",
-            &self.hostlist(n),
+            &hostlist(n),
             "-j",
             &n.to_string(),
         ]);
@@ -367,42 +325,6 @@ impl Bench<'_> {
         cmd
     }
 
-    /// After a smssh run: every worker's block holds exactly the AWSCURRENT version, and the
-    /// cluster key's line, which the run retired, is gone.
-    fn verify_smssh(&self, n: usize) -> Result<(), String> {
-        let current = self
-            .cluster
-            .moto
-            .version_with_stage(SECRET_ID, "AWSCURRENT")
-            .ok_or_else(|| format!("{SECRET_ID} has no AWSCURRENT version"))?;
-        let mut bad = Vec::new();
-        for worker in self.cluster.workers.iter().take(n) {
-            let text = worker.authorized_keys();
-            match parse_block(&text, SECRET_ID) {
-                Ok(_) if text.contains(&self.cluster.public_key) => {
-                    bad.push(format!(
-                        "{}: the cluster key was not retired",
-                        worker.addr()
-                    ));
-                }
-                Ok(keys) => {
-                    let versions: Vec<&str> = keys.iter().map(|k| k.version_id.as_str()).collect();
-                    if versions != [current.as_str()] {
-                        bad.push(format!("{}: block holds {versions:?}", worker.addr()));
-                    }
-                }
-                Err(e) => bad.push(format!("{}: {e}", worker.addr())),
-            }
-        }
-        match bad.first() {
-            None => Ok(()),
-            Some(first) => Err(format!(
-                "{} of {n} hosts do not hold exactly AWSCURRENT {current} (first: {first})",
-                bad.len()
-            )),
-        }
-    }
-
     /// After an Ansible run: every host's recap is clean, and every authorized_keys holds the
     /// new line and not the old one.
     fn verify_ansible(&self, n: usize, keys: &AnsibleKeys, out: &Output) -> Result<(), String> {
@@ -478,7 +400,7 @@ impl Bench<'_> {
                 tail(&describe(&out))
             )),
             Ok(out) => match &keys {
-                None => self.verify_smssh(n),
+                None => verify_rotation(self.cluster, n),
                 Some(keys) => self.verify_ansible(n, keys, &out),
             }
             .map_err(|why| format!("{why}\n{}", tail(&describe(&out)))),
@@ -498,7 +420,7 @@ impl Bench<'_> {
 fn main() {
     check_peers();
     raise_nofile();
-    let sizes = host_counts();
+    let sizes = host_counts("32,128", MAX_WORKERS);
     let rounds = env_usize("SMSSH_BENCH_ROUNDS", 3).max(1);
     let timeout = Duration::from_secs(env_usize("SMSSH_BENCH_TIMEOUT", 300) as u64);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -507,8 +429,10 @@ fn main() {
     let max_n = *sizes.last().expect("sizes is not empty");
     println!(
         "rotation benchmark: N = {sizes:?} ({max_n} sshd workers started; the first N used), \
-         {rounds} rounds, {cores} cores"
+         {rounds} rounds, {cores} cores, load {}",
+        loadavg()
     );
+    let load_start = loadavg();
     let started = Instant::now();
     let cluster = Cluster::new(max_n);
     println!(
@@ -550,7 +474,7 @@ fn main() {
                     continue;
                 }
                 // Every run starts from the cluster key, current and installed by hand.
-                bench.reset_secret();
+                reset_secret(bench.cluster);
                 match bench.measure(tool, n) {
                     Ok(sample) => {
                         println!(
@@ -577,7 +501,8 @@ fn main() {
         }
     }
 
-    let report = report(&records, &sizes, &tools, cores, rounds);
+    let load = (load_start, loadavg());
+    let report = report(&records, &sizes, &tools, cores, rounds, &load);
     println!("\n{report}");
     let out_dir = target_dir().join("bench");
     fs::create_dir_all(&out_dir).expect("create target/bench");
@@ -646,6 +571,7 @@ fn report(
     tools: &[Tool],
     cores: usize,
     rounds: usize,
+    load: &(String, String),
 ) -> String {
     let mut md = String::new();
     writeln!(
@@ -657,7 +583,9 @@ fn report(
         md,
         "Loopback sshd workers (OpenSSH), {cores} cores, fan-out N for both tools. Both add the \
          new key, log in with it and remove the old one on every host; smssh also creates the \
-         key and moves the secret's labels in Secrets Manager (moto).\n"
+         key and moves the secret's labels in Secrets Manager (moto). Load average (1, 5, \
+         15 min): {} at the start, {} at the end.\n",
+        load.0, load.1
     )
     .unwrap();
     writeln!(

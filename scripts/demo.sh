@@ -77,14 +77,20 @@ trap 'exit 143' TERM
 step "Installing what the demo needs, if anything is missing"
 command -v cargo >/dev/null 2>&1 \
     || die "cargo not found: install the Rust toolchain (https://rustup.rs) and retry"
-if [ ! -x /usr/sbin/sshd ] || [ ! -x /usr/lib/openssh/sftp-server ] \
-    || ! command -v ssh-keygen >/dev/null 2>&1 || [ ! -x "$REPO/.venv/bin/moto_server" ]; then
-    # The test suite needs the same things (OpenSSH, and moto's server in a
-    # venv at .venv), and its script installs them only when they are missing.
-    [ -f scripts/test-deps.sh ] || die "scripts/test-deps.sh: missing: check out the complete repository"
-    run bash scripts/test-deps.sh
+# Only what the demo runs: OpenSSH's server and client, and moto's server (with boto3) in a
+# venv at .venv. The test suite's own list (scripts/test-deps.sh) adds cargo-lambda and its
+# toolchain, Ansible, pdsh and more, which the demo never uses.
+PROG=demo.sh
+# shellcheck source=scripts/lib.sh
+. "$REPO/scripts/lib.sh"
+apt_install_missing openssh-server openssh-client python3 python3-venv ca-certificates
+MOTO_SPEC='moto[server]>=5,<6'
+if [ -x "$REPO/.venv/bin/moto_server" ] \
+    && "$REPO/.venv/bin/python" -c 'import importlib.metadata as m; m.version("moto"); m.version("boto3"); m.version("flask")' >/dev/null 2>&1; then
+    echo "moto already installed in .venv"
 else
-    echo "sshd, ssh-keygen and .venv/bin/moto_server are already installed"
+    [ -x "$REPO/.venv/bin/python" ] || run python3 -m venv "$REPO/.venv"
+    run "$REPO/.venv/bin/python" -m pip install --quiet --disable-pip-version-check "$MOTO_SPEC"
 fi
 # /run is usually a tmpfs, so sshd's privilege-separation directory may be
 # gone after a reboot even though openssh-server is installed.  Only an sshd
@@ -95,7 +101,7 @@ fi
 py=$REPO/.venv/bin/python
 
 step "Building smssh and smscp"
-run cargo build --release
+run cargo build --release -p smssh --bins
 target=${CARGO_TARGET_DIR:-target}
 [[ $target = /* ]] || target=$REPO/$target
 bin=$target/release
@@ -207,8 +213,10 @@ step "Generating the cluster key pair and storing it as the secret /dev/ssh"
 keys=$work/keygen
 mkdir -m 0700 "$keys"
 run ssh-keygen -q -t ed25519 -N '' -C smssh-demo -f "$keys/id_ed25519"
+# The key goes into the account's own ~/.ssh/authorized_keys, the file the rotation manages,
+# so that the rotation below can retire it there.
 for n in 2 3 4; do
-    run cp "$keys/id_ed25519.pub" "$work/worker$n/authorized_keys"
+    run cp "$keys/id_ed25519.pub" "$work/worker$n/home/.ssh/authorized_keys"
 done
 # The JSON layout is the one of the AWS sample rotation Lambda
 # (aws-secrets-manager-ssh-key-rotation), which smssh reads by default.
@@ -315,17 +323,59 @@ demo smssh 127.0.0.4 'kill -TERM $$' </dev/null || status=$?
 echo "exit status: $status (128 + 15, the remote shell was killed by SIGTERM)"
 [ "$status" -eq 143 ] || die "smssh returned $status for a remote shell killed by SIGTERM"
 
+step "Checking what works before the real work: smssh check"
+must smssh check -w '127.0.0.[2-4]'
+
+step "The headline job: one command on every worker, grouped and as JSON"
+must smssh -w '127.0.0.[2-4]' --group -- uname -s
+# shellcheck disable=SC2016
+must smssh -w '127.0.0.[2-4]' --json -- 'set -- $SSH_CONNECTION; echo "$3"'
+
+step "A push to every worker, and a gather from every worker"
+must smscp "$payload" "127.0.0.[2-4]:$remote/pushed.bin"
+must smssh -w '127.0.0.[2-4]' -- sha256sum "$remote/pushed.bin"
+gathered=$work/gathered
+mkdir "$gathered"
+must smscp "127.0.0.[2-4]:$remote/pushed.bin" "$gathered/"
+run find "$gathered" -type f
+for n in 2 3 4; do
+    cmp -s "$payload" "$gathered/127.0.0.$n/pushed.bin" \
+        || die "$gathered/127.0.0.$n/pushed.bin: differs from what was pushed"
+done
+echo "every gathered copy matches"
+
 step "Rotating the key pair on every worker, with no moment of lock-out"
 # The four rotation steps, as the Lambda function runs them: a new ed25519 key
 # pair stored as AWSPENDING, its public key added to each worker's managed
 # block, a login with it everywhere, then AWSCURRENT moved to it and the
-# block reduced to exactly that key.
+# block reduced to exactly that key. finishSecret also retires, everywhere,
+# every key the secret held before, the first one included.
 must smssh rotate -w '127.0.0.[2-4]'
 must smssh 127.0.0.3 'cat ~/.ssh/authorized_keys'
-# The workers still accept the demo's original key (an unmanaged line that the
-# rotation never touches); smscp itself now logs in with the new key.
 must smscp -v "$payload" "127.0.0.2:$remote/after-rotation.bin" 2>"$work/rotated.err"
 grep -F "GetSecretValue" "$work/rotated.err" >&2 || die "smscp -v did not report its key fetch"
+
+step "The old key is refused: a login with AWSPREVIOUS fails"
+status=0
+demo smssh --version-stage AWSPREVIOUS 127.0.0.2 'echo this must not run' </dev/null 2>"$work/old-key.err" || status=$?
+cat "$work/old-key.err" >&2
+echo "exit status: $status"
+[ "$status" -eq 255 ] || die "smssh returned $status instead of 255 for the retired key"
+grep -qF "permission denied (publickey)" "$work/old-key.err" \
+    || die "the refusal of the old key does not say permission denied (publickey)"
+
+step "One worker down: the fan-out names it in its summary"
+echo "+ kill the sshd of 127.0.0.3"
+kill "${pids[2]}"
+wait "${pids[2]}" 2>/dev/null || true
+status=0
+demo smssh -w '127.0.0.[2-4]' -- true || status=$?
+echo "exit status: $status"
+[ "$status" -eq 255 ] || die "smssh -w returned $status instead of 255 with a worker down"
+status=0
+demo smssh check -w '127.0.0.[2-4]' || status=$?
+echo "exit status: $status"
+[ "$status" -eq 1 ] || die "smssh check returned $status instead of 1 with a worker down"
 
 step "A changed host key is refused"
 # Pretend that 127.0.0.4 was replaced by an impostor: known_hosts now holds a

@@ -15,6 +15,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::audit::{self, Action, Auditor, KeyUsed, Outcome};
 use crate::config::operand::{is_plain_name, Operand, RemotePath};
 use crate::fanout;
 use crate::key::source::KeySource;
@@ -36,6 +37,8 @@ pub struct CopyContext {
     pub dir_limit: DirLimit,
     pub registry: SourceRegistry,
     pub progress: Arc<Progress>,
+    /// Where each file's upload or download is recorded.
+    pub audit: Arc<Auditor>,
     umask: u32,
 }
 
@@ -51,8 +54,56 @@ impl CopyContext {
             },
             registry: SourceRegistry::default(),
             progress,
+            audit: Arc::new(Auditor::none()),
             umask: current_umask(),
         }
+    }
+
+    /// The same context, recording each host action with `audit`.
+    pub fn with_audit(self, audit: Arc<Auditor>) -> CopyContext {
+        CopyContext { audit, ..self }
+    }
+}
+
+/// The host a copy is working on and the key it logged in with, for audit records.
+#[derive(Debug, Clone)]
+pub struct AuditedHost {
+    host: audit::Host,
+    key: KeyUsed,
+}
+
+impl AuditedHost {
+    pub fn of(plan: &HostPlan, conn: Option<&Connection>) -> AuditedHost {
+        AuditedHost {
+            host: audit::Host {
+                host: plan.hostname.clone(),
+                port: plan.port,
+                login: plan.user.clone(),
+            },
+            key: conn
+                .map(|conn| KeyUsed {
+                    version_id: conn.key_used.version_id.clone(),
+                    fingerprint: Some(conn.key_used.key.fingerprint().to_owned()),
+                })
+                .unwrap_or_default(),
+        }
+    }
+
+    fn record(
+        &self,
+        ctx: &CopyContext,
+        action: Action,
+        outcome: Outcome,
+        started: std::time::Instant,
+    ) {
+        ctx.audit.record(&audit::Event {
+            host: Some(self.host.clone()),
+            key: self.key.clone(),
+            action,
+            outcome,
+            exit_status: None,
+            duration: started.elapsed(),
+        });
     }
 }
 
@@ -62,6 +113,8 @@ pub struct Report {
     echo: bool,
     pub failures: usize,
     pub first: Option<String>,
+    /// The host the next transfers happen on, for their audit records.
+    host: Option<AuditedHost>,
 }
 
 impl Report {
@@ -70,6 +123,32 @@ impl Report {
             echo,
             failures: 0,
             first: None,
+            host: None,
+        }
+    }
+
+    /// The host (and key) the following transfers are on.
+    pub fn on_host(&mut self, host: AuditedHost) {
+        self.host = Some(host);
+    }
+
+    /// Records one transfer: ok, or failed with the line `fail` printed (or kept).
+    fn transferred(
+        &mut self,
+        ctx: &CopyContext,
+        action: Action,
+        result: Result<(), String>,
+        started: std::time::Instant,
+    ) {
+        let outcome = match result {
+            Ok(()) => Outcome::Ok,
+            Err(line) => {
+                self.fail(ctx, &line);
+                Outcome::Failed(line)
+            }
+        };
+        if let Some(host) = &self.host {
+            host.record(ctx, action, outcome, started);
         }
     }
 
@@ -145,7 +224,8 @@ pub async fn run(
     match &request.target {
         Operand::Remote(target) => {
             match open(target, request, ssh, keys, db, ctx.dir_limit).await {
-                Ok((_conn, sftp)) => {
+                Ok((conn, plan, sftp)) => {
+                    report.on_host(AuditedHost::of(&plan, Some(&conn)));
                     let sources: Vec<PathBuf> = request
                         .sources
                         .iter()
@@ -179,7 +259,7 @@ pub async fn run(
                         }
                         let paths = paths_on(&request.sources, host);
                         match open(host, request, ssh, keys, db, ctx.dir_limit).await {
-                            Ok((_from_conn, from_sftp)) => {
+                            Ok((_from_conn, _, from_sftp)) => {
                                 let from = Side {
                                     sftp: &from_sftp,
                                     host: &host.host,
@@ -196,7 +276,35 @@ pub async fn run(
                         }
                     }
                 }
-                Err(err) => report.fail(ctx, err),
+                Err(err) => {
+                    let line = err.to_string();
+                    let local = request
+                        .sources
+                        .iter()
+                        .filter_map(|s| match s {
+                            Operand::Local(path) => Some(path.display().to_string()),
+                            Operand::Remote(_) => None,
+                        })
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                    let plan = ssh.plan(
+                        &target.host,
+                        target.user.as_deref(),
+                        target.port.or(request.port),
+                    );
+                    AuditedHost::of(&plan, None).record(
+                        ctx,
+                        Action::Upload {
+                            local,
+                            remote: target.path.clone(),
+                            bytes: 0,
+                            sha256: None,
+                        },
+                        Outcome::Failed(line),
+                        std::time::Instant::now(),
+                    );
+                    report.fail(ctx, err);
+                }
             }
         }
         Operand::Local(target) => {
@@ -218,10 +326,29 @@ pub async fn run(
                     }
                     let paths = paths_on(&request.sources, host);
                     match open(host, request, ssh, keys, db, ctx.dir_limit).await {
-                        Ok((_conn, sftp)) => {
+                        Ok((conn, plan, sftp)) => {
+                            report.on_host(AuditedHost::of(&plan, Some(&conn)));
                             pull(&sftp, &host.host, &paths, target, ctx, &meter, &mut report).await
                         }
-                        Err(err) => report.fail(ctx, err),
+                        Err(err) => {
+                            let plan = ssh.plan(
+                                &host.host,
+                                host.user.as_deref(),
+                                host.port.or(request.port),
+                            );
+                            AuditedHost::of(&plan, None).record(
+                                ctx,
+                                Action::Download {
+                                    local: target.display().to_string(),
+                                    remote: paths.join(" "),
+                                    bytes: 0,
+                                    sha256: None,
+                                },
+                                Outcome::Failed(err.to_string()),
+                                std::time::Instant::now(),
+                            );
+                            report.fail(ctx, err)
+                        }
                     }
                 }
             }
@@ -275,7 +402,7 @@ async fn open(
     keys: &KeySource,
     db: &HostKeyDb,
     dir_limit: DirLimit,
-) -> Result<(Connection, Sftp), OpenError> {
+) -> Result<(Connection, HostPlan, Sftp), OpenError> {
     let plan = ssh.plan(
         &remote.host,
         remote.user.as_deref(),
@@ -289,7 +416,7 @@ async fn open(
             source,
         })?;
     sftp.set_dir_limit(dir_limit);
-    Ok((conn, sftp))
+    Ok((conn, plan, sftp))
 }
 
 fn local_name(path: &Path) -> String {
@@ -383,12 +510,22 @@ async fn push_one(
         Err(err) => return report.fail(ctx, describe(host, &err)),
     };
     meter.expect(source.size);
-    if let Err(err) = sftp
+    let started = std::time::Instant::now();
+    let result = sftp
         .upload(&source, dest, mode, ctx.preserve.then_some(times), meter)
-        .await
-    {
-        report.fail(ctx, describe(host, &err));
-    }
+        .await;
+    let (bytes, sha256) = match &result {
+        Ok(bytes) => (*bytes, source.sha256()),
+        Err(_) => (0, None),
+    };
+    let action = Action::Upload {
+        local: path.display().to_string(),
+        remote: dest.to_owned(),
+        bytes,
+        sha256,
+    };
+    let result = result.map(|_| ()).map_err(|err| describe(host, &err));
+    report.transferred(ctx, action, result, started);
 }
 
 /// The mode a file written to `dest` on a server gets: `mode` under `-p` (exactly) or for a
@@ -676,12 +813,19 @@ async fn pull_one(
         }
         _ => local_mode(stat.mode, ctx.preserve, ctx.umask),
     };
-    if let Err(err) = sftp
+    let started = std::time::Instant::now();
+    let result = sftp
         .download(path, stat, dest, mode, ctx.preserve, meter)
-        .await
-    {
-        report.fail(ctx, describe(host, &err));
-    }
+        .await;
+    let copied = result.as_ref().ok();
+    let action = Action::Download {
+        local: dest.display().to_string(),
+        remote: path.to_owned(),
+        bytes: copied.map_or(0, |c| c.bytes),
+        sha256: copied.and_then(|c| c.sha256.clone()),
+    };
+    let result = result.map(|_| ()).map_err(|err| describe(host, &err));
+    report.transferred(ctx, action, result, started);
 }
 
 /// The mode a downloaded directory is made with, and the one it gets once its files are in
@@ -1048,16 +1192,29 @@ pub async fn run_fanout(
         (transfer::IN_FLIGHT_FANOUT_TOTAL / sessions).clamp(512 * 1024, transfer::IN_FLIGHT_SINGLE);
     let job_ctx = Arc::clone(&ctx);
     let copy = Arc::new(copy);
+    let intended_copy = Arc::clone(&copy);
     let outcomes = fanout::run(plans, keys, db, options, move |conn, plan| {
         let ctx = Arc::clone(&job_ctx);
         let copy = Arc::clone(&copy);
         async move {
-            let mut sftp = Sftp::open(&conn, in_flight)
-                .await
-                .map_err(|err| HostCopyFailure::one(describe(&plan.label, &err)))?;
+            let audited = AuditedHost::of(&plan, Some(&conn));
+            let mut sftp = match Sftp::open(&conn, in_flight).await {
+                Ok(sftp) => sftp,
+                Err(err) => {
+                    let line = describe(&plan.label, &err);
+                    audited.record(
+                        &ctx,
+                        intended(&copy),
+                        Outcome::Failed(line.clone()),
+                        std::time::Instant::now(),
+                    );
+                    return Err(HostCopyFailure::one(line));
+                }
+            };
             sftp.set_dir_limit(ctx.dir_limit);
             let (meter, _bar) = ctx.progress.host(&plan.label, ctx.limit_kbits);
             let mut report = Report::new(false);
+            report.on_host(audited);
             match copy.as_ref() {
                 FanoutCopy::Push { sources, target } => {
                     push(
@@ -1092,6 +1249,21 @@ pub async fn run_fanout(
         }
     })
     .await;
+    // Hosts whose job never ran (no login, a timeout, Ctrl-C) have no record yet.
+    for outcome in &outcomes {
+        if let Err(err) = &outcome.result {
+            if !matches!(err, fanout::HostError::Job(_)) {
+                ctx.audit.record(&audit::Event {
+                    host: Some(AuditedHost::of(&outcome.plan, None).host),
+                    key: KeyUsed::default(),
+                    action: intended(&intended_copy),
+                    outcome: Outcome::Failed(output::failure_line(&outcome.plan.label, err)),
+                    exit_status: None,
+                    duration: outcome.duration,
+                });
+            }
+        }
+    }
     ctx.progress.finish();
     crate::term::diag::debug(format_args!(
         "read {} bytes of local files from disk",
@@ -1124,6 +1296,25 @@ pub fn usable_sources(sources: Vec<PathBuf>, recursive: bool) -> (Vec<PathBuf>, 
         }
     }
     (usable, unusable)
+}
+
+/// The action a host's record names when the host failed before any file moved.
+fn intended(copy: &FanoutCopy) -> Action {
+    let joined = |paths: &mut dyn Iterator<Item = String>| paths.collect::<Vec<_>>().join(" ");
+    match copy {
+        FanoutCopy::Push { sources, target } => Action::Upload {
+            local: joined(&mut sources.iter().map(|p| p.display().to_string())),
+            remote: target.clone(),
+            bytes: 0,
+            sha256: None,
+        },
+        FanoutCopy::Gather { sources, target } => Action::Download {
+            local: target.display().to_string(),
+            remote: joined(&mut sources.iter().cloned()),
+            bytes: 0,
+            sha256: None,
+        },
+    }
 }
 
 #[cfg(test)]

@@ -5,10 +5,13 @@
 #![deny(unsafe_code)]
 
 pub mod agent;
+pub mod audit;
 pub mod aws;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod copy;
+pub mod copy_via_s3;
 pub mod fanout;
 pub mod key;
 pub mod plan;

@@ -491,3 +491,170 @@ fn a_host_that_freezes_after_login_fails_by_name_and_the_others_finish() {
         started.elapsed()
     );
 }
+
+/// Liveness mid-transfer: a host whose sshd freezes while a large upload to it is under way
+/// fails by name within the keepalive bound, the others receive the whole file, and no
+/// temporary file is left on them. A frozen receiver stops reading, so the client's socket
+/// send buffer fills and its writes block: the keepalive timer alone cannot end that wait.
+#[test]
+fn a_host_that_freezes_mid_upload_fails_by_name_within_the_keepalive_bound() {
+    let cluster = Cluster::new(3);
+    // Far more than the channel window and the loopback socket buffers together, so the
+    // client is still sending when the host freezes.
+    let payload: Vec<u8> = (0..64u32 * 1024 * 1024 / 4)
+        .flat_map(|i| i.wrapping_mul(2_654_435_761).to_le_bytes())
+        .collect();
+    let source = cluster.scratch_file("image.bin", &payload);
+    let frozen_home = cluster.workers[1].sftp_home();
+    let started = Instant::now();
+    let running = spawn(cluster.command("smscp").args([
+        "-o",
+        "ServerAliveInterval=1",
+        "-o",
+        "ServerAliveCountMax=2",
+        "-w",
+        "127.0.0.[2-4]",
+        source.to_str().unwrap(),
+        ".",
+    ]));
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let receiving = || {
+        std::fs::read_dir(&frozen_home)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|entry| {
+                entry
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(".image.bin.")
+                    && entry.metadata().map(|m| m.len() > 0).unwrap_or(false)
+            })
+    };
+    while !receiving() {
+        if Instant::now() >= deadline {
+            let out = running.wait_timeout(Duration::ZERO);
+            panic!(
+                "the upload never started on 127.0.0.3\n{}",
+                describe(out.as_ref().unwrap_or_else(|out| out))
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    cluster.workers[1].pause();
+    let out = running.wait_timeout(Duration::from_secs(60));
+    cluster.workers[1].resume();
+    let out = out.unwrap_or_else(|out| panic!("the frozen host held the run\n{}", describe(&out)));
+    assert_exit_code(&out, 1);
+    let err = stderr(&out);
+    assert!(err.contains("3 hosts: 2 ok, 1 failed"), "{err}");
+    assert!(err.contains("127.0.0.3"), "{err}");
+    for i in [0, 2] {
+        let home = cluster.workers[i].sftp_home();
+        assert!(
+            std::fs::read(home.join("image.bin")).expect("copied") == payload,
+            "{} got a different file",
+            cluster.workers[i].addr()
+        );
+    }
+    // Three seconds without progress (an interval of 1 s, ServerAliveCountMax 2), the grace
+    // after the session's end, and the time the others' uploads take.
+    assert!(
+        started.elapsed() < Duration::from_secs(45),
+        "{:?}\n{}",
+        started.elapsed(),
+        describe(&out)
+    );
+    assert!(
+        err.contains("127.0.0.3") && err.contains("the server stopped answering"),
+        "{err}"
+    );
+}
+
+/// Pacing through a jump host: sshd drops unauthenticated connections beyond its
+/// `MaxStartups` (10 by default, before a random share is dropped; here all of them, so the
+/// test is not left to chance), and a fan-out through a bastion opens one connection to it
+/// per destination. The bastion's key lookup takes a second (an AuthorizedKeysCommand that
+/// sleeps), as a loaded bastion far away would, so logins overlap; with 24 destinations and
+/// `-j 24`, every one must still get through.
+#[test]
+fn a_fanout_through_one_jump_host_stays_under_its_max_startups() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let mut cluster = Cluster::new(25);
+    // sshd runs an AuthorizedKeysCommand only from a path that root owns and nobody else may
+    // write, up to /; /tmp is writable by all, /run is not.
+    let slow = tempfile::Builder::new()
+        .prefix("smssh-slow-keys")
+        .tempdir_in("/run")
+        .expect("a directory under /run");
+    std::fs::set_permissions(slow.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod the directory");
+    let script = slow.path().join("keys");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\nsleep 1\necho '{}'\n", cluster.public_key.trim()),
+    )
+    .expect("write the key command");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))
+        .expect("chmod the key command");
+    cluster.workers[0].set_authorized_keys("");
+    cluster.workers[0].set_global_config(&format!(
+        "MaxStartups 10:100:10\nLogLevel DEBUG\nAuthorizedKeysCommand {}\nAuthorizedKeysCommandUser root",
+        script.display()
+    ));
+    let path = cluster.ssh_config_path();
+    let config = std::fs::read_to_string(&path).expect("read HOME/.ssh/config");
+    std::fs::write(
+        &path,
+        format!("Host 127.0.0.* !127.0.0.2\n    ProxyJump 127.0.0.2\n{config}"),
+    )
+    .expect("write HOME/.ssh/config");
+    let out =
+        run(cluster
+            .command("smssh")
+            .args(["-j", "24", "-w", "127.0.0.[3-26]", "--", "true"]));
+    assert_success(&out);
+    // Each destination was reached through the bastion, which logs every channel it opens.
+    let bastion_log = cluster.workers[0].log();
+    for worker in &cluster.workers[1..] {
+        assert!(
+            bastion_log.contains(&format!("target {} port", worker.addr())),
+            "{} was not reached through the bastion\n{}",
+            worker.addr(),
+            describe(&out)
+        );
+    }
+}
+
+/// A `-j` larger than the open-file limit allows runs at the width that fits, and says so in
+/// one line, instead of failing hosts with "Too many open files" half way through.
+#[test]
+fn a_fanout_wider_than_the_open_file_limit_narrows_with_one_line() {
+    let cluster = Cluster::new(3);
+    let smssh = cluster.command("smssh");
+    let mut limited = std::process::Command::new("bash");
+    limited.args(["-c", "ulimit -Sn 96 && ulimit -Hn 96 && exec \"$0\" \"$@\""]);
+    limited.arg(smssh.get_program());
+    for (name, value) in smssh.get_envs() {
+        match value {
+            Some(value) => limited.env(name, value),
+            None => limited.env_remove(name),
+        };
+    }
+    limited.args(["-j", "500", "-w", "127.0.0.[2-4]", "--", "echo ok"]);
+    let out = run(&mut limited);
+    assert_success(&out);
+    assert_eq!(
+        lines(&stdout(&out)),
+        ["127.0.0.2: ok", "127.0.0.3: ok", "127.0.0.4: ok"]
+    );
+    let err = stderr(&out);
+    assert_eq!(
+        err.matches("-j 500 needs about 1064 open files").count(),
+        1,
+        "{err}"
+    );
+    assert!(err.contains("(96, the hard limit"), "{err}");
+    assert!(err.contains("running 16 hosts at once"), "{err}");
+}

@@ -270,6 +270,34 @@ fn the_function_rotates_a_pending_version_step_by_step_under_cargo_lambdas_runti
         .args(["-q", "-o", "BatchMode=yes", "-w", hosts])
         .arg(&file)
         .arg("after-lambda.txt")));
+    // The function's log holds the audit records, one JSON line each: every step, and each
+    // worker's edit in setSecret and finishSecret; no key text.
+    let log = function.log();
+    let records: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    let steps: Vec<&str> = records
+        .iter()
+        .filter(|r| r["action"]["type"] == "rotation" && r["action"]["version_id"] == token)
+        .map(|r| r["action"]["step"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(steps, ["setSecret", "testSecret", "finishSecret"], "{log}");
+    let edits = records
+        .iter()
+        .filter(|r| r["action"]["type"] == "authorized_keys" && r["outcome"] == "ok")
+        .count();
+    assert_eq!(edits, 4, "{log}");
+    assert!(records
+        .iter()
+        .all(|r| r["program"] == "smssh-rotation-lambda"));
+    assert!(!log.contains("PRIVATE KEY"), "{log}");
+    let secret: serde_json::Value =
+        serde_json::from_str(&cluster.moto.get_secret_string(SECRET_ID)).expect("secret JSON");
+    let new_key = secret["PrivateKey"].as_str().unwrap_or_default();
+    for line in cluster.private_key.lines().chain(new_key.lines()) {
+        assert!(line.starts_with("-----") || !log.contains(line), "{log}");
+    }
 }
 
 #[test]

@@ -1,12 +1,15 @@
 //! What the benchmarks share: their settings, where they write, the peers' venv, and the CPU
 //! accounting of the worker sshd processes read from /proc. Included by each bench with
-//! `#[path = "support/mod.rs"]`; not a bench target itself.
+//! `#[path = "support/mod.rs"]` and `#[allow(dead_code)]` (each uses a subset of it); not a
+//! bench target itself.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::common::processes;
+use sha2::{Digest, Sha256};
+
+use crate::common::{processes, Cluster};
 
 pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
 pub const DEPS_HINT: &str = "run ./scripts/bench-deps.sh to install the benchmark's peers";
@@ -41,7 +44,8 @@ pub fn find_on_path(name: &str) -> Option<PathBuf> {
 }
 
 /// Raises the soft limit on open files to the hard one: 128 workers and 128 client
-/// connections per tool need more than the usual 1024. sshd workers inherit it.
+/// connections per tool need more than the usual 1024 (1,000 need several thousand). sshd
+/// workers inherit it.
 pub fn raise_nofile() {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
@@ -125,22 +129,158 @@ pub fn tail(text: &str) -> String {
     lines[start..].join("\n")
 }
 
-/// The worker counts to measure (`SMSSH_BENCH_HOSTS`, default 32 and 128), ascending, each
-/// within what the harness can start (1 to 250 loopback addresses).
-pub fn host_counts() -> Vec<usize> {
+/// The worker counts to measure (`SMSSH_BENCH_HOSTS`, else `default`, e.g. "32,128"),
+/// ascending, each within 1..=`max` (at most what the harness can start,
+/// `common::MAX_WORKERS`).
+pub fn host_counts(default: &str, max: usize) -> Vec<usize> {
+    let max = max.min(crate::common::MAX_WORKERS);
     let mut sizes: Vec<usize> = std::env::var("SMSSH_BENCH_HOSTS")
-        .unwrap_or_else(|_| "32,128".into())
+        .unwrap_or_else(|_| default.into())
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
-        .filter(|&n| (1..=250).contains(&n))
+        .filter(|&n| (1..=max).contains(&n))
         .collect();
     sizes.sort();
     sizes.dedup();
     assert!(
         !sizes.is_empty(),
-        "SMSSH_BENCH_HOSTS names no host count in 1..=250"
+        "SMSSH_BENCH_HOSTS names no host count in 1..={max}"
     );
     sizes
+}
+
+/// The pdsh hostlist of the first `n` workers of a cluster (`common::worker_addr`'s layout:
+/// 250 to a /24, from .2): `127.0.0.[2-33]`, or one term per /24 beyond 250.
+pub fn hostlist(n: usize) -> String {
+    (0..n.div_ceil(250))
+        .map(|block| {
+            let count = (n - block * 250).min(250);
+            format!("127.0.{block}.[2-{}]", count + 1)
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The OpenSSH options of a "tuned" peer row: the key exchange and cipher smssh negotiates
+/// with these workers, so that a peer's row compares like for like (OpenSSH 9.2's default
+/// sntrup761x25519 exchange costs the client several times curve25519's CPU).
+pub const TUNED_OPTS: [&str; 4] = [
+    "-o",
+    "KexAlgorithms=curve25519-sha256",
+    "-o",
+    "Ciphers=aes128-gcm@openssh.com",
+];
+
+/// bssh, installed by scripts/bench-deps.sh under the repository (crates.io has no Debian
+/// package of it).
+pub fn bssh_path() -> PathBuf {
+    Path::new(REPO).join(".bench-tools/bin/bssh")
+}
+
+/// User + system CPU seconds of this process's reaped children. The difference across one
+/// run is the tool's own CPU time plus that of the children it waited for, provided the bench
+/// reaps no other child meanwhile (its sshd workers and moto live on).
+pub fn children_cpu() -> f64 {
+    use nix::sys::resource::{getrusage, UsageWho};
+    let Ok(usage) = getrusage(UsageWho::RUSAGE_CHILDREN) else {
+        return 0.0;
+    };
+    let seconds = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+    seconds(usage.user_time()) + seconds(usage.system_time())
+}
+
+/// The three load averages from /proc/loadavg, as printed there ("0.52 0.61 0.70").
+pub fn loadavg() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// What `/usr/bin/time -f "%M %U %S"` wrote for one run: max RSS in KiB and user + system
+/// CPU seconds of the tool and every descendant it reaped.
+pub fn read_time_file(path: &Path) -> (Option<u64>, Option<f64>) {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let last = text.lines().last().unwrap_or_default().to_owned();
+    let fields: Vec<&str> = last.split_whitespace().collect();
+    let rss = fields.first().and_then(|s| s.parse().ok());
+    let cpu = match (
+        fields.get(1).and_then(|u| u.parse::<f64>().ok()),
+        fields.get(2).and_then(|s| s.parse::<f64>().ok()),
+    ) {
+        (Some(u), Some(s)) => Some(u + s),
+        _ => None,
+    };
+    (rss, cpu)
+}
+
+/// The SHA-256 of `data`, in hex.
+pub fn sha256_hex(data: &[u8]) -> String {
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Checks that `name` in each of the first `n` workers' SFTP homes has the SHA-256 `digest`;
+/// Err says how many do not and what the first one holds.
+pub fn verify_copies(cluster: &Cluster, n: usize, name: &str, digest: &str) -> Result<(), String> {
+    let mut bad = Vec::new();
+    for worker in cluster.workers.iter().take(n) {
+        let path = worker.sftp_home().join(name);
+        match fs::read(&path) {
+            Ok(data) => {
+                let got = sha256_hex(&data);
+                if got != digest {
+                    bad.push(format!(
+                        "{}: {} bytes with SHA-256 {got}",
+                        worker.addr(),
+                        data.len()
+                    ));
+                }
+            }
+            Err(e) => bad.push(format!("{}: {e}", worker.addr())),
+        }
+    }
+    match bad.first() {
+        None => Ok(()),
+        Some(first) => Err(format!(
+            "{} of {n} hosts lack {name} with SHA-256 {digest} (first: {first})",
+            bad.len()
+        )),
+    }
+}
+
+/// Removes every plain file from every worker's SFTP home, untimed, so that each copy starts
+/// from an empty target and a stale file can never pass the checksum.
+pub fn clean_homes(cluster: &Cluster) {
+    for worker in &cluster.workers {
+        if let Ok(entries) = fs::read_dir(worker.sftp_home()) {
+            for entry in entries.flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_file()) {
+                    let _ = fs::remove_file(entry.path());
+                }
+            }
+        }
+    }
+}
+
+/// A pseudo-random payload of `size` bytes (xorshift, fixed seed): incompressible, and the
+/// same in every run.
+pub fn write_payload(path: &Path, size: usize) {
+    let mut data = vec![0u8; size];
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    for chunk in data.chunks_mut(8) {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+    }
+    fs::write(path, data).expect("write the payload");
 }
 
 /// The environment every Ansible run of the benchmarks gets: its own home, config and temp
@@ -162,4 +302,100 @@ pub fn ansible_env(cmd: &mut std::process::Command, dir: &Path, control: &Path) 
         .env("ANSIBLE_DEPRECATION_WARNINGS", "False")
         .env("ANSIBLE_NOCOLOR", "True")
         .env("ANSIBLE_RETRY_FILES_ENABLED", "False");
+}
+
+/// A remote wrapper for pdcp (`PDSH_REMOTE_PDCP_PATH`) that enters the SFTP home of the
+/// worker it runs on (read from `SSH_CONNECTION`) before exec'ing the real pdcp, so that
+/// pdcp's relative target lands where the SFTP-based tools write theirs. Written once into
+/// `dir`, with a link per worker from its address to its home.
+pub fn pdcp_wrapper(cluster: &Cluster, dir: &Path) -> PathBuf {
+    let map = dir.join("homes");
+    let wrapper = dir.join("pdcp-in-sftp-home");
+    fs::create_dir_all(&map).expect("mkdir homes");
+    for worker in &cluster.workers {
+        let link = map.join(worker.addr());
+        if fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(worker.sftp_home(), &link).expect("symlink a home");
+        }
+    }
+    if !wrapper.exists() {
+        let pdcp = find_on_path("pdcp").expect("pdcp");
+        let script = format!(
+            "#!/bin/sh\n\
+             # The server address is the third field of SSH_CONNECTION.\n\
+             s=${{SSH_CONNECTION% *}}\n\
+             s=${{s##* }}\n\
+             cd '{}'/\"$s\" || exit 1\n\
+             exec '{}' \"$@\"\n",
+            map.display(),
+            pdcp.display()
+        );
+        fs::write(&wrapper, script).expect("write the pdcp wrapper");
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    wrapper
+}
+
+/// Puts the cluster key back as AWSCURRENT (a new version, untimed), and back on every
+/// worker as an unmanaged line where a rotation retired it, so the next rotation on any N
+/// hosts starts as the first one does (adopting a cluster whose key was installed by hand),
+/// whatever smaller N rotated before (and left the others behind).
+pub fn reset_secret(cluster: &Cluster) {
+    cluster.store_key_secret(
+        crate::common::SECRET_ID,
+        &cluster.private_key,
+        &cluster.public_key,
+    );
+    for worker in &cluster.workers {
+        if !worker.authorized_keys().contains(&cluster.public_key) {
+            worker.authorize(&cluster.public_key);
+        }
+    }
+}
+
+/// After `smssh rotate` on the first `n` workers: every worker's block holds exactly the
+/// AWSCURRENT version, and the cluster key's line, which the run retired, is gone.
+pub fn verify_rotation(cluster: &Cluster, n: usize) -> Result<(), String> {
+    use crate::common::SECRET_ID;
+    let current = cluster
+        .moto
+        .version_with_stage(SECRET_ID, "AWSCURRENT")
+        .ok_or_else(|| format!("{SECRET_ID} has no AWSCURRENT version"))?;
+    let mut bad = Vec::new();
+    for worker in cluster.workers.iter().take(n) {
+        let text = worker.authorized_keys();
+        match smssh::rotation::block::parse_block(&text, SECRET_ID) {
+            Ok(_) if text.contains(&cluster.public_key) => {
+                bad.push(format!(
+                    "{}: the cluster key was not retired",
+                    worker.addr()
+                ));
+            }
+            Ok(keys) => {
+                let versions: Vec<&str> = keys.iter().map(|k| k.version_id.as_str()).collect();
+                if versions != [current.as_str()] {
+                    bad.push(format!("{}: block holds {versions:?}", worker.addr()));
+                }
+            }
+            Err(e) => bad.push(format!("{}: {e}", worker.addr())),
+        }
+    }
+    match bad.first() {
+        None => Ok(()),
+        Some(first) => Err(format!(
+            "{} of {n} hosts do not hold exactly AWSCURRENT {current} (first: {first})",
+            bad.len()
+        )),
+    }
+}
+
+/// Moto: the bench's own Python child (the harness starts it as `python -c ...`). Look it up
+/// before any Python peer runs, so that Ansible cannot be mistaken for it.
+pub fn moto_pid() -> Option<u32> {
+    let me = std::process::id();
+    processes()
+        .into_iter()
+        .find(|(_, ppid, comm)| *ppid == me && comm.starts_with("python"))
+        .map(|(pid, _, _)| pid)
 }

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use lambda_runtime::{service_fn, Error, LambdaEvent};
+use smssh::audit::{Auditor, Invocation};
 use smssh::rotation::function::{self, FunctionConfig, RotationEvent};
 use smssh::rotation::{Note, Reporter};
 use smssh::term::escape::visible;
@@ -31,9 +32,15 @@ async fn main() -> Result<(), Error> {
     };
     let aws = smssh::aws::sdk_config(&smssh::aws::AwsSettings::default()).await;
     let config = Arc::new(config);
+    // The same audit records as smssh writes, one JSON line each in the function's log: each
+    // step and each worker's authorized_keys edit.
+    let audit = Arc::new(Auditor::stdout(Invocation::current(
+        "smssh-rotation-lambda",
+    )));
     lambda_runtime::run(service_fn(move |event: LambdaEvent<RotationEvent>| {
         let config = Arc::clone(&config);
         let aws = aws.clone();
+        let audit = Arc::clone(&audit);
         async move {
             let event = event.payload;
             // CloudWatch keeps what the function prints; key material never reaches here, and
@@ -49,7 +56,7 @@ async fn main() -> Result<(), Error> {
                     event.step, event.secret_id, event.client_request_token
                 ))
             );
-            match function::handle(&config, &aws, &event, report).await {
+            match function::handle(&config, &aws, &event, report, audit).await {
                 Ok(summary) => {
                     println!("{}", visible(&summary));
                     Ok::<String, Error>(summary)

@@ -6,6 +6,7 @@
 //! resolved once whatever the number of clients. Must not know: any one service.
 
 pub mod ec2;
+pub mod s3;
 pub mod secret;
 
 use aws_config::BehaviorVersion;

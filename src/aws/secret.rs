@@ -154,6 +154,8 @@ impl fmt::Debug for SecretValue {
 /// anything) and its value.
 #[derive(Debug)]
 pub struct FetchedSecret {
+    /// The secret's ARN as GetSecretValue returned it (for audit records).
+    pub arn: Option<String>,
     pub version_id: Option<String>,
     pub value: SecretValue,
 }
@@ -189,6 +191,7 @@ impl SecretsClient {
             Err(err) => return Err(map_sdk_error(&self.config, id, selector, err).await),
         };
         let version_id = output.version_id().map(str::to_owned);
+        let arn = output.arn().map(str::to_owned);
         // `into_parts`-style moves: the SDK's owned String/Blob go straight into wrappers.
         let mut output = output;
         let value = if let Some(text) = output.secret_string.take() {
@@ -198,7 +201,11 @@ impl SecretsClient {
         } else {
             return Err(SecretError::Empty { id: id.to_owned() });
         };
-        Ok(FetchedSecret { version_id, value })
+        Ok(FetchedSecret {
+            arn,
+            version_id,
+            value,
+        })
     }
 }
 

@@ -53,6 +53,45 @@ fn main() -> ExitCode {
             }
         };
     }
+    // `check` as the first word is the self-check; a host of that name is reached as
+    // `user@check`, as for `rotate`.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|word| word == "check")
+    {
+        let words = std::iter::once(std::ffi::OsString::from("smssh check"))
+            .chain(std::env::args_os().skip(2));
+        return match smssh::cli::args::CheckArgs::try_parse_from(words) {
+            Ok(args) => ExitCode::from(smssh::cli::app::check(args)),
+            Err(err) => {
+                let _ = err.print();
+                ExitCode::from(if err.use_stderr() {
+                    smssh::cli::app::CHECK_FAILED
+                } else {
+                    0
+                })
+            }
+        };
+    }
+    // `completions` as the first word prints a shell's completion script, as for `rotate`.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|word| word == "completions")
+    {
+        let words = std::iter::once(std::ffi::OsString::from("smssh completions"))
+            .chain(std::env::args_os().skip(2));
+        return match smssh::cli::args::CompletionsArgs::try_parse_from(words) {
+            Ok(args) => ExitCode::from(smssh::cli::completions::run(&args)),
+            Err(err) => {
+                let _ = err.print();
+                ExitCode::from(if err.use_stderr() {
+                    smssh::cli::app::SSH_FAILURE
+                } else {
+                    0
+                })
+            }
+        };
+    }
     let args = match smssh::cli::args::SshArgs::try_parse_openssh(std::env::args_os()) {
         Ok(args) => args,
         Err(err) => {

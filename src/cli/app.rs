@@ -9,9 +9,12 @@
 //! become a plan (`plan`, `rotation::plan`), protocol details, or output formats
 //! (`term::output`).
 
+use std::path::Path;
 use std::sync::Arc;
+use std::time::Instant;
 
-use crate::cli::args::{AgentArgs, RotateArgs, ScpArgs, SshArgs};
+use crate::audit::{self, Action, Auditor, KeyUsed, Outcome};
+use crate::cli::args::{AgentArgs, CheckArgs, RotateArgs, ScpArgs, SshArgs};
 use crate::config::known_hosts::KnownHostsError;
 use crate::copy::{self, CopyContext};
 use crate::fanout;
@@ -37,6 +40,8 @@ pub const SCP_FAILURE: u8 = 1;
 pub const ROTATE_FAILED: u8 = 1;
 /// `smssh rotate`'s exit status for a command line it cannot run.
 pub const ROTATE_USAGE: u8 = 2;
+/// `smssh check`'s exit status when a required check failed, or its command line is refused.
+pub const CHECK_FAILED: u8 = 1;
 /// The exit status after Ctrl-C, as a shell reports a process killed by SIGINT.
 const INTERRUPTED: u8 = 130;
 
@@ -71,6 +76,10 @@ enum AppError {
     Agent(#[from] crate::agent::AgentRunError),
     #[error("agent: {0}")]
     AgentDuration(crate::rotation::DurationError),
+    #[error(transparent)]
+    AuditConfig(#[from] audit::AuditConfigError),
+    #[error(transparent)]
+    AuditOpen(#[from] audit::AuditOpenError),
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, AppError> {
@@ -93,6 +102,39 @@ fn start(program: &'static str, verbose: u8, quiet: bool) {
     ));
 }
 
+/// Opens this invocation's audit destinations: the administrator's (which must open, or
+/// nothing runs), the user's and `--audit-log`'s.
+fn open_auditor(program: &str, audit_log: Option<&Path>) -> Result<Arc<Auditor>, AppError> {
+    let local = crate::plan::Local::detect();
+    let user_path = local.tool_config_path();
+    let user = crate::plan::load_tool_config(&user_path)?
+        .audit
+        .unwrap_or_default();
+    let (system, system_path) = audit::load_system_config()?;
+    let settings = audit::Settings::merge(&system, &system_path, &user, &user_path, audit_log)?;
+    Ok(Arc::new(Auditor::open(
+        &settings,
+        audit::Invocation::current(program),
+    )?))
+}
+
+/// The audit view of a host plan.
+fn audit_host(plan: &HostPlan) -> audit::Host {
+    audit::Host {
+        host: plan.hostname.clone(),
+        port: plan.port,
+        login: plan.user.clone(),
+    }
+}
+
+/// The key a session logged in with, for its audit record.
+fn key_used(conn: &session::Connection) -> KeyUsed {
+    KeyUsed {
+        version_id: conn.key_used.version_id.clone(),
+        fingerprint: Some(conn.key_used.key.fingerprint().to_owned()),
+    }
+}
+
 /// Prints the error's one line and returns `code`.
 fn fail(code: u8, err: AppError) -> u8 {
     diag::error(err);
@@ -113,16 +155,23 @@ pub fn smscp(args: ScpArgs) -> u8 {
     let show_progress = !args.ssh.quiet && tty::stderr_is_terminal();
     let prepared = crate::plan::copy::resolve(&args)
         .map_err(AppError::from)
-        .and_then(|plan| Ok((plan, runtime()?)));
+        .and_then(|plan| {
+            let auditor = open_auditor("smscp", args.audit.audit_log.as_deref())?;
+            Ok((plan, auditor, runtime()?))
+        });
     match prepared {
-        Ok((plan, runtime)) => runtime
-            .block_on(run_copy(plan, show_progress))
+        Ok((plan, auditor, runtime)) => runtime
+            .block_on(run_copy(plan, show_progress, auditor))
             .unwrap_or_else(|err| fail(SCP_FAILURE, err)),
         Err(err) => fail(SCP_FAILURE, err),
     }
 }
 
-async fn run_copy(plan: CopyPlan, show_progress: bool) -> Result<u8, AppError> {
+async fn run_copy(
+    plan: CopyPlan,
+    show_progress: bool,
+    auditor: Arc<Auditor>,
+) -> Result<u8, AppError> {
     cancel::watch_ctrl_c();
     let ssh = &plan.common.ssh;
     let keys = Arc::new(
@@ -142,7 +191,10 @@ async fn run_copy(plan: CopyPlan, show_progress: bool) -> Result<u8, AppError> {
                 })
                 .collect();
             let db = key_and_host_keys(&keys, &plans).await?;
-            let ctx = CopyContext::new(&plan, Progress::new(show_progress, 1));
+            if let Some(arn) = keys.secret_arn() {
+                auditor.set_secret_arn(arn);
+            }
+            let ctx = CopyContext::new(&plan, Progress::new(show_progress, 1)).with_audit(auditor);
             return Ok(copy::run(request, ssh, &keys, &db, &ctx).await);
         }
         CopyMode::Fanout {
@@ -173,11 +225,20 @@ async fn run_copy(plan: CopyPlan, show_progress: bool) -> Result<u8, AppError> {
     };
     let plans = targets::plans(&hosts, ssh, None, plan.port);
     let db = key_and_host_keys(&keys, &plans).await?;
-    let ctx = Arc::new(CopyContext::new(
-        &plan,
-        Progress::new(show_progress, plans.len()),
-    ));
-    let code = copy::run_fanout(copy, plans, keys, db, &plan.fanout, ctx).await;
+    if let Some(arn) = keys.secret_arn() {
+        auditor.set_secret_arn(arn);
+    }
+    let ctx = Arc::new(
+        CopyContext::new(&plan, Progress::new(show_progress, plans.len())).with_audit(auditor),
+    );
+    // The plan sets `via` only on uploads (pushes), so a gather always goes direct.
+    let code = match (&plan.via, copy) {
+        (Some(via), FanoutCopy::Push { sources, target }) => {
+            let options = &plan.fanout;
+            crate::copy_via_s3::run(via, sources, target, plans, keys, db, options, &ctx).await
+        }
+        (_, copy) => copy::run_fanout(copy, plans, keys, db, &plan.fanout, ctx).await,
+    };
     Ok(if code == 0 && unusable_source {
         SCP_FAILURE
     } else {
@@ -217,8 +278,12 @@ pub fn smssh(args: SshArgs) -> u8 {
         return crate::cli::background::run_in_background()
             .unwrap_or_else(|err| fail(SSH_FAILURE, err.into()));
     }
+    let auditor = match open_auditor("smssh", args.audit.audit_log.as_deref()) {
+        Ok(auditor) => auditor,
+        Err(err) => return fail(SSH_FAILURE, err),
+    };
     let code = runtime
-        .block_on(run_command(plan))
+        .block_on(run_command(plan, auditor))
         .unwrap_or_else(|err| fail(SSH_FAILURE, err));
     // The stdin pump may sit in a blocking read of the terminal; the runtime must not wait
     // for it, or smssh would hang after the remote command ended until Enter is pressed.
@@ -226,7 +291,7 @@ pub fn smssh(args: SshArgs) -> u8 {
     code
 }
 
-async fn run_command(plan: command::CommandPlan) -> Result<u8, AppError> {
+async fn run_command(plan: command::CommandPlan, auditor: Arc<Auditor>) -> Result<u8, AppError> {
     let keys = KeySource::new(plan.common.secret).with_last_resort(plan.common.identities);
     match plan.mode {
         CommandMode::Single {
@@ -242,47 +307,73 @@ async fn run_command(plan: command::CommandPlan) -> Result<u8, AppError> {
                 Remote::Command(command) => (Some(command.clone()), None),
                 Remote::Subsystem(name) => (None, Some(name.clone())),
             };
+            let action = Action::Exec {
+                command: command.clone(),
+                subsystem: subsystem.clone(),
+            };
             let request = ExecRequest {
                 command,
                 pty,
                 forward_stdin,
                 input: None,
             };
-            let db = key_and_host_keys(&keys, std::slice::from_ref(&plan)).await?;
-            let conn = session::connect(&plan, &keys, &db).await?;
-            diag::debug(format_args!(
-                "authenticated to {} as {} with {}",
-                plan.hostname, plan.user, conn.key_used.key
-            ));
-            let established = forward::establish(&conn.handle, &forwards, diag::warn).await?;
-            if background {
-                crate::cli::background::detach();
-            }
-            let serving = forward::serve(&conn.handle, established, diag::warn);
-            if remote == Remote::Nothing {
-                serving.await;
-                diag::error(format_args!(
-                    "Connection to {} closed by remote host.",
-                    plan.label
+            let host = audit_host(&plan);
+            let started = Instant::now();
+            let mut used = KeyUsed::default();
+            let result: Result<u8, AppError> = async {
+                let db = key_and_host_keys(&keys, std::slice::from_ref(&plan)).await?;
+                let conn = session::connect(&plan, &keys, &db).await?;
+                used = key_used(&conn);
+                diag::debug(format_args!(
+                    "authenticated to {} as {} with {}",
+                    plan.hostname, plan.user, conn.key_used.key
                 ));
-                return Ok(SSH_FAILURE);
-            }
-            let run = async {
-                match &subsystem {
-                    Some(name) => {
-                        exec::run_subsystem(&conn, name, &request, &mut exec::Terminal).await
-                    }
-                    None => exec::run(&conn, &request, &mut exec::Terminal).await,
+                let established = forward::establish(&conn.handle, &forwards, diag::warn).await?;
+                if background {
+                    crate::cli::background::detach();
                 }
-            };
-            tokio::pin!(run);
-            // The forwards run as long as the command; if the session ends first, the
-            // command's end (or error) follows at once.
-            let exit = tokio::select! {
-                exit = &mut run => exit?,
-                () = serving => run.await?,
-            };
-            Ok(exit.code())
+                let serving = forward::serve(&conn.handle, established, diag::warn);
+                if remote == Remote::Nothing {
+                    serving.await;
+                    diag::error(format_args!(
+                        "Connection to {} closed by remote host.",
+                        plan.label
+                    ));
+                    return Ok(SSH_FAILURE);
+                }
+                let run = async {
+                    match &subsystem {
+                        Some(name) => {
+                            exec::run_subsystem(&conn, name, &request, &mut exec::Terminal).await
+                        }
+                        None => exec::run(&conn, &request, &mut exec::Terminal).await,
+                    }
+                };
+                tokio::pin!(run);
+                // The forwards run as long as the command; if the session ends first, the
+                // command's end (or error) follows at once.
+                let exit = tokio::select! {
+                    exit = &mut run => exit?,
+                    () = serving => run.await?,
+                };
+                Ok(exit.code())
+            }
+            .await;
+            if let Some(arn) = keys.secret_arn() {
+                auditor.set_secret_arn(arn);
+            }
+            auditor.record(&audit::Event {
+                host: Some(host),
+                key: used,
+                action,
+                outcome: match &result {
+                    Ok(_) => Outcome::Ok,
+                    Err(err) => Outcome::Failed(err.to_string()),
+                },
+                exit_status: Some(i32::from(*result.as_ref().unwrap_or(&SSH_FAILURE))),
+                duration: started.elapsed(),
+            });
+            result
         }
         CommandMode::StdioForward { plan, host, port } => {
             let db = key_and_host_keys(&keys, std::slice::from_ref(&plan)).await?;
@@ -309,6 +400,15 @@ async fn run_command(plan: command::CommandPlan) -> Result<u8, AppError> {
             let hosts = targets::resolve(&hosts, keys.aws_config().await).await?;
             let plans = targets::plans(&hosts, &plan.common.ssh, login.as_deref(), port);
             let db = key_and_host_keys(&keys, &plans).await?;
+            if let Some(arn) = keys.secret_arn() {
+                auditor.set_secret_arn(arn);
+            }
+            let action = Action::Exec {
+                command: Some(command.clone()),
+                subsystem: None,
+            };
+            let job_auditor = Arc::clone(&auditor);
+            let job_action = action.clone();
             let request = Arc::new(ExecRequest {
                 command: Some(command),
                 pty: false,
@@ -318,25 +418,62 @@ async fn run_command(plan: command::CommandPlan) -> Result<u8, AppError> {
             });
             let outcomes = fanout::run(plans, keys, db, &options, move |conn, plan| {
                 let request = Arc::clone(&request);
+                let auditor = Arc::clone(&job_auditor);
+                let action = job_action.clone();
                 async move {
-                    if presentation == Presentation::Prefixed {
-                        let mut sink = exec::Prefixed::new(&plan.label);
-                        let exit = exec::run(&conn, &request, &mut sink).await?;
-                        Ok::<_, ExecError>(HostRun {
-                            exit,
-                            captured: None,
-                        })
-                    } else {
-                        let mut sink = Captured::with_limit(capture_limit);
-                        let exit = exec::run(&conn, &request, &mut sink).await?;
-                        Ok(HostRun {
-                            exit,
-                            captured: Some(sink),
-                        })
+                    let started = Instant::now();
+                    let ran = async {
+                        if presentation == Presentation::Prefixed {
+                            let mut sink = exec::Prefixed::new(&plan.label);
+                            let exit = exec::run(&conn, &request, &mut sink).await?;
+                            Ok::<_, ExecError>(HostRun {
+                                exit,
+                                captured: None,
+                            })
+                        } else {
+                            let mut sink = Captured::with_limit(capture_limit);
+                            let exit = exec::run(&conn, &request, &mut sink).await?;
+                            Ok(HostRun {
+                                exit,
+                                captured: Some(sink),
+                            })
+                        }
                     }
+                    .await;
+                    auditor.record(&audit::Event {
+                        host: Some(audit_host(&plan)),
+                        key: key_used(&conn),
+                        action,
+                        outcome: match &ran {
+                            // The command ran; its own status is `exit_status`.
+                            Ok(_) => Outcome::Ok,
+                            Err(err) => Outcome::Failed(format!("{}: {err}", plan.label)),
+                        },
+                        exit_status: ran.as_ref().ok().map(|run| i32::from(run.exit.code())),
+                        duration: started.elapsed(),
+                    });
+                    ran
                 }
             })
             .await;
+            // Hosts whose command never ran (no login, a timeout, Ctrl-C) have no record yet.
+            for outcome in &outcomes {
+                if let Err(err) = &outcome.result {
+                    if !matches!(err, fanout::HostError::Job(_)) {
+                        auditor.record(&audit::Event {
+                            host: Some(audit_host(&outcome.plan)),
+                            key: KeyUsed::default(),
+                            action: action.clone(),
+                            outcome: Outcome::Failed(output::failure_line(
+                                &outcome.plan.label,
+                                err,
+                            )),
+                            exit_status: None,
+                            duration: outcome.duration,
+                        });
+                    }
+                }
+            }
             Ok(fanout_exit_status(presentation, &outcomes))
         }
     }
@@ -387,9 +524,13 @@ pub fn rotate(args: RotateArgs) -> u8 {
         Ok(prepared) => prepared,
         Err(err) => return fail(ROTATE_USAGE, err),
     };
+    let auditor = match open_auditor("smssh", args.audit.audit_log.as_deref()) {
+        Ok(auditor) => auditor,
+        Err(err) => return fail(ROTATE_FAILED, err),
+    };
     let quiet = args.ssh.quiet;
     let code = runtime
-        .block_on(run_rotation(plan, quiet))
+        .block_on(run_rotation(plan, quiet, auditor))
         .unwrap_or_else(|err| {
             let code = if cancel::requested() {
                 INTERRUPTED
@@ -402,7 +543,11 @@ pub fn rotate(args: RotateArgs) -> u8 {
     code
 }
 
-async fn run_rotation(plan: RotationPlan, quiet: bool) -> Result<u8, AppError> {
+async fn run_rotation(
+    plan: RotationPlan,
+    quiet: bool,
+    auditor: Arc<Auditor>,
+) -> Result<u8, AppError> {
     cancel::watch_ctrl_c();
     let aws = crate::aws::sdk_config(&plan.spec.aws).await;
     let targets = plan.targets(&aws).await?;
@@ -414,7 +559,8 @@ async fn run_rotation(plan: RotationPlan, quiet: bool) -> Result<u8, AppError> {
         rotation::Note::HostFailed => diag::error(line),
     });
     let rotation =
-        rotation::Rotation::new(&aws, plan.spec, plan.settings, targets, bootstrap, report)?;
+        rotation::Rotation::new(&aws, plan.spec, plan.settings, targets, bootstrap, report)?
+            .with_audit(auditor);
     let summary = match plan.mode {
         RotationMode::Rotate => rotation
             .rotate()
@@ -523,4 +669,40 @@ pub fn agent(args: AgentArgs) -> u8 {
         .unwrap_or_else(|err| fail(SSH_FAILURE, err.into()));
     runtime.shutdown_background();
     code
+}
+
+/// `smssh check`: every finding on stdout (lines, or one JSON document with `--json`); 0 when
+/// every required check passed, else 1.
+pub fn check(args: CheckArgs) -> u8 {
+    diag::init("smssh", args.ssh.verbose, args.ssh.quiet);
+    // The check reports the posture itself, so it keeps what hardening achieved.
+    let posture = crate::key::hardening::lock_down();
+    let prepared = crate::check::plan::resolve(&args)
+        .map_err(AppError::from)
+        .and_then(|plan| Ok((plan, runtime()?)));
+    let (plan, runtime) = match prepared {
+        Ok(prepared) => prepared,
+        Err(err) => return fail(CHECK_FAILED, err),
+    };
+    let json = plan.json;
+    let report = runtime.block_on(async {
+        cancel::watch_ctrl_c();
+        crate::check::run(plan, &posture).await
+    });
+    runtime.shutdown_background();
+    if json {
+        println!("{}", report.to_json());
+    } else {
+        for line in report.text_lines() {
+            // Already escaped by the report; printed as is.
+            println!("{line}");
+        }
+    }
+    if cancel::requested() {
+        INTERRUPTED
+    } else if report.passed() {
+        0
+    } else {
+        CHECK_FAILED
+    }
 }

@@ -93,9 +93,21 @@ pub struct FanoutArgs {
     pub retries: u32,
 }
 
+/// Where this invocation's audit records go, besides the configured destinations.
+#[derive(Debug, Clone, Args, Default)]
+pub struct AuditArgs {
+    /// Also append one JSON line per host action to FILE (created 0600).
+    #[arg(long = "audit-log", value_name = "FILE")]
+    pub audit_log: Option<std::path::PathBuf>,
+}
+
 /// smscp: copy files with the cluster key from AWS Secrets Manager (drop-in for scp).
 #[derive(Debug, Parser)]
-#[command(name = "smscp", version, about, disable_help_flag = false)]
+#[command(
+    name = "smscp",
+    version,
+    override_usage = "smscp [OPTIONS] SOURCE... TARGET"
+)]
 pub struct ScpArgs {
     /// Recursively copy directories.
     #[arg(short = 'r')]
@@ -165,20 +177,33 @@ pub struct ScpArgs {
     #[arg(long, value_name = "N", default_value_t = 1_000_000,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub max_dir_entries: u64,
+    /// How an upload's bytes reach the hosts: `direct` (over SSH, the default) or
+    /// s3://BUCKET/PREFIX (each file uploaded once, then fetched by every host from a
+    /// presigned URL); beats the config file's copy_via.
+    #[arg(long, value_name = "direct|s3://BUCKET/PREFIX")]
+    pub via: Option<String>,
+    /// With --via s3://: encrypt the objects with this KMS key (SSE-KMS).
+    #[arg(long, value_name = "KEY")]
+    pub sse_kms_key_id: Option<String>,
+    /// With --via s3://: leave the objects in S3 after the copy.
+    #[arg(long)]
+    pub keep: bool,
     #[command(flatten)]
     pub ssh: SshOptionArgs,
     #[command(flatten)]
     pub secret: SecretArgs,
     #[command(flatten)]
     pub fanout: FanoutArgs,
+    #[command(flatten)]
+    pub audit: AuditArgs,
     /// Sources then the target: local paths, [user@]host:[path], scp://[user@]host[:port][/path].
-    #[arg(required = true, num_args = 2.., value_name = "SOURCE... TARGET")]
+    #[arg(required = true, num_args = 2.., value_names = ["SOURCE", "TARGET"])]
     pub operands: Vec<String>,
 }
 
 /// smssh: run commands over SSH with the cluster key from AWS Secrets Manager (drop-in for ssh).
 #[derive(Debug, Parser)]
-#[command(name = "smssh", version, about)]
+#[command(name = "smssh", version, after_help = subcommand_help())]
 pub struct SshArgs {
     /// Force a PTY (-tt forces it even without a local terminal).
     #[arg(short = 't', action = ArgAction::Count, conflicts_with = "no_tty")]
@@ -312,6 +337,8 @@ pub struct SshArgs {
     pub secret: SecretArgs,
     #[command(flatten)]
     pub fanout: FanoutArgs,
+    #[command(flatten)]
+    pub audit: AuditArgs,
     /// Fan-out: print identical outputs once, with their host list (clush -b, dshbak -c).
     /// Long form only: `-b` is ssh's bind address.
     #[arg(long = "group", conflicts_with = "json")]
@@ -462,7 +489,7 @@ fn takes_value(command: &clap::Command, is: impl Fn(&clap::Arg) -> bool) -> bool
 
 /// smssh rotate: rotate the cluster key pair with Secrets Manager's four steps, from here.
 #[derive(Debug, Parser)]
-#[command(name = "smssh rotate", version, about)]
+#[command(name = "smssh rotate", version)]
 pub struct RotateArgs {
     #[command(flatten)]
     pub secret: SecretLocationArgs,
@@ -517,12 +544,14 @@ pub struct RotateArgs {
     pub ssh: SshOptionArgs,
     #[command(flatten)]
     pub fanout: FanoutArgs,
+    #[command(flatten)]
+    pub audit: AuditArgs,
 }
 
 /// smssh agent: serve the secret's key to OpenSSH's ssh (and every tool built on it) over
 /// the ssh-agent protocol, from memory.
 #[derive(Debug, Parser)]
-#[command(name = "smssh agent", version, about)]
+#[command(name = "smssh agent", version)]
 pub struct AgentArgs {
     #[command(flatten)]
     pub secret: SecretArgs,
@@ -563,6 +592,87 @@ pub struct AgentArgs {
     /// agent goes to the background and prints the variables to set, as ssh-agent does.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
+}
+
+/// smssh check: say what works and what to do about what does not: AWS identity and region,
+/// the secret, memory locking, and for each host its reachability, host key and login.
+#[derive(Debug, Parser)]
+#[command(name = "smssh check", version)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub secret: SecretArgs,
+    /// Port to connect to on the hosts.
+    #[arg(short = 'p', value_name = "PORT")]
+    pub port: Option<u16>,
+    /// User to log in as.
+    #[arg(short = 'l', value_name = "LOGIN")]
+    pub login: Option<String>,
+    /// An extra private key file, offered after the secret's key was refused (repeatable).
+    #[arg(short = 'i', value_name = "IDENTITY_FILE", action = ArgAction::Append)]
+    pub identity_file: Vec<std::path::PathBuf>,
+    #[command(flatten)]
+    pub ssh: SshOptionArgs,
+    #[command(flatten)]
+    pub fanout: FanoutArgs,
+    /// One JSON document on stdout: {"ok": ..., "findings": [{check, ok, required, detail,
+    /// hint, host}, ...]}.
+    #[arg(long)]
+    pub json: bool,
+    /// Hosts to check, in hostlist syntax (as -w).
+    #[arg(id = "host_operands", value_name = "HOSTS")]
+    pub hosts: Vec<String>,
+}
+
+/// smssh completions: print the completion script of a shell for smssh or smscp.
+#[derive(Debug, Parser)]
+#[command(name = "smssh completions", version)]
+pub struct CompletionsArgs {
+    /// The shell whose completion script to print: bash, zsh or fish (also elvish, powershell).
+    #[arg(value_name = "SHELL")]
+    pub shell: clap_complete::Shell,
+    /// The program the script completes.
+    #[arg(value_name = "PROGRAM", value_enum, default_value_t = Program::Smssh)]
+    pub program: Program,
+}
+
+/// The two programs a completion script can be for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Program {
+    Smssh,
+    Smscp,
+}
+
+/// smssh's subcommands, named by the first word of the command line, each with its parser's
+/// definition under the word that selects it. `smssh --help` lists them from here and the
+/// completion scripts offer them, so a new subcommand is added here as well as in the
+/// binary's dispatch.
+pub fn subcommands() -> Vec<clap::Command> {
+    vec![
+        RotateArgs::command().name("rotate"),
+        AgentArgs::command().name("agent"),
+        CheckArgs::command().name("check"),
+        CompletionsArgs::command().name("completions"),
+    ]
+}
+
+/// The section of `smssh --help` that names the subcommands, since they are dispatched on
+/// the first word before clap sees the line and so are not clap subcommands of `smssh`.
+fn subcommand_help() -> String {
+    let mut text =
+        String::from("Subcommands (the first word; a host of that name is user@NAME):\n");
+    for command in subcommands() {
+        let about = command
+            .get_about()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        // The about line starts with the subcommand's full name ("smssh rotate: ...").
+        let purpose = about
+            .split_once(": ")
+            .map_or(about.as_str(), |(_, rest)| rest);
+        text.push_str(&format!("  {:<12} {purpose}\n", command.get_name()));
+    }
+    text.push_str("Each has its own --help, e.g. smssh rotate --help.");
+    text
 }
 
 #[cfg(test)]

@@ -372,6 +372,30 @@ impl KnownHosts {
         })
     }
 
+    /// Where the plain entry holding exactly this key for `host` on `port`
+    /// is recorded (`file:line`), looked up as [`KnownHosts::check`] looks
+    /// (the `[host]:port` name, then the bare host); None when no entry
+    /// holds it. `smssh check` says where a known host key came from.
+    pub fn location_of(
+        &self,
+        host: &str,
+        port: u16,
+        algorithm: &str,
+        blob: &[u8],
+    ) -> Option<String> {
+        let algorithm = key_type_of(algorithm);
+        let holds = |name: &String| {
+            self.plain_entries_for(name)
+                .find(|e| e.key_type == algorithm && e.blob == blob)
+                .map(|e| e.location.clone())
+        };
+        holds(&lookup_name(host, port)).or_else(|| {
+            (port != 22)
+                .then(|| holds(&lookup_name(host, 22)))
+                .flatten()
+        })
+    }
+
     /// Checks a host certificate the server presented for `host` on `port`,
     /// at Unix time `now`, by OpenSSH's rules (sshconnect.c): the certified
     /// key or the CA key `@revoked` refuses; otherwise a `@cert-authority`

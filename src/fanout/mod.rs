@@ -8,6 +8,8 @@
 //! at most its own deadline and never blocks another host's progress. Must not know: what the
 //! job does (exec, copy) or how results are printed.
 
+pub mod limits;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,7 +18,7 @@ use tokio::sync::Semaphore;
 
 use crate::key::source::KeySource;
 use crate::plan::{FanoutOptions, HostPlan};
-use crate::ssh::session::{self, ConnectError, Connection, HostKeyDb};
+use crate::ssh::session::{self, ConnectError, Connection, HostKeyDb, SessionEnd};
 
 /// Why a host produced no job result. `E` is the job's own error type.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +29,8 @@ pub enum HostError<E> {
     Timeout { seconds: u64 },
     #[error("interrupted")]
     Cancelled,
+    #[error(transparent)]
+    Lost(SessionEnd),
     #[error(transparent)]
     Job(E),
 }
@@ -64,7 +68,9 @@ where
     F: Fn(HostPlan, X) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<T, HostError<E>>> + Send + 'static,
 {
-    let permits = Arc::new(Semaphore::new(options.parallel.max(1)));
+    let parallel =
+        limits::parallel_within_limits(options.parallel, items.iter().map(|(plan, _)| plan));
+    let permits = Arc::new(Semaphore::new(parallel.max(1)));
     let work = Arc::new(work);
     let mut tasks = Vec::with_capacity(items.len());
     for (plan, item) in items {
@@ -151,6 +157,7 @@ where
 {
     let job = Arc::new(job);
     let retry = options.clone();
+    let gates = Arc::new(limits::JumpGates::default());
     let items = plans
         .into_iter()
         .map(|plan| (with_default_keepalive(plan), ()))
@@ -160,27 +167,60 @@ where
         let db = db.clone();
         let job = Arc::clone(&job);
         let retry = retry.clone();
+        let gates = Arc::clone(&gates);
         async move {
-            let conn = connect_with_retries(&plan, &keys, &db, &retry)
+            let conn = connect_with_retries(&plan, &keys, &db, &retry, &gates)
                 .await
                 .map_err(HostError::Connect)?;
-            job(conn, plan).await.map_err(HostError::Job)
+            let ended = conn.ended();
+            unless_session_lost(job(conn, plan), ended).await
         }
     })
     .await
 }
 
+/// How long a job may go on after its session ended, to finish with what already arrived
+/// (an exit status, the last SFTP replies) before its host is failed with the session's end.
+const GRACE_AFTER_SESSION_END: Duration = Duration::from_secs(2);
+
+/// `job`'s result, unless its session ends under it: a job waiting on a channel whose
+/// server froze (a full send window, an SFTP reply that never comes) would otherwise wait
+/// for its own timeouts, one after the other. Jobs that finish in the grace after the end
+/// keep their result when it is a success; a failure then is reported as the session's
+/// end, which says why.
+async fn unless_session_lost<T, E>(
+    job: impl Future<Output = Result<T, E>>,
+    ended: impl Future<Output = SessionEnd>,
+) -> Result<T, HostError<E>> {
+    tokio::pin!(job);
+    let end = tokio::select! {
+        result = &mut job => return result.map_err(HostError::Job),
+        end = ended => end,
+    };
+    match tokio::time::timeout(GRACE_AFTER_SESSION_END, job).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(err)) if end == SessionEnd::ClosedByServer => Err(HostError::Job(err)),
+        Ok(Err(_)) | Err(_) => Err(HostError::Lost(end)),
+    }
+}
+
 /// One login, tried again after `options.backoff` (doubling) while the failure is one a retry
-/// can fix and `options.retries` allows.
+/// can fix and `options.retries` allows; each attempt first waits for its turn at the jump
+/// hosts on its way ([`limits::JumpGates`]), outside its ConnectTimeout.
 async fn connect_with_retries(
     plan: &HostPlan,
     keys: &KeySource,
     db: &HostKeyDb,
     options: &FanoutOptions,
+    gates: &limits::JumpGates,
 ) -> Result<Connection, ConnectError> {
     let mut attempt = 0;
     loop {
-        match session::connect(plan, keys, db).await {
+        let login = {
+            let _paced = gates.enter(plan).await;
+            session::connect(plan, keys, db).await
+        };
+        match login {
             Ok(conn) => return Ok(conn),
             Err(err) if err.is_retryable() && attempt < options.retries => {
                 let wait = options.backoff * 2u32.saturating_pow(attempt);

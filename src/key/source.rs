@@ -58,6 +58,8 @@ pub struct KeySource {
     last_resort: Vec<Arc<LoadedKey>>,
     /// True when the key is fixed (a rotation's pending key): no re-fetch.
     pinned: bool,
+    /// The secret's ARN from the first GetSecretValue (for audit records).
+    arn: std::sync::OnceLock<String>,
 }
 
 impl KeySource {
@@ -71,6 +73,7 @@ impl KeySource {
             fallback: OnceCell::new(),
             last_resort: Vec::new(),
             pinned: false,
+            arn: std::sync::OnceLock::new(),
         }
     }
 
@@ -97,6 +100,11 @@ impl KeySource {
 
     pub fn spec(&self) -> &SecretSpec {
         &self.spec
+    }
+
+    /// The secret's ARN, once a GetSecretValue has returned it.
+    pub fn secret_arn(&self) -> Option<&str> {
+        self.arn.get().map(String::as_str)
     }
 
     /// The AWS configuration of this invocation, loaded once; other AWS clients (EC2
@@ -156,6 +164,9 @@ impl KeySource {
             .get_or_init(|| async { SecretsClient::new(self.aws_config().await) })
             .await;
         let fetched = client.fetch(&self.spec.id, selector).await?;
+        if let Some(arn) = &fetched.arn {
+            let _ = self.arn.set(arn.clone());
+        }
         crate::term::diag::debug(format_args!(
             "GetSecretValue {} ({selector}): version {}",
             self.spec.id,

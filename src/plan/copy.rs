@@ -7,6 +7,7 @@
 
 use std::path::PathBuf;
 
+use crate::aws::s3::S3Prefix;
 use crate::cli::args::ScpArgs;
 use crate::config::hostlist;
 use crate::config::operand::{self, is_plain_name, Operand, RemotePath};
@@ -71,6 +72,21 @@ pub struct CopyPlan {
     /// `-P`, for hosts and operands without their own port.
     pub port: Option<u16>,
     pub fanout: FanoutOptions,
+    /// `--via s3://...` (or the config file's `copy_via`): the upload goes through S3.
+    pub via: Option<ViaS3>,
+}
+
+/// An upload carried through S3 rather than over each host's SSH session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViaS3 {
+    pub location: S3Prefix,
+    /// `--sse-kms-key-id` (or `copy_sse_kms_key_id`): SSE-KMS with this key.
+    pub kms_key: Option<String>,
+    /// `--keep`: the objects stay in S3 after the copy.
+    pub keep: bool,
+    /// The copy was written as scp's single-host upload (`FILE host:PATH`): its failures are
+    /// reported as scp reports them, not as a fan-out's summary.
+    pub single_host: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -93,6 +109,18 @@ pub enum CopyPlanError {
     GatherHostName(String),
     #[error(transparent)]
     Refused(#[from] RefusedFlag),
+    #[error("--via {0}")]
+    Via(#[from] crate::aws::s3::S3UrlError),
+    #[error("--via {0:?}: write direct or s3://BUCKET/PREFIX")]
+    ViaUnknown(String),
+    #[error("{0} applies to --via s3://BUCKET/PREFIX: add --via or remove {0}")]
+    ViaOnly(&'static str),
+    #[error(
+        "--via s3:// carries uploads (local files to remote hosts): copy this with --via direct"
+    )]
+    ViaUploadsOnly,
+    #[error("-l limits SSH traffic, and --via s3:// moves the files over HTTPS: remove -l or use --via direct")]
+    ViaWithLimit,
 }
 
 /// Refuses the scp flags whose meaning smscp does not provide (see the README's "Drop-in
@@ -126,6 +154,7 @@ pub fn resolve(args: &ScpArgs) -> Result<CopyPlan, PlanError> {
     }
     let raw_target = args.operands.last().cloned().unwrap_or_default();
     let mode = copy_mode(args, operands, &raw_target)?;
+    let (mode, via) = resolve_via(args, mode)?;
     let mut implied = Vec::new();
     // -J is ProxyJump given first, so it beats -o ProxyCommand and the files.
     let jump = args.jump.as_ref().map(|jump| format!("ProxyJump={jump}"));
@@ -164,7 +193,90 @@ pub fn resolve(args: &ScpArgs) -> Result<CopyPlan, PlanError> {
         max_dir_entries: usize::try_from(args.max_dir_entries).unwrap_or(usize::MAX),
         port: args.port,
         fanout: fanout_options(&args.fanout),
+        via,
     })
+}
+
+/// Whether the copy goes through S3: `--via` beats the config file's `copy_via`, and `direct`
+/// in either turns it off. A default from the file applies only where it can (an upload of
+/// files without -r or -l); an explicit `--via s3://` (or `--keep`, `--sse-kms-key-id`) on
+/// another copy is refused. A single-host
+/// upload becomes a push to one host, which is how the S3 path runs it.
+fn resolve_via(args: &ScpArgs, mode: CopyMode) -> Result<(CopyMode, Option<ViaS3>), PlanError> {
+    let file = crate::plan::load_tool_config(&crate::plan::Local::detect().tool_config_path())?;
+    let explicit = args.via.is_some();
+    let location = match args.via.clone().or(file.copy_via).as_deref() {
+        None | Some("direct") => None,
+        Some(text) if text.starts_with("s3://") => {
+            Some(S3Prefix::parse(text).map_err(CopyPlanError::from)?)
+        }
+        Some(text) => return Err(CopyPlanError::ViaUnknown(text.to_owned()).into()),
+    };
+    let Some(location) = location else {
+        if args.keep {
+            return Err(CopyPlanError::ViaOnly("--keep").into());
+        }
+        if args.sse_kms_key_id.is_some() {
+            return Err(CopyPlanError::ViaOnly("--sse-kms-key-id").into());
+        }
+        return Ok((mode, None));
+    };
+    let upload = match &mode {
+        CopyMode::Fanout {
+            copy: FanoutCopy::Push { .. },
+            ..
+        } => true,
+        CopyMode::Single(request) => {
+            matches!(request.target, Operand::Remote(_))
+                && request
+                    .sources
+                    .iter()
+                    .all(|s| matches!(s, Operand::Local(_)))
+        }
+        CopyMode::Fanout { .. } => false,
+    };
+    // --keep and --sse-kms-key-id ask for S3, so with them the default is not dropped.
+    let asks_for_s3 = explicit || args.keep || args.sse_kms_key_id.is_some();
+    if !asks_for_s3 && (!upload || args.recursive || args.limit_kbits.is_some()) {
+        return Ok((mode, None));
+    }
+    if !upload {
+        return Err(CopyPlanError::ViaUploadsOnly.into());
+    }
+    if args.limit_kbits.is_some() {
+        return Err(CopyPlanError::ViaWithLimit.into());
+    }
+    let single_host = matches!(mode, CopyMode::Single(_));
+    let mode = match mode {
+        CopyMode::Single(CopyRequest {
+            sources,
+            target: Operand::Remote(target),
+            ..
+        }) => CopyMode::Fanout {
+            copy: FanoutCopy::Push {
+                sources: local_sources(&sources)?,
+                target: target.path,
+            },
+            hosts: FanoutHosts::Expanded(vec![TargetHost {
+                spec: hostlist::HostSpec {
+                    user: target.user,
+                    host: target.host,
+                    port: target.port,
+                },
+                instance_id: None,
+            }]),
+        },
+        other => other,
+    };
+    Ok((
+        mode,
+        Some(ViaS3 {
+            location,
+            kms_key: args.sse_kms_key_id.clone().or(file.copy_sse_kms_key_id),
+            keep: args.keep,
+            single_host,
+        }),
+    ))
 }
 
 fn copy_mode(

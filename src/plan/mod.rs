@@ -66,6 +66,12 @@ pub struct ToolConfig {
     pub fallback_stage: Option<String>,
     pub region: Option<String>,
     pub profile: Option<String>,
+    /// The user's audit destinations (`[audit]`), added to the administrator's.
+    pub audit: Option<crate::audit::AuditTable>,
+    /// smscp's default carrier for uploads: `s3://BUCKET/PREFIX` (or `direct`); `--via` wins.
+    pub copy_via: Option<String>,
+    /// The KMS key for `copy_via` uploads; `--sse-kms-key-id` wins.
+    pub copy_sse_kms_key_id: Option<String>,
 }
 
 /// Facts about the local side that several resolutions need.
@@ -320,6 +326,18 @@ impl HostPlan {
             None if self.batch_mode => Some(BATCH_MODE_KEEPALIVE),
             None => None,
         }
+    }
+
+    /// How long the session may go without any progress (nothing read, nothing written, no
+    /// keepalive answered) before it is declared dead: the keepalive interval times
+    /// ServerAliveCountMax plus one interval, so a host that answers keepalives is never
+    /// cut off, and none when keepalives are off or `ServerAliveCountMax 0` asks never to
+    /// disconnect. Keepalives alone cannot end a session whose server stopped reading: once
+    /// the socket's send buffer is full, every write (keepalives included) waits on it.
+    pub fn unresponsive_limit(&self) -> Option<Duration> {
+        let interval = self.keepalive_interval()?;
+        (self.server_alive_count_max > 0)
+            .then(|| interval.saturating_mul(self.server_alive_count_max.saturating_add(1)))
     }
 }
 

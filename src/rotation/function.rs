@@ -246,6 +246,7 @@ pub async fn handle(
     aws: &aws_config::SdkConfig,
     event: &RotationEvent,
     report: Reporter,
+    audit: std::sync::Arc<crate::audit::Auditor>,
 ) -> Result<String, FunctionError> {
     let step: Step = event.step.parse()?;
     rotation::block::validate_version_id(&event.client_request_token).map_err(|e| {
@@ -263,7 +264,8 @@ pub async fn handle(
         fallback_stage: None,
         aws: crate::aws::AwsSettings::default(),
     };
-    let rotation = Rotation::new(aws, spec, config.settings.clone(), targets, None, report)?;
+    let rotation =
+        Rotation::new(aws, spec, config.settings.clone(), targets, None, report)?.with_audit(audit);
     let outcome = rotation
         .run_step(step, &event.client_request_token, false)
         .await?;

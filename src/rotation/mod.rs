@@ -31,10 +31,11 @@ pub mod store;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::audit::{self, Action, Auditor, Outcome};
 use crate::aws::secret::{KeyMaterial, PrivateKeyBytes};
 use crate::config::known_hosts::KnownHostsError;
 use crate::fanout::{self, HostError};
@@ -277,6 +278,8 @@ pub struct Rotation {
     bootstrap: Option<Arc<LoadedKey>>,
     ssm: Option<aws_sdk_ssm::Client>,
     report: Reporter,
+    /// Where each step and each host's authorized_keys edit is recorded.
+    audit: Arc<Auditor>,
 }
 
 impl fmt::Debug for Rotation {
@@ -298,6 +301,8 @@ impl fmt::Debug for Rotation {
 struct Rendered {
     keys: Vec<ManagedKey>,
     retire: Vec<PublicKeyLine>,
+    /// The versions whose keys `retire` holds, for audit records.
+    retired_versions: Vec<String>,
     watch: Option<PublicKeyLine>,
     script: String,
 }
@@ -333,18 +338,62 @@ impl Rotation {
             targets,
             bootstrap,
             report,
+            audit: Arc::new(Auditor::none()),
         })
     }
 
-    /// Runs one step for `token`, as the Lambda does for each event. `local` allows
-    /// createSecret for a token Secrets Manager has not listed (smssh rotate makes its own).
+    /// The same rotation, recording each step and each host's edit with `audit`.
+    pub fn with_audit(self, audit: Arc<Auditor>) -> Rotation {
+        Rotation { audit, ..self }
+    }
+
+    /// Records one step's outcome (with no host: the step as a whole).
+    fn record_step(
+        &self,
+        step: Step,
+        token: &str,
+        result: Result<(), &RotationError>,
+        started: Instant,
+    ) {
+        self.audit.record(&audit::Event {
+            host: None,
+            key: audit::KeyUsed::default(),
+            action: Action::Rotation {
+                step: step.name().to_owned(),
+                version_id: token.to_owned(),
+            },
+            outcome: match result {
+                Ok(()) => Outcome::Ok,
+                Err(err) => Outcome::Failed(err.to_string()),
+            },
+            exit_status: None,
+            duration: started.elapsed(),
+        });
+    }
+
+    /// Runs one step for `token`, as the Lambda does for each event, and records it.
+    /// `local` allows createSecret for a token Secrets Manager has not listed (smssh rotate
+    /// makes its own).
     pub async fn run_step(
         &self,
         step: Step,
         token: &str,
         local: bool,
     ) -> Result<StepOutcome, RotationError> {
+        let started = Instant::now();
+        let result = self.run_step_unrecorded(step, token, local).await;
+        self.record_step(step, token, result.as_ref().map(|_| ()), started);
+        result
+    }
+
+    async fn run_step_unrecorded(
+        &self,
+        step: Step,
+        token: &str,
+        local: bool,
+    ) -> Result<StepOutcome, RotationError> {
         let description = self.store.describe().await?;
+        self.audit.set_secret_arn(&description.arn);
         if self.settings.require_rotation_enabled && !description.rotation_enabled {
             return Err(RotationError::RotationDisabled {
                 id: description.name,
@@ -828,12 +877,12 @@ impl Rotation {
         let id = &versions.description.name;
         let keys = self.desired_keys(versions)?;
         let bootstrap = self.bootstrap_public_key()?;
-        let retire = match step {
+        let (retire, retired_versions) = match step {
             Step::Finish => {
                 self.keys_to_retire(versions, &keys, bootstrap.as_ref())
                     .await?
             }
-            _ => Vec::new(),
+            _ => (Vec::new(), Vec::new()),
         };
         let watch = bootstrap.filter(|key| {
             !self.settings.retire_bootstrap_key && !keys.iter().any(|k| &k.key == key)
@@ -860,6 +909,7 @@ impl Rotation {
         Ok(Rendered {
             keys,
             retire,
+            retired_versions,
             watch,
             script,
         })
@@ -886,9 +936,10 @@ impl Rotation {
         versions: &Versions,
         desired: &[ManagedKey],
         bootstrap: Option<&PublicKeyLine>,
-    ) -> Result<Vec<PublicKeyLine>, RotationError> {
+    ) -> Result<(Vec<PublicKeyLine>, Vec<String>), RotationError> {
         let id = &versions.description.name;
         let mut retire: Vec<PublicKeyLine> = Vec::new();
+        let mut retired_versions: Vec<String> = Vec::new();
         let add = |key: PublicKeyLine, retire: &mut Vec<PublicKeyLine>| {
             let wanted = desired.iter().any(|k| k.key == key);
             if !wanted && !retire.contains(&key) {
@@ -912,6 +963,10 @@ impl Rotation {
                 Ok(Some(key)) => {
                     let kept_bootstrap =
                         bootstrap == Some(&key) && !self.settings.retire_bootstrap_key;
+                    let wanted = desired.iter().any(|k| k.key == key);
+                    if !kept_bootstrap && !wanted {
+                        retired_versions.push(version.clone());
+                    }
                     if !kept_bootstrap {
                         add(key, &mut retire);
                     }
@@ -926,7 +981,7 @@ impl Rotation {
         if let Some(key) = bootstrap.filter(|_| self.settings.retire_bootstrap_key) {
             add(key.clone(), &mut retire);
         }
-        Ok(retire)
+        Ok((retire, retired_versions))
     }
 
     /// Writes the desired block on every target and fails the step if any host failed.
@@ -934,6 +989,7 @@ impl Rotation {
         let id = &versions.description.name;
         let rendered = self.render(versions, step).await?;
         let script = &rendered.script;
+        let started = Instant::now();
         let results = match self.settings.channel {
             Channel::Ssh => {
                 let source = self.login_keys(versions)?;
@@ -970,7 +1026,7 @@ impl Rotation {
                 .await?
             }
         };
-        self.judge(step, &rendered, &results)
+        self.judge(step, &rendered, &results, started)
     }
 
     /// A deploy's verdict: every host's block must hold exactly `keys`, or the step fails
@@ -980,6 +1036,7 @@ impl Rotation {
         step: Step,
         rendered: &Rendered,
         results: &[HostResult],
+        started: Instant,
     ) -> Result<String, RotationError> {
         let versions_wanted: Vec<&str> = rendered
             .keys
@@ -994,6 +1051,7 @@ impl Rotation {
         for HostResult { host, result } in results {
             match result {
                 Ok(report) if report.version_ids == versions_wanted => {
+                    self.record_edit(step, rendered, host, Some(report), Outcome::Ok, started);
                     changed += usize::from(report.changed);
                     if report.retired > 0 {
                         (self.report)(
@@ -1009,14 +1067,14 @@ impl Rotation {
                     bootstrap_hosts += usize::from(report.watched > 0);
                 }
                 Ok(report) => {
-                    (self.report)(
-                        Note::HostFailed,
-                        &format!(
-                            "{step}: {host}: the block holds [{}] after the edit, expected [{}]",
-                            report.version_ids.join(" "),
-                            versions_wanted.join(" ")
-                        ),
+                    let line = format!(
+                        "{step}: {host}: the block holds [{}] after the edit, expected [{}]",
+                        report.version_ids.join(" "),
+                        versions_wanted.join(" ")
                     );
+                    (self.report)(Note::HostFailed, &line);
+                    let failed = Outcome::Failed(line);
+                    self.record_edit(step, rendered, host, Some(report), failed, started);
                     failures.push(host.clone());
                 }
                 Err(failure) => {
@@ -1026,6 +1084,8 @@ impl Rotation {
                         format!("{step}: {host}: {failure}")
                     };
                     (self.report)(Note::HostFailed, &line);
+                    let failed = Outcome::Failed(line);
+                    self.record_edit(step, rendered, host, None, failed, started);
                     failures.push(host.clone());
                 }
             }
@@ -1061,6 +1121,51 @@ impl Rotation {
             ));
         }
         Ok(summary)
+    }
+
+    /// Records one host's authorized_keys edit: the versions its block holds after it (the
+    /// desired ones when the host did not say), the versions retired, and the outcome. The
+    /// duration is the deploy's so far: each host's result came in within it.
+    fn record_edit(
+        &self,
+        step: Step,
+        rendered: &Rendered,
+        label: &str,
+        report: Option<&block::ScriptReport>,
+        outcome: Outcome,
+        started: Instant,
+    ) {
+        let plan = self
+            .targets
+            .iter()
+            .map(|t| &t.plan)
+            .find(|p| p.label == label);
+        let login = match self.settings.channel {
+            Channel::Ssh => plan.map(|p| p.user.clone()).unwrap_or_default(),
+            Channel::Ssm => self.settings.ssm_user.clone(),
+        };
+        let versions = match report {
+            Some(report) => report.version_ids.clone(),
+            None => rendered.keys.iter().map(|k| k.version_id.clone()).collect(),
+        };
+        self.audit.record(&audit::Event {
+            host: Some(audit::Host {
+                host: plan.map_or_else(|| label.to_owned(), |p| p.hostname.clone()),
+                port: plan.map_or(22, |p| p.port),
+                login,
+            }),
+            key: audit::KeyUsed::default(),
+            action: Action::AuthorizedKeys {
+                step: step.name().to_owned(),
+                versions,
+                retired_versions: rendered.retired_versions.clone(),
+                changed: report.is_some_and(|r| r.changed),
+                retired_lines: report.map_or(0, |r| r.retired),
+            },
+            outcome,
+            exit_status: None,
+            duration: started.elapsed(),
+        });
     }
 
     /// The keys the SSH channel logs in with: CURRENT, then PREVIOUS for hosts that missed the
@@ -1198,7 +1303,10 @@ impl Rotation {
                 summary,
             }
         };
-        let Some(sessions) = self.test_logins(&versions, token).await? else {
+        let test_started = Instant::now();
+        let logins = self.test_logins(&versions, token).await;
+        self.record_step(Step::Test, token, logins.as_ref().map(|_| ()), test_started);
+        let Some(sessions) = logins? else {
             let tested = outcome(Step::Test, nothing_to_test(token));
             let finished = self.run_step(Step::Finish, token, true).await?;
             return Ok(vec![tested, finished]);
@@ -1207,12 +1315,35 @@ impl Rotation {
             Step::Test,
             format!("the pending key logged in on all {} hosts", sessions.len()),
         );
+        let finish_started = Instant::now();
+        let finished = self
+            .finish_over(&versions.description, sessions, token)
+            .await;
+        self.record_step(
+            Step::Finish,
+            token,
+            finished.as_ref().map(|_| ()),
+            finish_started,
+        );
+        let finished = outcome(Step::Finish, finished?);
+        Ok(vec![tested, finished])
+    }
+
+    /// finishSecret over the sessions testSecret left open: promotes the pending version,
+    /// then reconciles every host, logging in afresh only where a session was lost.
+    async fn finish_over(
+        &self,
+        description: &Description,
+        sessions: Vec<(HostPlan, Connection)>,
+        token: &str,
+    ) -> Result<String, RotationError> {
         if crate::term::cancel::requested() {
             return Err(RotationError::Cancelled);
         }
-        let description = self.promote(&versions.description, token).await?;
+        let description = self.promote(description, token).await?;
         let versions = self.versions(description, None).await?;
         let rendered = self.render(&versions, Step::Finish).await?;
+        let started = Instant::now();
         let request = Arc::new(deploy::script_request(&rendered.script));
         let outcomes = fanout::for_each(sessions, &self.settings.fanout, move |_plan, conn| {
             let request = Arc::clone(&request);
@@ -1252,9 +1383,7 @@ impl Rotation {
                 .await,
             );
         }
-        let summary = self.judge(Step::Finish, &rendered, &results)?;
-        let finished = outcome(Step::Finish, summary);
-        Ok(vec![tested, finished])
+        self.judge(Step::Finish, &rendered, &results, started)
     }
 
     /// Connects to every target once to learn the host keys nobody knows yet.

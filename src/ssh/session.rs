@@ -96,7 +96,9 @@ pub fn client_config(plan: &HostPlan, preferred_host_keys: &[String]) -> client:
         preferred,
         keepalive_interval: plan.keepalive_interval(),
         keepalive_max: plan.server_alive_count_max as usize,
-        inactivity_timeout: None,
+        // russh bounds a blocked socket write only by the inactivity timeout, which it resets
+        // after every exchange that is not a keepalive tick; see HostPlan::unresponsive_limit.
+        inactivity_timeout: plan.unresponsive_limit(),
         ..Default::default()
     }
 }
@@ -379,13 +381,24 @@ pub struct Verifier {
     delivers_forwarded: bool,
     learn: Option<Arc<Mutex<Vec<String>>>>,
     refusal: Arc<Mutex<Option<Refusal>>>,
+    /// Told why the session ended, for whoever still waits on one of its channels.
+    ended: tokio::sync::watch::Sender<Option<SessionEnd>>,
+    /// [`HostPlan::unresponsive_limit`], to say how long an unresponsive server was given.
+    unresponsive_limit: Option<std::time::Duration>,
 }
 
 impl Verifier {
     /// The verifier for a connection to `plan`'s host, leaving its reason to refuse in
     /// `refusal`.
-    fn new(plan: &HostPlan, db: &HostKeyDb, refusal: Arc<Mutex<Option<Refusal>>>) -> Verifier {
+    fn new(
+        plan: &HostPlan,
+        db: &HostKeyDb,
+        refusal: Arc<Mutex<Option<Refusal>>>,
+        ended: tokio::sync::watch::Sender<Option<SessionEnd>>,
+    ) -> Verifier {
         Verifier {
+            ended,
+            unresponsive_limit: plan.unresponsive_limit(),
             host: plan.hostname.clone(),
             port: plan.port,
             known_hosts: Arc::clone(&db.known_hosts),
@@ -450,58 +463,34 @@ impl Verifier {
     /// when its key or CA is revoked or the signature is false; otherwise its key is checked
     /// as a plain host key, as OpenSSH does.
     async fn check_certificate(&self, cert: &Certificate) -> Result<bool, russh::Error> {
-        let wire = |data: &russh::keys::ssh_key::public::KeyData| {
-            PublicKey::new(data.clone(), "")
-                .to_bytes()
-                .map_err(|e| russh::Error::from(russh::keys::Error::from(e)))
-        };
-        let key_blob = wire(cert.public_key())?;
-        let ca_blob = wire(cert.signature_key())?;
-        let key_type = host_key_type_name(&cert.public_key().algorithm());
-        let ca_key_type = host_key_type_name(&cert.signature_key().algorithm());
-        let signature_algorithm = cert.signature().algorithm();
-        let claims = CertificateClaims {
-            key_type: &key_type,
-            key_blob: &key_blob,
-            cert_type: cert.cert_type() as u32,
-            principals: cert.valid_principals(),
-            valid_after: cert.valid_after(),
-            valid_before: cert.valid_before(),
-            critical_options: cert.critical_options().keys().map(String::as_str).collect(),
-            ca_key_type: &ca_key_type,
-            ca_blob: &ca_blob,
-            signature_algorithm: signature_algorithm.as_str(),
-        };
-        // A clock before 1970 reads as 1970, where every real certificate is not yet valid.
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |elapsed| elapsed.as_secs());
-        match self.known_hosts.check_certificate(
+        match judge_certificate(
+            &self.known_hosts,
             &self.host,
             self.port,
-            &claims,
-            now,
+            cert,
             &self.ca_signature_algorithms,
         ) {
-            CertificateStatus::Trusted { authority } => {
-                // The CA is the one known_hosts trusts (compared blob for blob), so its own
-                // fingerprint is the only one to accept; validate_at checks the signature.
-                let ca = cert.signature_key().fingerprint(HashAlg::Sha256);
-                match cert.validate_at(now, [&ca]) {
-                    Ok(()) => Ok(true),
-                    Err(_) => self.refuse(Refusal::ForgedCertificate { authority }),
-                }
+            CertificateJudgement::Trusted { .. } => Ok(true),
+            CertificateJudgement::Forged { authority } => {
+                self.refuse(Refusal::ForgedCertificate { authority })
             }
-            CertificateStatus::Revoked {
+            CertificateJudgement::Revoked {
                 fingerprint,
                 source,
             } => self.refuse(Refusal::Revoked {
                 fingerprint,
                 source_line: source,
             }),
-            CertificateStatus::Untrusted(problem) => {
-                self.check_plain_key(&key_type, &key_blob, Some(problem.to_string()))
+            CertificateJudgement::Untrusted {
+                key_type,
+                key_blob,
+                problem,
+            } => {
+                self.check_plain_key(&key_type, &key_blob, Some(problem))
                     .await
+            }
+            CertificateJudgement::Unencodable(err) => {
+                Err(russh::Error::from(russh::keys::Error::from(err)))
             }
         }
     }
@@ -628,6 +617,131 @@ impl client::Handler for Verifier {
         }
         Ok(())
     }
+
+    /// The session's loop has ended: whoever waits on one of its channels is told why, since
+    /// a channel whose peer froze may otherwise wait for a window or a reply for ever.
+    async fn disconnected(
+        &mut self,
+        reason: client::DisconnectReason<Self::Error>,
+    ) -> Result<(), Self::Error> {
+        let (end, result) = match reason {
+            client::DisconnectReason::ReceivedDisconnect(_) => (SessionEnd::ClosedByServer, Ok(())),
+            client::DisconnectReason::Error(err) => {
+                let end = match (&err, self.unresponsive_limit) {
+                    (
+                        russh::Error::KeepaliveTimeout | russh::Error::InactivityTimeout,
+                        Some(limit),
+                    ) => SessionEnd::Unresponsive {
+                        seconds: limit.as_secs().max(1),
+                    },
+                    _ => SessionEnd::Failed {
+                        reason: err.to_string(),
+                    },
+                };
+                (end, Err(err))
+            }
+        };
+        self.ended.send_replace(Some(end));
+        result
+    }
+}
+
+/// Why an established session ended, as its [`Connection::ended`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionEnd {
+    #[error(
+        "the server stopped answering: no progress and no reply to keepalives for {seconds}s \
+         (ServerAliveInterval x (ServerAliveCountMax + 1))"
+    )]
+    Unresponsive { seconds: u64 },
+    #[error("the server closed the connection")]
+    ClosedByServer,
+    #[error("the connection failed: {reason}")]
+    Failed { reason: String },
+}
+
+/// An open transport: the session's handle and the signal of its end.
+pub struct Transport {
+    pub handle: Handle<Verifier>,
+    ended: tokio::sync::watch::Receiver<Option<SessionEnd>>,
+}
+
+/// What known_hosts makes of a host certificate, by OpenSSH's rules (see
+/// [`KnownHosts::check_certificate`]). The login's verifier and `smssh check` both decide
+/// through here, so they cannot disagree.
+#[derive(Debug)]
+pub enum CertificateJudgement {
+    /// A `@cert-authority` line vouches for it and the CA's signature verifies.
+    Trusted { authority: String },
+    /// A `@cert-authority` line vouches for the CA, but the signature is false.
+    Forged { authority: String },
+    /// Its key or its CA is `@revoked`.
+    Revoked { fingerprint: String, source: String },
+    /// No authority vouches for it: its key is to be checked as a plain host key.
+    Untrusted {
+        key_type: String,
+        key_blob: Vec<u8>,
+        problem: String,
+    },
+    /// A key in it cannot be encoded in SSH wire form.
+    Unencodable(russh::keys::ssh_key::Error),
+}
+
+pub fn judge_certificate(
+    known: &KnownHosts,
+    host: &str,
+    port: u16,
+    cert: &Certificate,
+    ca_signature_algorithms: &[String],
+) -> CertificateJudgement {
+    let wire =
+        |data: &russh::keys::ssh_key::public::KeyData| PublicKey::new(data.clone(), "").to_bytes();
+    let (key_blob, ca_blob) = match (wire(cert.public_key()), wire(cert.signature_key())) {
+        (Ok(key), Ok(ca)) => (key, ca),
+        (Err(err), _) | (_, Err(err)) => return CertificateJudgement::Unencodable(err),
+    };
+    let key_type = host_key_type_name(&cert.public_key().algorithm());
+    let ca_key_type = host_key_type_name(&cert.signature_key().algorithm());
+    let signature_algorithm = cert.signature().algorithm();
+    let claims = CertificateClaims {
+        key_type: &key_type,
+        key_blob: &key_blob,
+        cert_type: cert.cert_type() as u32,
+        principals: cert.valid_principals(),
+        valid_after: cert.valid_after(),
+        valid_before: cert.valid_before(),
+        critical_options: cert.critical_options().keys().map(String::as_str).collect(),
+        ca_key_type: &ca_key_type,
+        ca_blob: &ca_blob,
+        signature_algorithm: signature_algorithm.as_str(),
+    };
+    // A clock before 1970 reads as 1970, where every real certificate is not yet valid.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs());
+    match known.check_certificate(host, port, &claims, now, ca_signature_algorithms) {
+        CertificateStatus::Trusted { authority } => {
+            // The CA is the one known_hosts trusts (compared blob for blob), so its own
+            // fingerprint is the only one to accept; validate_at checks the signature.
+            let ca = cert.signature_key().fingerprint(HashAlg::Sha256);
+            match cert.validate_at(now, [&ca]) {
+                Ok(()) => CertificateJudgement::Trusted { authority },
+                Err(_) => CertificateJudgement::Forged { authority },
+            }
+        }
+        CertificateStatus::Revoked {
+            fingerprint,
+            source,
+        } => CertificateJudgement::Revoked {
+            fingerprint,
+            source,
+        },
+        CertificateStatus::Untrusted(problem) => CertificateJudgement::Untrusted {
+            key_type,
+            key_blob,
+            problem: problem.to_string(),
+        },
+    }
 }
 
 /// Where host keys are checked and recorded, shared by every connection of an invocation.
@@ -689,6 +803,30 @@ pub struct Connection {
     pub key_used: Arc<LoadedKey>,
     /// The plan's `SetEnv`/`SendEnv` variables, asked for on every session channel.
     pub env: Vec<(String, String)>,
+    end: tokio::sync::watch::Receiver<Option<SessionEnd>>,
+}
+
+impl Connection {
+    /// Resolves when the session has ended, with the reason. A job still running then is
+    /// waiting on something that will never come, or finishing with what already arrived.
+    pub fn ended(&self) -> impl std::future::Future<Output = SessionEnd> + Send + 'static {
+        let mut end = self.end.clone();
+        async move {
+            loop {
+                if let Some(reason) = end.borrow_and_update().clone() {
+                    return reason;
+                }
+                if end.changed().await.is_err() {
+                    // The verifier, and with it the sender, is gone only once the session's
+                    // loop has stopped; a loop that stops says why first, so this is a loop
+                    // that panicked or was dropped.
+                    return end.borrow().clone().unwrap_or(SessionEnd::Failed {
+                        reason: "the session stopped".to_owned(),
+                    });
+                }
+            }
+        }
+    }
 }
 
 /// Connects and authenticates, within the plan's ConnectTimeout for the whole login.
@@ -738,27 +876,28 @@ async fn connect_inner(
     let login = open_transport(plan, Some(keys), db, role);
     let (key, handle) = tokio::join!(key_fetch, login);
     let key = key?;
-    let mut handle = handle?;
+    let mut transport = handle?;
+    let handle = &mut transport.handle;
     let mut tried = Vec::new();
-    if authenticate(&mut handle, plan, &key).await? {
-        return Ok(connection(handle, plan, key));
+    if authenticate(handle, plan, &key).await? {
+        return Ok(connection(transport, plan, key));
     }
     tried.push(describe_key(&key));
     if let Some(newer) = keys.refetched(&key).await? {
-        if authenticate(&mut handle, plan, &newer).await? {
-            return Ok(connection(handle, plan, newer));
+        if authenticate(handle, plan, &newer).await? {
+            return Ok(connection(transport, plan, newer));
         }
         tried.push(describe_key(&newer));
     }
     if let Some(fallback) = keys.fallback().await? {
-        if authenticate(&mut handle, plan, &fallback).await? {
-            return Ok(connection(handle, plan, fallback));
+        if authenticate(handle, plan, &fallback).await? {
+            return Ok(connection(transport, plan, fallback));
         }
         tried.push(describe_key(&fallback));
     }
     for last_resort in keys.last_resort() {
-        if authenticate(&mut handle, plan, last_resort).await? {
-            return Ok(connection(handle, plan, Arc::clone(last_resort)));
+        if authenticate(handle, plan, last_resort).await? {
+            return Ok(connection(transport, plan, Arc::clone(last_resort)));
         }
         tried.push(describe_key(last_resort));
     }
@@ -769,9 +908,10 @@ async fn connect_inner(
     })
 }
 
-fn connection(handle: Handle<Verifier>, plan: &HostPlan, key: Arc<LoadedKey>) -> Connection {
+fn connection(transport: Transport, plan: &HostPlan, key: Arc<LoadedKey>) -> Connection {
     Connection {
-        handle,
+        handle: transport.handle,
+        end: transport.ended,
         label: plan.label.clone(),
         key_used: key,
         env: plan.env.clone(),
@@ -808,7 +948,7 @@ async fn open_transport(
     keys: Option<&KeySource>,
     db: &HostKeyDb,
     role: Role,
-) -> Result<Handle<Verifier>, ConnectError> {
+) -> Result<Transport, ConnectError> {
     if let Some(setting) = &plan.unimplemented {
         return Err(ConnectError::Unimplemented {
             host: plan.label.clone(),
@@ -909,7 +1049,7 @@ async fn handshake<R>(
     db: &HostKeyDb,
     role: Role,
     stream: R,
-) -> Result<Handle<Verifier>, ConnectError>
+) -> Result<Transport, ConnectError>
 where
     R: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -918,10 +1058,11 @@ where
     let preferred = db.known_hosts.known_algorithms(&host, port);
     let config = Arc::new(client_config(plan, &preferred));
     let refusal = Arc::new(Mutex::new(None));
-    let mut verifier = Verifier::new(plan, db, Arc::clone(&refusal));
+    let (ended_tx, ended) = tokio::sync::watch::channel(None);
+    let mut verifier = Verifier::new(plan, db, Arc::clone(&refusal), ended_tx);
     verifier.delivers_forwarded = role == Role::Destination;
     match client::connect_stream(config, stream, verifier).await {
-        Ok(handle) => Ok(handle),
+        Ok(handle) => Ok(Transport { handle, ended }),
         Err(err) => {
             let refusal = refusal.lock().ok().and_then(|mut r| r.take());
             Err(match refusal {
@@ -940,7 +1081,9 @@ where
 /// uses it to learn host keys before any key is pushed.
 pub async fn probe_host_key(plan: &HostPlan, db: &HostKeyDb) -> Result<(), ConnectError> {
     let probe = async {
-        let handle = open_transport(plan, None, db, Role::Destination).await?;
+        let handle = open_transport(plan, None, db, Role::Destination)
+            .await?
+            .handle;
         let _ = handle
             .disconnect(russh::Disconnect::ByApplication, "", "en")
             .await;
@@ -1258,7 +1401,12 @@ mod tests {
         let mut plan = test_plan("h", 22);
         plan.strict_host_key_checking = StrictHostKeyChecking::Yes;
         let refusal = Arc::new(Mutex::new(None));
-        let verifier = Verifier::new(&plan, &db, Arc::clone(&refusal));
+        let verifier = Verifier::new(
+            &plan,
+            &db,
+            Arc::clone(&refusal),
+            tokio::sync::watch::channel(None).0,
+        );
         assert!(verifier
             .check_certificate(&certificate)
             .await
@@ -1279,7 +1427,12 @@ mod tests {
         // The same certificate for another host name falls back to its plain key, unknown.
         let mut other = test_plan("other", 22);
         other.strict_host_key_checking = StrictHostKeyChecking::Yes;
-        let verifier = Verifier::new(&other, &db, Arc::clone(&refusal));
+        let verifier = Verifier::new(
+            &other,
+            &db,
+            Arc::clone(&refusal),
+            tokio::sync::watch::channel(None).0,
+        );
         assert!(!verifier
             .check_certificate(&certificate)
             .await

@@ -19,6 +19,7 @@ use russh_sftp::client::error::Error as SftpError;
 use russh_sftp::client::RawSftpSession;
 use russh_sftp::protocol::{FileAttributes, OpenFlags, StatusCode};
 
+use crate::audit::StreamDigest;
 use crate::ssh::session::Connection;
 
 /// Largest read/write request we send, when the server's limits@openssh.com allows it.
@@ -83,6 +84,14 @@ pub fn local_error(path: &Path, err: std::io::Error) -> TransferError {
         path: path.display().to_string(),
         reason: io_reason(&err),
     }
+}
+
+/// What a download copied: its length and the SHA-256 of its bytes, hashed as they
+/// arrived (absent when the server's answers could not be hashed in order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Copied {
+    pub bytes: u64,
+    pub sha256: Option<String>,
 }
 
 /// scp's words for the common local errors, OpenSSH's strerror texts.
@@ -183,6 +192,11 @@ impl Meter {
     /// Counts bytes the server has acknowledged (uploads) or delivered (downloads).
     fn progress(&self, bytes: u64) {
         for bar in &self.bars {
+            // The first byte starts the clock the displayed rate is computed from, so the
+            // key fetch and the login do not dilute it (term::progress).
+            if bar.position() == 0 {
+                bar.reset_elapsed();
+            }
             bar.inc(bytes);
         }
     }
@@ -541,7 +555,7 @@ impl Sftp {
         mode: u32,
         preserve_times: bool,
         meter: &Meter,
-    ) -> Result<u64, TransferError> {
+    ) -> Result<Copied, TransferError> {
         let handle = self
             .raw
             .open(remote, OpenFlags::READ, FileAttributes::empty())
@@ -561,8 +575,9 @@ impl Sftp {
                     file: &file,
                     path: local,
                 };
+                let mut digest = StreamDigest::new();
                 let copied = self
-                    .read_all(&handle, remote, stat.size, &sink, meter)
+                    .read_all(&handle, remote, stat.size, &sink, meter, &mut digest)
                     .await;
                 copied.and_then(|bytes| {
                     finish_local(
@@ -572,7 +587,10 @@ impl Sftp {
                         mode,
                         preserve_times.then_some(stat),
                     )
-                    .map(|()| bytes)
+                    .map(|()| Copied {
+                        bytes,
+                        sha256: digest.finish(bytes),
+                    })
                 })
             }
             Err(err) => Err(err),
@@ -599,6 +617,7 @@ impl Sftp {
         size: u64,
         sink: &Sink<'_>,
         meter: &Meter,
+        digest: &mut StreamDigest,
     ) -> Result<u64, TransferError> {
         let window = (self.in_flight / self.request_len).max(1) as usize;
         let mut pending = FuturesUnordered::new();
@@ -656,6 +675,7 @@ impl Sftp {
                             ),
                         });
                     }
+                    digest.update_at(at, &data.data);
                     sink.write_at(data.data, at).await?;
                     written = written.max(at + got);
                     if got < len {
@@ -746,8 +766,11 @@ impl Sftp {
             handle: &write_handle,
             path: target,
         };
+        // A copy between two hosts is checked by neither end here: its hash is not kept.
+        let mut digest = StreamDigest::new();
+        digest.give_up();
         let copied = from
-            .read_all(&read_handle, source, stat.size, &sink, meter)
+            .read_all(&read_handle, source, stat.size, &sink, meter, &mut digest)
             .await;
         let _ = from.raw.close(read_handle).await;
         let closed = self.raw.close(write_handle).await;
@@ -878,6 +901,9 @@ pub struct SharedSource {
     cache: std::sync::Mutex<std::collections::BTreeMap<u64, std::sync::Arc<Vec<u8>>>>,
     cache_bytes: std::sync::atomic::AtomicUsize,
     disk_reads: std::sync::atomic::AtomicU64,
+    /// SHA-256 of the chunks in file order, taken as the first host to need each chunk gets
+    /// it, so a push to many hosts hashes the file once (for audit records).
+    digest: std::sync::Mutex<StreamDigest>,
 }
 
 impl SharedSource {
@@ -891,7 +917,16 @@ impl SharedSource {
             cache: std::sync::Mutex::new(std::collections::BTreeMap::new()),
             cache_bytes: std::sync::atomic::AtomicUsize::new(0),
             disk_reads: std::sync::atomic::AtomicU64::new(0),
+            digest: std::sync::Mutex::new(StreamDigest::new()),
         })
+    }
+
+    /// Lowercase hex SHA-256 of the file's bytes as sent, once every chunk has been sent.
+    pub fn sha256(&self) -> Option<String> {
+        match self.digest.lock() {
+            Ok(digest) => digest.finish(self.size),
+            Err(poisoned) => poisoned.into_inner().finish(self.size),
+        }
     }
 
     /// Bytes read from disk so far (for `-v` and for tests of the read-once property).
@@ -912,11 +947,18 @@ impl SharedSource {
                 return Ok(std::sync::Arc::clone(chunk));
             }
         }
+        // Every host asks for its chunks in file order, so the one furthest ahead always asks
+        // for the next offset to hash, and its chunk is never in the cache yet.
+        let mut digest = match self.digest.lock() {
+            Ok(digest) => digest,
+            Err(poisoned) => poisoned.into_inner(),
+        };
         let mut data = vec![0u8; len as usize];
         self.file
             .read_exact_at(&mut data, offset)
             .map_err(|e| local_error(&self.path, e))?;
         self.disk_reads.fetch_add(len, Ordering::Relaxed);
+        digest.update_at(offset, &data);
         let chunk = std::sync::Arc::new(data);
         cache.insert(offset, std::sync::Arc::clone(&chunk));
         let mut held = self.cache_bytes.fetch_add(len as usize, Ordering::Relaxed) + len as usize;

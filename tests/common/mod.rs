@@ -1441,9 +1441,9 @@ fn sshd_knows(line: &str) -> bool {
 // Cluster
 // ---------------------------------------------------------------------------
 
-/// A moto server plus `n` workers at 127.0.0.2 .. 127.0.0.(n+1), all on one
-/// port, sharing one client key pair that is authorized everywhere and
-/// stored in moto as [`SECRET_ID`].
+/// A moto server plus `n` workers at 127.0.0.2 .. 127.0.0.(n+1) (past 250, in the
+/// next /24s: [`worker_addr`]), all on one port, sharing one client key pair
+/// that is authorized everywhere and stored in moto as [`SECRET_ID`].
 pub struct Cluster {
     pub moto: Moto,
     pub workers: Vec<Worker>,
@@ -1472,15 +1472,13 @@ impl Cluster {
     /// "ed25519", optionally with bits as in "ecdsa-384").
     pub fn with_key_type(n_workers: usize, kind: &str) -> Cluster {
         assert!(
-            (1..=250).contains(&n_workers),
-            "a cluster has 1 to 250 workers, not {n_workers}"
+            (1..=MAX_WORKERS).contains(&n_workers),
+            "a cluster has 1 to {MAX_WORKERS} workers, not {n_workers}"
         );
         // Moto's Python takes seconds to start, so it comes up while the
         // workers are being set up.
         let moto = Moto::spawn();
-        let addrs: Vec<String> = (0..n_workers)
-            .map(|i| format!("127.0.0.{}", i + 2))
-            .collect();
+        let addrs: Vec<String> = (0..n_workers).map(worker_addr).collect();
         let addr_refs: Vec<&str> = addrs.iter().map(String::as_str).collect();
         let port = free_port(&addr_refs);
         let scratch = tempfile::Builder::new()
@@ -1517,7 +1515,7 @@ impl Cluster {
         fs::create_dir_all(&ssh_dir).expect("cannot create HOME/.ssh");
         fs::write(
             cluster.ssh_config_path(),
-            format!("Host 127.0.0.*\n    Port {port}\n"),
+            format!("Host {}\n    Port {port}\n", worker_patterns(n_workers)),
         )
         .expect("cannot write HOME/.ssh/config");
         cluster.refresh_known_hosts();
@@ -2243,5 +2241,121 @@ impl Worker {
         fs::write(&path, format!("{lines}{config}")).expect("cannot write sshd_config");
         self.stop();
         self.start();
+    }
+}
+
+/// The most workers a [`Cluster`] starts: the benchmarks' scaling curve goes to 1,000 and
+/// beyond; tests stay within the first 250.
+pub const MAX_WORKERS: usize = 2000;
+
+/// The address of worker `i` (from 0): 127.0.0.2 .. 127.0.0.251 for the first 250, which is
+/// all tests use, then 250 more in each following /24 (127.0.1.2 .. 127.0.1.251, ...), so
+/// that host `i` of a hostlist is `127.0.{i / 250}.{i % 250 + 2}`.
+pub fn worker_addr(i: usize) -> String {
+    format!("127.0.{}.{}", i / 250, i % 250 + 2)
+}
+
+/// The ssh_config `Host` patterns covering the first `n` workers: `127.0.0.*` alone up to
+/// 250, so that tests can configure other 127.0.x.* addresses differently.
+pub fn worker_patterns(n: usize) -> String {
+    (0..n.div_ceil(250))
+        .map(|block| format!("127.0.{block}.*"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+// ---------------------------------------------------------------------------
+// lightsshd
+// ---------------------------------------------------------------------------
+
+/// lightsshd (benches/lightsshd), the one-process SSH server that stands in for thousands of
+/// hosts: started from `binary` with `authorized_key` (a `.pub` file) accepted, its host key
+/// written in `dir`, listening on 0.0.0.0 and a port the kernel chose. Dropping it kills it.
+pub struct Lightsshd {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    pub port: u16,
+    /// The host key's public line (`ssh-ed25519 BASE64 lightsshd`).
+    pub host_key_line: String,
+}
+
+impl Lightsshd {
+    pub fn start(binary: &Path, authorized_key: &Path, dir: &Path) -> Lightsshd {
+        let host_key = dir.join("lightsshd_host_key.pub");
+        let mut child = Command::new(binary)
+            .arg("--authorized-key")
+            .arg(authorized_key)
+            .arg("--host-key-out")
+            .arg(&host_key)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+        reaper_send(&child.id().to_string());
+        let stdout = std::io::BufReader::new(child.stdout.take().expect("stdout is piped"));
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in std::io::BufRead::lines(stdout).map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let first = lines.recv_timeout(SSHD_DEADLINE).unwrap_or_default();
+        let port = first
+            .strip_prefix("listening on 0.0.0.0:")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("lightsshd did not say where it listens: {first:?}"));
+        let host_key_line = fs::read_to_string(&host_key).expect("lightsshd wrote no host key");
+        let host_key_line = host_key_line.trim_end().to_owned();
+        Lightsshd {
+            child,
+            lines,
+            port,
+            host_key_line,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The hostlist of `n` distinct simulated hosts: 127.1.0.1 .. 127.1.0.250, then 250 more
+    /// in each following /24, clear of the harness's workers in 127.0.0.0/16.
+    pub fn hostlist(n: usize) -> String {
+        assert!(
+            (1..=250 * 256).contains(&n),
+            "1 to 64,000 simulated hosts, not {n}"
+        );
+        let (full, rest) = (n / 250, n % 250);
+        let mut terms = Vec::new();
+        if full > 0 {
+            terms.push(format!("127.1.[0-{}].[1-250]", full - 1));
+        }
+        if rest > 0 {
+            terms.push(format!("127.1.{full}.[1-{rest}]"));
+        }
+        terms.join(",")
+    }
+
+    /// Stops it with SIGTERM and returns the counters it printed: `name value` lines, and
+    /// `sha256 HEX COUNT` lines as `sha256 HEX` -> COUNT.
+    pub fn stop(self) -> std::collections::BTreeMap<String, u64> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        let mut counters = std::collections::BTreeMap::new();
+        while let Ok(line) = self.lines.recv_timeout(SSHD_DEADLINE) {
+            if let Some((name, value)) = line.rsplit_once(' ') {
+                counters.insert(name.to_owned(), value.parse().unwrap_or(u64::MAX));
+            }
+        }
+        counters
+    }
+}
+
+impl Drop for Lightsshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        reaper_send(&format!("-{}", self.child.id()));
     }
 }
