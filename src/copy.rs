@@ -96,7 +96,18 @@ impl AuditedHost {
         outcome: Outcome,
         started: std::time::Instant,
     ) {
-        ctx.audit.record(&audit::Event {
+        self.record_to(&ctx.audit, action, outcome, started);
+    }
+
+    /// One record of `action` on this host, to `auditor`.
+    pub fn record_to(
+        &self,
+        auditor: &Auditor,
+        action: Action,
+        outcome: Outcome,
+        started: std::time::Instant,
+    ) {
+        auditor.record(&audit::Event {
             host: Some(self.host.clone()),
             key: self.key.clone(),
             action,

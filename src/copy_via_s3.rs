@@ -20,8 +20,9 @@ use std::time::Duration;
 
 use secrecy::ExposeSecret;
 
+use crate::audit::{Action, Outcome};
 use crate::aws::s3::{Bucket, S3Error};
-use crate::copy::{exit_status, CopyContext};
+use crate::copy::{exit_status, AuditedHost, CopyContext};
 use crate::fanout;
 use crate::key::source::KeySource;
 use crate::plan::copy::ViaS3;
@@ -105,6 +106,8 @@ struct Staged {
     /// (atime, mtime), as scp -p gives them.
     times: (u32, u32),
     sha256: String,
+    /// Bytes uploaded, for the hosts' audit records.
+    size: u64,
 }
 
 /// One host's failed part: a line per failing file (`PATH: reason`), shown as the first and
@@ -145,19 +148,42 @@ pub async fn run(
         let target: Arc<str> = target.into();
         let preserve = ctx.preserve;
         let progress = Arc::clone(&ctx.progress);
-        fanout::run(plans, keys, db, options, move |conn, _plan| {
+        let auditor = Arc::clone(&ctx.audit);
+        fanout::run(plans, keys, db, options, move |conn, plan| {
             let bucket = Arc::clone(&job_bucket);
             let staged = Arc::clone(&job_staged);
             let target = Arc::clone(&target);
             let progress = Arc::clone(&progress);
+            let auditor = Arc::clone(&auditor);
             async move {
+                let audited = AuditedHost::of(&plan, Some(&conn));
                 let mut failures: Vec<String> = Vec::new();
-                for (_, file) in staged.iter() {
+                for (local, file) in staged.iter() {
                     if cancel::requested() {
                         break;
                     }
+                    let started = std::time::Instant::now();
                     let fetched = fetch(&conn, &bucket, file, &target, several, preserve, expiry);
-                    if let Err(line) = fetched.await {
+                    let result = fetched.await;
+                    // The host wrote the file only if its SHA-256 matched the upload's, so a
+                    // success records the upload's hash; a failure records none.
+                    let (outcome, sha256) = match &result {
+                        Ok(()) => (Outcome::Ok, Some(file.sha256.clone())),
+                        Err(line) => (Outcome::Failed(line.clone()), None),
+                    };
+                    let remote = if several {
+                        format!("{}/{}", target.trim_end_matches('/'), file.name)
+                    } else {
+                        target.to_string()
+                    };
+                    let action = Action::Upload {
+                        local: local.display().to_string(),
+                        remote,
+                        bytes: if result.is_ok() { file.size } else { 0 },
+                        sha256,
+                    };
+                    audited.record_to(&auditor, action, outcome, started);
+                    if let Err(line) = result {
                         failures.push(line);
                     }
                 }
@@ -259,6 +285,7 @@ async fn upload_all(
                         mode: mode & 0o777,
                         times,
                         sha256: uploaded.sha256,
+                        size: uploaded.size,
                     },
                 ));
             }
@@ -404,6 +431,7 @@ mod tests {
             mode: 0o640,
             times: (1, 2),
             sha256: "ab".repeat(32),
+            size: 3,
         }
     }
 

@@ -132,13 +132,45 @@ fn a_multipart_file_reaches_every_host_intact_and_the_object_is_deleted() {
         fs::create_dir_all(worker.sftp_home().join("incoming")).expect("mkdir incoming");
     }
 
+    let audit_log = cluster.scratch.path().join("audit.jsonl");
     let out = run(cluster
         .command("smscp")
+        .arg("--audit-log")
+        .arg(&audit_log)
         .args(["-v", "--via", &format!("s3://{BUCKET}/runs/"), "-w"])
         .arg(hostlist(&cluster))
         .arg(&source)
         .arg("~/incoming/"));
     assert_success(&out);
+
+    // Each host's download is a host action with the cluster key: one upload record each,
+    // with the bytes and the SHA-256 the host verified.
+    let records: Vec<serde_json::Value> = fs::read_to_string(&audit_log)
+        .expect("the audit log")
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("one JSON record per line"))
+        .collect();
+    let mut hosts: Vec<&str> = records
+        .iter()
+        .map(|record| record["host"].as_str().expect("a host"))
+        .collect();
+    hosts.sort_unstable();
+    let mut addrs: Vec<&str> = cluster.workers.iter().map(|w| w.addr()).collect();
+    addrs.sort_unstable();
+    assert_eq!(hosts, addrs, "{records:?}");
+    for record in &records {
+        assert_eq!(record["outcome"], "ok", "{record}");
+        assert_eq!(record["action"]["type"], "upload", "{record}");
+        assert_eq!(record["action"]["sha256"], expected.as_str(), "{record}");
+        assert_eq!(
+            record["action"]["bytes"],
+            fs::metadata(&source).expect("stat").len(),
+            "{record}"
+        );
+        assert!(record["fingerprint"]
+            .as_str()
+            .is_some_and(|f| f.starts_with("SHA256:")));
+    }
 
     for worker in &cluster.workers {
         let copy = worker.sftp_home().join("incoming/image.bin");
