@@ -250,23 +250,12 @@ impl Bench<'_> {
 
 /// Fails with a clear message unless every peer is installed.
 fn check_peers() {
-    let mut missing: Vec<String> = ["pdsh", "ssh"]
-        .into_iter()
-        .filter(|tool| find_on_path(tool).is_none())
-        .map(str::to_owned)
-        .collect();
-    let ansible = bench_venv().join("bin/ansible");
-    if !ansible.is_file() {
-        missing.push(ansible.display().to_string());
-    }
-    if !missing.is_empty() {
-        eprintln!(
-            "agent bench: missing {}; {DEPS_HINT} (then: SMSSH_TEST_MOTO=$PWD/.venv/bin/moto_server \
-             cargo bench --bench agent)",
-            missing.join(", ")
-        );
-        std::process::exit(2);
-    }
+    require_peers(
+        "agent",
+        &["pdsh", "ssh"],
+        &[bench_venv().join("bin/ansible")],
+        &[],
+    );
 }
 
 /// The last value worker 1's sshd logged after `prefix`, up to the next space.

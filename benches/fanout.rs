@@ -152,47 +152,25 @@ struct Record {
 
 /// Fails with a clear message unless every peer and helper is installed.
 fn check_peers() {
-    let mut missing = Vec::new();
-    for tool in [
-        "pdsh",
-        "pdcp",
-        "parallel-ssh",
-        "parallel-scp",
-        "clush",
-        "xargs",
-        "ssh",
-        "scp",
-    ] {
-        if find_on_path(tool).is_none() {
-            missing.push(tool.to_owned());
-        }
-    }
-    for file in [
-        PathBuf::from("/usr/bin/time"),
-        bench_venv().join("bin/ansible"),
-        bssh_path(),
-    ] {
-        if !file.is_file() {
-            missing.push(file.display().to_string());
-        }
-    }
-    let matplotlib = Command::new(bench_venv().join("bin/python"))
-        .args(["-c", "import matplotlib"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !matplotlib {
-        missing.push(format!("matplotlib in {}", bench_venv().display()));
-    }
-    if !missing.is_empty() {
-        eprintln!(
-            "fanout bench: missing {}; {DEPS_HINT} (then: SMSSH_TEST_MOTO=$PWD/.venv/bin/moto_server \
-             cargo bench --bench fanout)",
-            missing.join(", ")
-        );
-        std::process::exit(2);
-    }
+    require_peers(
+        "fanout",
+        &[
+            "pdsh",
+            "pdcp",
+            "parallel-ssh",
+            "parallel-scp",
+            "clush",
+            "xargs",
+            "ssh",
+            "scp",
+        ],
+        &[
+            PathBuf::from("/usr/bin/time"),
+            bench_venv().join("bin/ansible"),
+            bssh_path(),
+        ],
+        &["matplotlib"],
+    );
 }
 
 struct Bench<'a> {

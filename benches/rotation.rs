@@ -164,28 +164,15 @@ struct Record {
 
 /// Exits with a clear message unless Ansible and the helpers are installed.
 fn check_peers() {
-    let mut missing = Vec::new();
-    for tool in ["ssh", "ssh-keygen"] {
-        if find_on_path(tool).is_none() {
-            missing.push(tool.to_owned());
-        }
-    }
-    for file in [
-        PathBuf::from("/usr/bin/python3"),
-        bench_venv().join("bin/ansible-playbook"),
-    ] {
-        if !file.is_file() {
-            missing.push(file.display().to_string());
-        }
-    }
-    if !missing.is_empty() {
-        eprintln!(
-            "rotation bench: missing {}; {DEPS_HINT} (then: SMSSH_TEST_MOTO=$PWD/.venv/bin/moto_server \
-             cargo bench --bench rotation)",
-            missing.join(", ")
-        );
-        std::process::exit(2);
-    }
+    require_peers(
+        "rotation",
+        &["ssh", "ssh-keygen"],
+        &[
+            PathBuf::from("/usr/bin/python3"),
+            bench_venv().join("bin/ansible-playbook"),
+        ],
+        &[],
+    );
 }
 
 /// The key pairs of one Ansible run.

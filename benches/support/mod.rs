@@ -43,6 +43,43 @@ pub fn find_on_path(name: &str) -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
+/// Exits the bench named `bench` with one line naming whatever is missing of the commands on
+/// PATH (`tools`), the files (`files`) and the Python modules of the peers' venv (`modules`),
+/// and how to install them.
+pub fn require_peers(bench: &str, tools: &[&str], files: &[PathBuf], modules: &[&str]) {
+    let mut missing: Vec<String> = tools
+        .iter()
+        .filter(|tool| find_on_path(tool).is_none())
+        .map(|tool| (*tool).to_owned())
+        .collect();
+    missing.extend(
+        files
+            .iter()
+            .filter(|file| !file.is_file())
+            .map(|file| file.display().to_string()),
+    );
+    let python = bench_venv().join("bin/python");
+    for module in modules {
+        let present = std::process::Command::new(&python)
+            .args(["-c", &format!("import {module}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success());
+        if !present {
+            missing.push(format!("{module} in {}", bench_venv().display()));
+        }
+    }
+    if !missing.is_empty() {
+        eprintln!(
+            "{bench} bench: missing {}; {DEPS_HINT} (then: SMSSH_TEST_MOTO=$PWD/.venv/bin/moto_server \
+             cargo bench --bench {bench})",
+            missing.join(", ")
+        );
+        std::process::exit(2);
+    }
+}
+
 /// Raises the soft limit on open files to the hard one: 128 workers and 128 client
 /// connections per tool need more than the usual 1024 (1,000 need several thousand). sshd
 /// workers inherit it.
