@@ -20,7 +20,9 @@ Usage: $prog [--prefix DIR]
 Build smscp and smssh (cargo build --release) and install them to DIR/bin,
 their manual pages to DIR/share/man/man1, and their completions to
 DIR/share/bash-completion/completions, DIR/share/zsh/site-functions and
-DIR/share/fish/vendor_completions.d.
+DIR/share/fish/vendor_completions.d, and links named pdsh, dshbak, pdcp and
+rpdcp to them in DIR/lib/smssh/pdsh (put that directory first on PATH to
+run pdsh's command lines through smssh and smscp).
 
 Options:
   --prefix DIR   installation prefix (default: /usr/local)
@@ -68,6 +70,7 @@ case $prefix in
     *) prefix=$(pwd)/$prefix ;;
 esac
 bindir=$prefix/bin
+pdshdir=$prefix/lib/smssh/pdsh
 mandir=$prefix/share/man/man1
 bashdir=$prefix/share/bash-completion/completions
 zshdir=$prefix/share/zsh/site-functions
@@ -127,6 +130,17 @@ done
 for page in smscp.1 smssh.1; do
     install -m 0644 "man/$page" "$mandir/$page"
     echo "installed $mandir/$page"
+done
+# pdsh, dshbak, pdcp and rpdcp as links to the binaries (each name runs that tool's command
+# line), in a directory of their own, as the packages place them: in DIR/bin they would
+# shadow a real pdsh. A link is made beside its final name and renamed over it, so an
+# existing one is replaced at once.
+install -d -m 0755 "$pdshdir"
+for pair in pdsh:smssh dshbak:smssh pdcp:smscp rpdcp:smscp; do
+    name=${pair%%:*}
+    ln -sfn "../../../bin/${pair#*:}" "$pdshdir/.$name.new"
+    mv -f "$pdshdir/.$name.new" "$pdshdir/$name"
+    echo "linked $pdshdir/$name -> $bindir/${pair#*:}"
 done
 
 # The completion scripts come from the built smssh, so they match its options. Each is

@@ -101,7 +101,10 @@ fi
 py=$REPO/.venv/bin/python
 
 step "Building smssh and smscp"
-run cargo build --release -p smssh --bins
+# The same build as scripts/package.sh's and the packaging test's (the rotation function
+# included): cargo unifies dependency features over the packages it builds at once, so a
+# build of the two binaries alone would compile every dependency a second time.
+run cargo build --release --locked -p smssh --bins -p smssh-rotation-lambda
 target=${CARGO_TARGET_DIR:-target}
 [[ $target = /* ]] || target=$REPO/$target
 bin=$target/release

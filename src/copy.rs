@@ -14,6 +14,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::audit::{self, Action, Auditor, KeyUsed, Outcome};
 use crate::config::operand::{is_plain_name, Operand, RemotePath};
@@ -80,12 +81,7 @@ impl AuditedHost {
                 port: plan.port,
                 login: plan.user.clone(),
             },
-            key: conn
-                .map(|conn| KeyUsed {
-                    version_id: conn.key_used.version_id.clone(),
-                    fingerprint: Some(conn.key_used.key.fingerprint().to_owned()),
-                })
-                .unwrap_or_default(),
+            key: conn.map(Connection::audited_key).unwrap_or_default(),
         }
     }
 
@@ -119,13 +115,19 @@ impl AuditedHost {
 }
 
 /// The failures of one host's part of a copy. A single-host copy prints each at once, as
-/// scp does; a fan-out keeps them for its summary, one line per failed host.
+/// scp does; a fan-out keeps them for its summary, one line per failed host. Every file
+/// copied is one audit record (`transferred`); every failure before or around a file (a
+/// missing source, a target that is not a directory, a directory that cannot be made) is
+/// one record of the attempt it stopped (`attempt`), so a refusal is audited as well.
 pub struct Report {
     echo: bool,
     pub failures: usize,
     pub first: Option<String>,
-    /// The host the next transfers happen on, for their audit records.
-    host: Option<AuditedHost>,
+    /// The hosts the next transfers happen on, for their audit records: the target, and for
+    /// a copy between two hosts (`-3`) the source as well.
+    hosts: Vec<AuditedHost>,
+    /// What the copy is attempting now, recorded as failed if a failure stops it.
+    attempt: Option<Action>,
 }
 
 impl Report {
@@ -134,13 +136,30 @@ impl Report {
             echo,
             failures: 0,
             first: None,
-            host: None,
+            hosts: Vec::new(),
+            attempt: None,
         }
     }
 
     /// The host (and key) the following transfers are on.
     pub fn on_host(&mut self, host: AuditedHost) {
-        self.host = Some(host);
+        self.hosts = vec![host];
+    }
+
+    /// The two hosts of a copy between them (`-3`): records go to both.
+    fn on_hosts(&mut self, target: AuditedHost, source: AuditedHost) {
+        self.hosts = vec![target, source];
+    }
+
+    /// The action the following failures stop, until the next call.
+    fn attempt(&mut self, action: Action) {
+        self.attempt = Some(action);
+    }
+
+    fn record(&self, ctx: &CopyContext, action: &Action, outcome: &Outcome, started: Instant) {
+        for host in &self.hosts {
+            host.record(ctx, action.clone(), outcome.clone(), started);
+        }
     }
 
     /// Records one transfer: ok, or failed with the line `fail` printed (or kept).
@@ -149,29 +168,36 @@ impl Report {
         ctx: &CopyContext,
         action: Action,
         result: Result<(), String>,
-        started: std::time::Instant,
+        started: Instant,
     ) {
         let outcome = match result {
             Ok(()) => Outcome::Ok,
             Err(line) => {
-                self.fail(ctx, &line);
+                self.note(ctx, &line);
                 Outcome::Failed(line)
             }
         };
-        if let Some(host) = &self.host {
-            host.record(ctx, action, outcome, started);
+        self.record(ctx, &action, &outcome, started);
+    }
+
+    /// A failure outside any one file's transfer: printed (or kept), and recorded as the
+    /// failure of the current attempt on the current hosts.
+    fn fail(&mut self, ctx: &CopyContext, what: impl std::fmt::Display) {
+        let line = what.to_string();
+        self.note(ctx, &line);
+        if let Some(action) = &self.attempt {
+            self.record(ctx, action, &Outcome::Failed(line), Instant::now());
         }
     }
 
-    fn fail(&mut self, ctx: &CopyContext, what: impl std::fmt::Display) {
+    fn note(&mut self, ctx: &CopyContext, text: &str) {
         self.failures += 1;
-        let text = what.to_string();
         if self.echo {
             ctx.progress
                 .line(&format!("{}: {text}", crate::term::diag::program()));
         }
         if self.first.is_none() {
-            self.first = Some(text);
+            self.first = Some(text.to_owned());
         }
     }
 
@@ -236,7 +262,8 @@ pub async fn run(
         Operand::Remote(target) => {
             match open(target, request, ssh, keys, db, ctx.dir_limit).await {
                 Ok((conn, plan, sftp)) => {
-                    report.on_host(AuditedHost::of(&plan, Some(&conn)));
+                    let target_host = AuditedHost::of(&plan, Some(&conn));
+                    report.on_host(target_host.clone());
                     let sources: Vec<PathBuf> = request
                         .sources
                         .iter()
@@ -270,7 +297,11 @@ pub async fn run(
                         }
                         let paths = paths_on(&request.sources, host);
                         match open(host, request, ssh, keys, db, ctx.dir_limit).await {
-                            Ok((_from_conn, _, from_sftp)) => {
+                            Ok((from_conn, from_plan, from_sftp)) => {
+                                report.on_hosts(
+                                    target_host.clone(),
+                                    AuditedHost::of(&from_plan, Some(&from_conn)),
+                                );
                                 let from = Side {
                                     sftp: &from_sftp,
                                     host: &host.host,
@@ -283,7 +314,24 @@ pub async fn run(
                                 };
                                 cross.copy(&paths, &target.path, several, &mut report).await;
                             }
-                            Err(err) => report.fail(ctx, err),
+                            Err(err) => {
+                                let from_plan = ssh.plan(
+                                    &host.host,
+                                    host.user.as_deref(),
+                                    host.port.or(request.port),
+                                );
+                                report.on_hosts(
+                                    target_host.clone(),
+                                    AuditedHost::of(&from_plan, None),
+                                );
+                                report.attempt(relay_attempt(
+                                    &host.host,
+                                    &paths,
+                                    &target.host,
+                                    &target.path,
+                                ));
+                                report.fail(ctx, err);
+                            }
                         }
                     }
                 }
@@ -303,18 +351,14 @@ pub async fn run(
                         target.user.as_deref(),
                         target.port.or(request.port),
                     );
-                    AuditedHost::of(&plan, None).record(
-                        ctx,
-                        Action::Upload {
-                            local,
-                            remote: target.path.clone(),
-                            bytes: 0,
-                            sha256: None,
-                        },
-                        Outcome::Failed(line),
-                        std::time::Instant::now(),
-                    );
-                    report.fail(ctx, err);
+                    report.on_host(AuditedHost::of(&plan, None));
+                    report.attempt(Action::Upload {
+                        local,
+                        remote: target.path.clone(),
+                        bytes: 0,
+                        sha256: None,
+                    });
+                    report.fail(ctx, line);
                 }
             }
         }
@@ -347,17 +391,13 @@ pub async fn run(
                                 host.user.as_deref(),
                                 host.port.or(request.port),
                             );
-                            AuditedHost::of(&plan, None).record(
-                                ctx,
-                                Action::Download {
-                                    local: target.display().to_string(),
-                                    remote: paths.join(" "),
-                                    bytes: 0,
-                                    sha256: None,
-                                },
-                                Outcome::Failed(err.to_string()),
-                                std::time::Instant::now(),
-                            );
+                            report.on_host(AuditedHost::of(&plan, None));
+                            report.attempt(Action::Download {
+                                local: target.display().to_string(),
+                                remote: paths.join(" "),
+                                bytes: 0,
+                                sha256: None,
+                            });
                             report.fail(ctx, err)
                         }
                     }
@@ -446,6 +486,7 @@ pub async fn push(
     meter: &Meter,
     report: &mut Report,
 ) {
+    report.attempt(upload_attempt(sources.iter().map(|p| p.as_path()), target));
     let (target_exists, target_is_dir) = match sftp.stat(target).await {
         Ok(stat) => (stat.is_some(), stat.is_some_and(|s| s.is_dir)),
         Err(err) => return report.fail(ctx, describe(host, &err)),
@@ -470,17 +511,18 @@ pub async fn push(
         if crate::term::cancel::requested() {
             break;
         }
+        let dest = if target_is_dir {
+            transfer::remote_join(target, &local_name(path))
+        } else {
+            target.to_owned()
+        };
+        report.attempt(upload_attempt(std::iter::once(path.as_path()), &dest));
         let meta = match std::fs::metadata(path) {
             Ok(meta) => meta,
             Err(err) => {
                 report.fail(ctx, describe(host, &transfer::local_error(path, err)));
                 continue;
             }
-        };
-        let dest = if target_is_dir {
-            transfer::remote_join(target, &local_name(path))
-        } else {
-            target.to_owned()
         };
         if meta.is_dir() {
             if !ctx.recursive {
@@ -676,6 +718,12 @@ pub async fn pull(
         if crate::term::cancel::requested() {
             break;
         }
+        report.attempt(Action::Download {
+            local: target.display().to_string(),
+            remote: path.clone(),
+            bytes: 0,
+            sha256: None,
+        });
         let matches = match expand(sftp, path).await {
             Ok(Some(matches)) => matches,
             Ok(None) => {
@@ -964,6 +1012,7 @@ struct Cross<'a> {
 impl Cross<'_> {
     async fn copy(&self, sources: &[String], target: &str, several: bool, report: &mut Report) {
         let (from, to, ctx) = (self.from, self.to, self.ctx);
+        report.attempt(relay_attempt(from.host, sources, to.host, target));
         let target_is_dir = match to.sftp.stat(target).await {
             Ok(stat) => stat.is_some_and(|s| s.is_dir),
             Err(err) => return report.fail(ctx, describe(to.host, &err)),
@@ -972,6 +1021,12 @@ impl Cross<'_> {
             return report.fail(ctx, format!("{}:{target}: Not a directory", to.host));
         }
         for path in sources {
+            report.attempt(relay_attempt(
+                from.host,
+                std::slice::from_ref(path),
+                to.host,
+                target,
+            ));
             let matches = match expand(from.sftp, path).await {
                 Ok(Some(matches)) => matches,
                 Ok(None) => {
@@ -1041,12 +1096,20 @@ impl Cross<'_> {
             Ok(mode) => mode,
             Err(err) => return report.fail(self.ctx, describe(self.to.host, &err)),
         };
-        if let Err(err) = self
+        let started = Instant::now();
+        let result = self
             .to
             .sftp
             .crossload(self.from.sftp, path, stat, dest, mode, times, self.meter)
-            .await
-        {
+            .await;
+        let copied = result.as_ref().ok();
+        let action = Action::Relay {
+            from: format!("{}:{path}", self.from.host),
+            to: format!("{}:{dest}", self.to.host),
+            bytes: copied.map_or(0, |c| c.bytes),
+            sha256: copied.and_then(|c| c.sha256.clone()),
+        };
+        let result = result.map(|_| ()).map_err(|err| {
             // The error names the path it is about: the source's (when the two differ) was
             // the reading side's.
             let host = match &err {
@@ -1055,8 +1118,9 @@ impl Cross<'_> {
                 }
                 _ => self.to.host,
             };
-            report.fail(self.ctx, describe(host, &err));
-        }
+            describe(host, &err)
+        });
+        report.transferred(self.ctx, action, result, started);
     }
 
     async fn tree(&self, dir: &str, dest: &str, report: &mut Report) {
@@ -1286,8 +1350,14 @@ pub async fn run_fanout(
 
 /// The local sources of a push that can be copied: a source that cannot (missing, or a
 /// directory without -r) fails the run, as in scp, but not the hosts, so it is reported once
-/// here rather than on every host. Returns the usable ones and whether any was not.
-pub fn usable_sources(sources: Vec<PathBuf>, recursive: bool) -> (Vec<PathBuf>, bool) {
+/// here rather than on every host, and recorded once, for no host, in the audit trail.
+/// Returns the usable ones and whether any was not.
+pub fn usable_sources(
+    sources: Vec<PathBuf>,
+    recursive: bool,
+    target: &str,
+    auditor: &Auditor,
+) -> (Vec<PathBuf>, bool) {
     let mut usable = Vec::new();
     let mut unusable = false;
     for source in sources {
@@ -1301,7 +1371,16 @@ pub fn usable_sources(sources: Vec<PathBuf>, recursive: bool) -> (Vec<PathBuf>, 
         match problem {
             Some(problem) => {
                 unusable = true;
-                crate::term::diag::error(format!("{}: {problem}", source.display()));
+                let line = format!("{}: {problem}", source.display());
+                auditor.record(&audit::Event {
+                    host: None,
+                    key: KeyUsed::default(),
+                    action: upload_attempt(std::iter::once(source.as_path()), target),
+                    outcome: Outcome::Failed(line.clone()),
+                    exit_status: None,
+                    duration: std::time::Duration::ZERO,
+                });
+                crate::term::diag::error(line);
             }
             None => usable.push(source),
         }
@@ -1309,16 +1388,40 @@ pub fn usable_sources(sources: Vec<PathBuf>, recursive: bool) -> (Vec<PathBuf>, 
     (usable, unusable)
 }
 
+/// An upload of `sources` to `target` that has not moved a byte yet.
+fn upload_attempt<'a>(sources: impl Iterator<Item = &'a Path>, target: &str) -> Action {
+    Action::Upload {
+        local: sources
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" "),
+        remote: target.to_owned(),
+        bytes: 0,
+        sha256: None,
+    }
+}
+
+/// A copy between two hosts (`-3`) that has not moved a byte yet.
+fn relay_attempt(from: &str, sources: &[String], to: &str, target: &str) -> Action {
+    Action::Relay {
+        from: sources
+            .iter()
+            .map(|path| format!("{from}:{path}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+        to: format!("{to}:{target}"),
+        bytes: 0,
+        sha256: None,
+    }
+}
+
 /// The action a host's record names when the host failed before any file moved.
 fn intended(copy: &FanoutCopy) -> Action {
     let joined = |paths: &mut dyn Iterator<Item = String>| paths.collect::<Vec<_>>().join(" ");
     match copy {
-        FanoutCopy::Push { sources, target } => Action::Upload {
-            local: joined(&mut sources.iter().map(|p| p.display().to_string())),
-            remote: target.clone(),
-            bytes: 0,
-            sha256: None,
-        },
+        FanoutCopy::Push { sources, target } => {
+            upload_attempt(sources.iter().map(PathBuf::as_path), target)
+        }
         FanoutCopy::Gather { sources, target } => Action::Download {
             local: target.display().to_string(),
             remote: joined(&mut sources.iter().cloned()),

@@ -362,6 +362,8 @@ async fn fetch(
             ExecError::Refused { what, reason, .. } => {
                 format!("{target}: the server refused to run the {what}: {reason}")
             }
+            // This script's stdin is its own `input`, never `--stdin-all`'s window.
+            err @ (ExecError::StdinMissed { .. } | ExecError::StdinRead { .. }) => err.to_string(),
         })?;
     let verified = sink.stdout.windows(8).any(|w| w == b"verified");
     match exit {

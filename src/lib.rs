@@ -16,5 +16,6 @@ pub mod fanout;
 pub mod key;
 pub mod plan;
 pub mod rotation;
+pub mod shell;
 pub mod ssh;
 pub mod term;

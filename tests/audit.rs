@@ -383,6 +383,13 @@ fn a_rotation_records_every_step_and_each_workers_edit_in_both_destinations() {
         assert_eq!(record["outcome"], "ok");
         assert_eq!(record["action"]["changed"], true);
         assert_eq!(record["action"]["versions"], serde_json::json!([old, new]));
+        // The edit names the key that logged in to make it: the current one, then.
+        assert_eq!(record["version_id"], old.as_str(), "{record}");
+        assert_eq!(
+            record["fingerprint"],
+            fingerprint_of(&cluster.key_path).as_str(),
+            "{record}"
+        );
     }
     let finish = edits("finishSecret");
     assert_eq!(finish.len(), 2, "{text}");
@@ -397,6 +404,11 @@ fn a_rotation_records_every_step_and_each_workers_edit_in_both_destinations() {
             serde_json::json!([old])
         );
         assert_eq!(record["port"], cluster.port);
+        // finishSecret runs over testSecret's sessions, which logged in with the new key.
+        assert_eq!(record["version_id"], new.as_str(), "{record}");
+        let fingerprint = record["fingerprint"].as_str().expect("a fingerprint");
+        assert!(fingerprint.starts_with("SHA256:"), "{record}");
+        assert_ne!(fingerprint, fingerprint_of(&cluster.key_path), "{record}");
     }
 
     let secret: Value =
@@ -516,4 +528,143 @@ fn the_administrators_destinations_cannot_be_turned_off_and_fail_closed() {
     assert_stderr_contains(&out, "warning: audit: /nonexistent/dir/mine.json");
     assert!(marker.exists());
     assert_eq!(admin.drain().len(), 1);
+}
+
+/// Regression (issue 14): copies between two hosts (`-3`), `-W` forwards and sources refused
+/// before any byte moved wrote no record at all.
+#[test]
+fn relays_stdio_forwards_and_refused_sources_are_recorded() {
+    let cluster = Cluster::new(2);
+    let admin = Admin::requiring_syslog("");
+    let port = cluster.port.to_string();
+    let content: Vec<u8> = (0..1_500_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let local = cluster.scratch_file("relay.bin", &content);
+    std::fs::write(cluster.workers[0].sftp_home().join("relay.bin"), &content)
+        .expect("seed the source host");
+
+    // A copy from one host to another through this one: one record on each host, each with
+    // the key that logged in there and the SHA-256 of the bytes that passed.
+    let out = run(command(&cluster, &admin, "smscp")
+        .args(["-q", "-o", "BatchMode=yes", "-P", &port])
+        .args(["127.0.0.2:relay.bin", "127.0.0.3:relayed.bin"]));
+    assert_clean_run(&out);
+    assert_eq!(
+        sha256_of(&cluster.workers[1].sftp_home().join("relayed.bin")),
+        sha256_of(&local)
+    );
+    let mut relays: Vec<Value> = admin
+        .drain()
+        .iter()
+        .map(|f| parse_frame(f, "smscp"))
+        .collect();
+    relays.sort_by_key(|r| r["host"].as_str().unwrap_or_default().to_owned());
+    assert_eq!(relays.len(), 2, "{relays:#?}");
+    for (record, host) in relays.iter().zip(["127.0.0.2", "127.0.0.3"]) {
+        assert_eq!(record["host"], host, "{record}");
+        assert_eq!(record["outcome"], "ok", "{record}");
+        assert_eq!(record["action"]["type"], "relay", "{record}");
+        assert_eq!(record["action"]["from"], "127.0.0.2:relay.bin", "{record}");
+        assert_eq!(record["action"]["to"], "127.0.0.3:relayed.bin", "{record}");
+        assert_eq!(record["action"]["bytes"], content.len(), "{record}");
+        assert_eq!(record["action"]["sha256"], sha256_of(&local).as_str());
+        assert_cluster_key(record, &cluster);
+    }
+
+    // A source that does not exist, on a host that was logged in to: a failed upload record
+    // naming the source, with the key the session used.
+    let missing = cluster.scratch.path().join("missing.bin");
+    let out = run(command(&cluster, &admin, "smscp")
+        .args(["-q", "-o", "BatchMode=yes", "-P", &port])
+        .arg(&missing)
+        .arg("127.0.0.2:missing.bin"));
+    assert_exit_code(&out, 1);
+    let frames = admin.drain();
+    assert_eq!(frames.len(), 1, "{frames:#?}");
+    let refused = parse_frame(&frames[0], "smscp");
+    assert_eq!(refused["outcome"], "failed", "{refused}");
+    assert_eq!(refused["action"]["type"], "upload");
+    assert_eq!(refused["action"]["local"], missing.display().to_string());
+    assert_eq!(refused["action"]["bytes"], 0);
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("No such file or directory"),
+        "{refused}"
+    );
+    assert_cluster_key(&refused, &cluster);
+
+    // The same in a fan-out: the source is refused once, before any host, in one record
+    // without a host, and the usable source still reaches every host.
+    let out = run(command(&cluster, &admin, "smscp")
+        .args([
+            "-q",
+            "-o",
+            "BatchMode=yes",
+            "-P",
+            &port,
+            "-w",
+            "127.0.0.[2-3]",
+        ])
+        .arg(&missing)
+        .arg(&local)
+        .arg("."));
+    assert_exit_code(&out, 1);
+    let records: Vec<Value> = admin
+        .drain()
+        .iter()
+        .map(|f| parse_frame(f, "smscp"))
+        .collect();
+    let hostless: Vec<&Value> = records.iter().filter(|r| r["host"].is_null()).collect();
+    assert_eq!(hostless.len(), 1, "{records:#?}");
+    assert_eq!(hostless[0]["outcome"], "failed");
+    assert_eq!(
+        hostless[0]["action"]["local"],
+        missing.display().to_string()
+    );
+    assert_eq!(
+        records
+            .iter()
+            .filter(|r| r["outcome"] == "ok" && r["action"]["type"] == "upload")
+            .count(),
+        2,
+        "{records:#?}"
+    );
+    for worker in &cluster.workers {
+        assert_eq!(
+            sha256_of(&worker.sftp_home().join("relay.bin")),
+            sha256_of(&local)
+        );
+    }
+
+    // `-W` as another ssh's ProxyCommand: the forward is a record on the host it went
+    // through, naming where it went; the login through it is the outer run's own record.
+    let proxy = format!(
+        "ProxyCommand={} -o BatchMode=yes -p {port} -W %h:%p 127.0.0.2",
+        env!("CARGO_BIN_EXE_smssh")
+    );
+    let out = run(command(&cluster, &admin, "smssh")
+        .args(["-o", "BatchMode=yes", "-p", &port, "-o", &proxy])
+        .args(["127.0.0.3", "echo through"]));
+    assert_clean_run(&out);
+    assert_eq!(stdout(&out), "through\n");
+    let records: Vec<Value> = admin
+        .drain()
+        .iter()
+        .map(|f| parse_frame(f, "smssh"))
+        .collect();
+    assert_eq!(records.len(), 2, "{records:#?}");
+    let forward = records
+        .iter()
+        .find(|r| r["action"]["type"] == "stdio_forward")
+        .expect("a stdio_forward record");
+    assert_eq!(forward["host"], "127.0.0.2", "{forward}");
+    assert_eq!(forward["outcome"], "ok", "{forward}");
+    assert_eq!(forward["action"]["to"], format!("127.0.0.3:{port}"));
+    assert_cluster_key(forward, &cluster);
+    let exec = records
+        .iter()
+        .find(|r| r["action"]["type"] == "exec")
+        .expect("the login's exec record");
+    assert_eq!(exec["host"], "127.0.0.3", "{exec}");
 }

@@ -473,11 +473,15 @@ fn ctrl_c_deletes_the_object_and_the_hosts_remove_their_temporary_files() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let interrupted = Instant::now();
-    let status = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
+    // The first Ctrl-C says where the run stands; the second, within a second, stops it.
+    for _ in 0..2 {
+        let status = std::process::Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let out = child
         .wait_timeout(Duration::from_secs(20))
         .unwrap_or_else(|out| panic!("smscp did not end after Ctrl-C:\n{}", describe(&out)));
@@ -487,6 +491,7 @@ fn ctrl_c_deletes_the_object_and_the_hosts_remove_their_temporary_files() {
         interrupted.elapsed()
     );
     assert_exit_code(&out, 130);
+    assert_stderr_contains(&out, &format!("running {}: ", cluster.workers.len()));
     assert_eq!(
         objects(&cluster),
         Vec::<String>::new(),

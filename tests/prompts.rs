@@ -18,20 +18,10 @@ fn tmux(args: &[&str]) -> String {
 /// A shell script that runs `command` with the harness's environment, then prints its exit
 /// status and keeps the pane open so that the screen can still be read.
 fn wrapper(dir: &Path, command: &Command) -> String {
-    let quote =
-        |text: &std::ffi::OsStr| format!("'{}'", text.to_string_lossy().replace('\'', "'\\''"));
-    let mut script = String::from("#!/bin/sh\n");
-    for (key, value) in command.get_envs() {
-        if let (Some(value), Some(key)) = (value, key.to_str()) {
-            script.push_str(&format!("export {key}={}\n", quote(value)));
-        }
-    }
-    script.push_str(&quote(command.get_program()));
-    for arg in command.get_args() {
-        script.push(' ');
-        script.push_str(&quote(arg));
-    }
-    script.push_str(" </dev/tty\necho \"EXIT=$?\"\nsleep 600\n");
+    let script = format!(
+        "#!/bin/sh\n{} </dev/tty\necho \"EXIT=$?\"\nsleep 600\n",
+        shell_command_lines(command)
+    );
     let path = dir.join("run.sh");
     std::fs::write(&path, script).expect("write the wrapper");
     format!("sh {}", path.display())

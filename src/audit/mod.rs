@@ -70,11 +70,15 @@ pub struct AuditTable {
     pub file: Option<PathBuf>,
 }
 
-/// The administrator's file: `[audit]` only.
+/// The administrator's file: `[audit]`, and `[groups]`, which `config::groups` reads.
 #[derive(Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 struct SystemConfig {
     audit: Option<AuditTable>,
+    /// Named host groups: accepted here so that the strict parse of the audit policy does
+    /// not refuse the file that also holds them; their reader validates them.
+    #[serde(rename = "groups")]
+    _groups: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -118,15 +122,17 @@ pub fn load_system_config() -> Result<(AuditTable, PathBuf), AuditConfigError> {
     Ok((parsed.audit.unwrap_or_default(), path))
 }
 
+/// The administrator's file: [`SYSTEM_CONFIG`], or in debug builds the test override.
 #[cfg(debug_assertions)]
-fn system_config_path() -> PathBuf {
+pub fn system_config_path() -> PathBuf {
     std::env::var_os(TEST_SYSTEM_CONFIG_VAR)
         .filter(|p| !p.is_empty())
         .map_or_else(|| PathBuf::from(SYSTEM_CONFIG), PathBuf::from)
 }
 
+/// The administrator's file: [`SYSTEM_CONFIG`].
 #[cfg(not(debug_assertions))]
-fn system_config_path() -> PathBuf {
+pub fn system_config_path() -> PathBuf {
     PathBuf::from(SYSTEM_CONFIG)
 }
 
@@ -313,6 +319,18 @@ pub enum Action {
         bytes: u64,
         sha256: Option<String>,
     },
+    /// A file copied from one host to another through this one (scp's `-3`), recorded on
+    /// both hosts, each with the key that logged in there. `from` and `to` are `host:path`.
+    Relay {
+        from: String,
+        to: String,
+        bytes: u64,
+        /// Lowercase hex of the bytes that passed through this host; absent when the copy
+        /// failed.
+        sha256: Option<String>,
+    },
+    /// `smssh -W host:port`: standard input and output forwarded through the host to `to`.
+    StdioForward { to: String },
     /// One host's authorized_keys edit in a rotation step.
     AuthorizedKeys {
         step: String,
@@ -336,6 +354,8 @@ impl Action {
             Action::Exec { .. } => "exec",
             Action::Upload { .. } => "upload",
             Action::Download { .. } => "download",
+            Action::Relay { .. } => "relay",
+            Action::StdioForward { .. } => "stdio_forward",
             Action::AuthorizedKeys { .. } => "authorized_keys",
             Action::Rotation { .. } => "rotation",
         }
@@ -372,6 +392,18 @@ impl Action {
                 bytes: *bytes,
                 sha256: sha256.clone(),
             },
+            Action::Relay {
+                from,
+                to,
+                bytes,
+                sha256,
+            } => Action::Relay {
+                from: b(from),
+                to: b(to),
+                bytes: *bytes,
+                sha256: sha256.clone(),
+            },
+            Action::StdioForward { to } => Action::StdioForward { to: b(to) },
             other => other.clone(),
         }
     }

@@ -13,6 +13,13 @@ static ALLOCATOR: zeroizing_alloc::ZeroAlloc<std::alloc::System> =
     zeroizing_alloc::ZeroAlloc(std::alloc::System);
 
 fn main() -> ExitCode {
+    // Called as pdcp or rpdcp (a link), or with `--as NAME` first: that tool's command line.
+    if let Some(code) = smssh::cli::pdsh::run_if_personality(
+        smssh::cli::args::Program::Smscp,
+        std::env::args_os().collect(),
+    ) {
+        return ExitCode::from(code);
+    }
     let args = match smssh::cli::args::ScpArgs::try_parse() {
         Ok(args) => args,
         Err(err) => {

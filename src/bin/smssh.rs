@@ -13,6 +13,13 @@ static ALLOCATOR: zeroizing_alloc::ZeroAlloc<std::alloc::System> =
     zeroizing_alloc::ZeroAlloc(std::alloc::System);
 
 fn main() -> ExitCode {
+    // Called as pdsh or dshbak (a link), or with `--as NAME` first: that tool's command line.
+    if let Some(code) = smssh::cli::pdsh::run_if_personality(
+        smssh::cli::args::Program::Smssh,
+        std::env::args_os().collect(),
+    ) {
+        return ExitCode::from(code);
+    }
     // `rotate` as the first word is the rotation subcommand; a host of that name is reached
     // as `user@rotate` (see the man page).
     if std::env::args_os()

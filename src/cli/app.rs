@@ -18,6 +18,7 @@ use crate::cli::args::{AgentArgs, CheckArgs, RotateArgs, ScpArgs, SshArgs};
 use crate::config::known_hosts::KnownHostsError;
 use crate::copy::{self, CopyContext};
 use crate::fanout;
+use crate::fanout::board::{self, Board, Slot, OUTPUT_CAP};
 use crate::key::source::{KeyLoadError, KeySource};
 use crate::plan::command::{self, CommandMode, CommandPlanError, Presentation, Remote};
 use crate::plan::copy::{CopyMode, CopyPlan, FanoutCopy, FanoutHosts};
@@ -27,10 +28,11 @@ use crate::rotation::plan::{RotationMode, RotationPlan, RotationPlanError};
 use crate::rotation::{self, RotationError};
 use crate::ssh::exec::{self, Captured, ExecError, ExecRequest};
 use crate::ssh::forward;
+use crate::ssh::host_io::HostIo;
 use crate::ssh::session::{self, ConnectError, HostKeyDb};
 use crate::term::output::{self, HostRun};
 use crate::term::progress::Progress;
-use crate::term::{cancel, diag, tty};
+use crate::term::{cancel, diag, live, tty};
 
 /// ssh's exit status for its own failures (connection, host key, authentication, secret).
 pub const SSH_FAILURE: u8 = 255;
@@ -80,6 +82,10 @@ enum AppError {
     AuditConfig(#[from] audit::AuditConfigError),
     #[error(transparent)]
     AuditOpen(#[from] audit::AuditOpenError),
+    #[error(transparent)]
+    Outdir(#[from] crate::ssh::outdir::OutdirError),
+    #[error(transparent)]
+    Shell(#[from] crate::shell::ShellError),
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, AppError> {
@@ -129,10 +135,7 @@ fn audit_host(plan: &HostPlan) -> audit::Host {
 
 /// The key a session logged in with, for its audit record.
 fn key_used(conn: &session::Connection) -> KeyUsed {
-    KeyUsed {
-        version_id: conn.key_used.version_id.clone(),
-        fingerprint: Some(conn.key_used.key.fingerprint().to_owned()),
-    }
+    conn.audited_key()
 }
 
 /// Prints the error's one line and returns `code`.
@@ -211,7 +214,8 @@ async fn run_copy(
     };
     let (copy, unusable_source) = match copy {
         FanoutCopy::Push { sources, target } => {
-            let (usable, unusable) = copy::usable_sources(sources, plan.recursive);
+            let (usable, unusable) =
+                copy::usable_sources(sources, plan.recursive, &target, &auditor);
             if usable.is_empty() {
                 return Ok(SCP_FAILURE);
             }
@@ -231,6 +235,13 @@ async fn run_copy(
     let ctx = Arc::new(
         CopyContext::new(&plan, Progress::new(show_progress, plans.len())).with_audit(auditor),
     );
+    // Where each host stands, for the first Ctrl-C's account: a copy to many hosts stops at
+    // the second Ctrl-C, as a command fan-out does. Copies keep no output on the board.
+    let board = Arc::new(Board::new(plans.iter().map(|p| p.label.clone()), 0));
+    board::install(Arc::clone(&board));
+    cancel::account_with(move || board.account());
+    let progress = Arc::clone(&ctx.progress);
+    cancel::announce_with(move |line| progress.line(&format!("{}: {line}", diag::program())));
     // The plan sets `via` only on uploads (pushes), so a gather always goes direct.
     let code = match (&plan.via, copy) {
         (Some(via), FanoutCopy::Push { sources, target }) => {
@@ -258,6 +269,9 @@ pub fn smssh(args: SshArgs) -> u8 {
             }
             Err(err) => fail(SSH_FAILURE, err.into()),
         };
+    }
+    if args.list_groups {
+        return list_groups();
     }
     let prepared = command::resolve(&args, tty::stdin_is_terminal)
         .map_err(AppError::from)
@@ -375,16 +389,77 @@ async fn run_command(plan: command::CommandPlan, auditor: Arc<Auditor>) -> Resul
             });
             result
         }
+        CommandMode::Shell {
+            hosts,
+            login,
+            port,
+            options,
+            capture_limit,
+        } => {
+            let keys = Arc::new(keys);
+            let hosts = targets::resolve(&hosts, keys.aws_config().await).await?;
+            let plans = targets::plans(&hosts, &plan.common.ssh, login.as_deref(), port);
+            let db = key_and_host_keys(&keys, &plans).await?;
+            if let Some(arn) = keys.secret_arn() {
+                auditor.set_secret_arn(arn);
+            }
+            let shell = crate::shell::Shell {
+                ssh: plan.common.ssh,
+                login,
+                port,
+                options,
+                capture_limit,
+                keys,
+                auditor,
+            };
+            Ok(crate::shell::run(shell, plans, db).await?)
+        }
         CommandMode::StdioForward { plan, host, port } => {
-            let db = key_and_host_keys(&keys, std::slice::from_ref(&plan)).await?;
-            let conn = session::connect(&plan, &keys, &db).await?;
-            crate::ssh::proxy::stdio_forward(conn.handle, &plan.label, &host, port)
+            let started = Instant::now();
+            // An IPv6 address in brackets, as -W takes it.
+            let to = if host.contains(':') {
+                format!("[{host}]:{port}")
+            } else {
+                format!("{host}:{port}")
+            };
+            let record = |key: KeyUsed, outcome: Outcome| {
+                if let Some(arn) = keys.secret_arn() {
+                    auditor.set_secret_arn(arn);
+                }
+                auditor.record(&audit::Event {
+                    host: Some(audit_host(&plan)),
+                    key,
+                    action: Action::StdioForward { to: to.clone() },
+                    outcome,
+                    exit_status: None,
+                    duration: started.elapsed(),
+                });
+            };
+            let mut opened = false;
+            let mut used = KeyUsed::default();
+            let result: Result<u8, AppError> = async {
+                let db = key_and_host_keys(&keys, std::slice::from_ref(&plan)).await?;
+                let conn = session::connect(&plan, &keys, &db).await?;
+                used = key_used(&conn);
+                // The record is written as soon as the channel is open: the program whose
+                // ProxyCommand this is may end this process with a signal when it is done,
+                // as OpenSSH does, so the end of the forward is never a safe moment.
+                crate::ssh::proxy::stdio_forward(conn.handle, &plan.label, &host, port, || {
+                    opened = true;
+                    record(used.clone(), Outcome::Ok);
+                })
                 .await
                 .map_err(|source| ConnectError::Proxy {
                     host: plan.label.clone(),
                     source,
                 })?;
-            Ok(0)
+                Ok(0)
+            }
+            .await;
+            if let (Err(err), false) = (&result, opened) {
+                record(used, Outcome::Failed(err.to_string()));
+            }
+            result
         }
         CommandMode::Fanout {
             command,
@@ -394,6 +469,9 @@ async fn run_command(plan: command::CommandPlan, auditor: Arc<Auditor>) -> Resul
             port,
             options,
             capture_limit,
+            pdsh,
+            output_dirs,
+            stdin_all,
         } => {
             cancel::watch_ctrl_c();
             let keys = Arc::new(keys);
@@ -403,6 +481,41 @@ async fn run_command(plan: command::CommandPlan, auditor: Arc<Auditor>) -> Resul
             if let Some(arn) = keys.secret_arn() {
                 auditor.set_secret_arn(arn);
             }
+            // Where each host stands, for the first Ctrl-C's account and the live view.
+            let board = Arc::new(Board::new(
+                plans.iter().map(|p| p.label.clone()),
+                OUTPUT_CAP,
+            ));
+            board::install(Arc::clone(&board));
+            let account = Arc::clone(&board);
+            // pdsh -b: one Ctrl-C stops the run, without the account first.
+            if !pdsh.is_some_and(|style| style.batch) {
+                cancel::account_with(move || account.account());
+            }
+            let presentation = match presentation {
+                Presentation::Live
+                    if !std::io::IsTerminal::is_terminal(&std::io::stdout())
+                        || may_ask_host_key(&plans, &db)
+                        // The terminal's keys go to the hosts, not to the view.
+                        || (stdin_all && tty::stdin_is_terminal()) =>
+                {
+                    Presentation::Prefixed
+                }
+                other => other,
+            };
+            let host_io = fanout_host_io(output_dirs, stdin_all, &board)?;
+            let job_host_io = host_io.clone();
+            // A terminal the view cannot take (no controlling terminal) still gets the lines.
+            let view = match presentation {
+                Presentation::Live => live::start(Arc::clone(&board))
+                    .inspect_err(|err| diag::warn(err))
+                    .ok(),
+                _ => None,
+            };
+            let presentation = match (presentation, &view) {
+                (Presentation::Live, None) => Presentation::Prefixed,
+                (other, _) => other,
+            };
             let action = Action::Exec {
                 command: Some(command.clone()),
                 subsystem: None,
@@ -416,23 +529,41 @@ async fn run_command(plan: command::CommandPlan, auditor: Arc<Auditor>) -> Resul
                 forward_stdin: false,
                 input: None,
             });
-            let outcomes = fanout::run(plans, keys, db, &options, move |conn, plan| {
+            // A non-zero exit status is a failure only the job sees; it fires --fail-fast.
+            let stop = fanout::Stop::new(options.fail_fast);
+            let job_stop = stop.clone();
+            let outcomes = fanout::run_until(plans, keys, db, &options, stop, move |conn, plan| {
                 let request = Arc::clone(&request);
                 let auditor = Arc::clone(&job_auditor);
                 let action = job_action.clone();
+                let stop = job_stop.clone();
+                let host_io = job_host_io.clone();
                 async move {
                     let started = Instant::now();
+                    let slot = Slot::of(&plan.label);
+                    slot.running();
                     let ran = async {
-                        if presentation == Presentation::Prefixed {
-                            let mut sink = exec::Prefixed::new(&plan.label);
-                            let exit = exec::run(&conn, &request, &mut sink).await?;
+                        if presentation == Presentation::Live {
+                            let exit = host_io.run(&conn, &request, &mut slot.sink()).await?;
+                            Ok(HostRun {
+                                exit,
+                                captured: None,
+                            })
+                        } else if presentation == Presentation::Prefixed {
+                            // pdsh -N: the lines without their `host: ` label.
+                            let label = match pdsh {
+                                Some(style) if !style.labels => "",
+                                _ => plan.label.as_str(),
+                            };
+                            let mut sink = exec::Prefixed::new(label);
+                            let exit = host_io.run(&conn, &request, &mut sink).await?;
                             Ok::<_, ExecError>(HostRun {
                                 exit,
                                 captured: None,
                             })
                         } else {
                             let mut sink = Captured::with_limit(capture_limit);
-                            let exit = exec::run(&conn, &request, &mut sink).await?;
+                            let exit = host_io.run(&conn, &request, &mut sink).await?;
                             Ok(HostRun {
                                 exit,
                                 captured: Some(sink),
@@ -440,6 +571,10 @@ async fn run_command(plan: command::CommandPlan, auditor: Arc<Auditor>) -> Resul
                         }
                     }
                     .await;
+                    match &ran {
+                        Ok(run) => slot.exited(&run.exit),
+                        Err(err) => slot.failed(err),
+                    }
                     auditor.record(&audit::Event {
                         host: Some(audit_host(&plan)),
                         key: key_used(&conn),
@@ -452,6 +587,9 @@ async fn run_command(plan: command::CommandPlan, auditor: Arc<Auditor>) -> Resul
                         exit_status: ran.as_ref().ok().map(|run| i32::from(run.exit.code())),
                         duration: started.elapsed(),
                     });
+                    if ran.as_ref().is_ok_and(|run| run.exit.code() != 0) {
+                        stop.host_failed();
+                    }
                     ran
                 }
             })
@@ -474,9 +612,62 @@ async fn run_command(plan: command::CommandPlan, auditor: Arc<Auditor>) -> Resul
                     }
                 }
             }
-            Ok(fanout_exit_status(presentation, &outcomes))
+            if let Some(view) = view {
+                view.finish();
+                live::print_groups(&board);
+            }
+            let code = host_io.exit_status(fanout_exit_status(presentation, &outcomes));
+            Ok(fail_fast_or_pdsh_status(
+                code,
+                options.fail_fast,
+                pdsh,
+                &outcomes,
+            ))
         }
     }
+}
+
+/// The exit status of a command fan-out with `--fail-fast` or run as pdsh, from smssh's own
+/// (`code`): Ctrl-C's stays; a `--fail-fast` run in which a host failed exits 1, as pdsh -k
+/// does; as pdsh, `-S` gives the largest remote status (255 for a host that could not run
+/// the command, as ssh exits then; 254 for one past its `-u` deadline, pdsh's own failure
+/// status) and without `-S` the run exits 0, as pdsh does.
+fn fail_fast_or_pdsh_status(
+    code: u8,
+    fail_fast: bool,
+    pdsh: Option<crate::cli::args::PdshStyle>,
+    outcomes: &[fanout::HostOutcome<HostRun, ExecError>],
+) -> u8 {
+    if cancel::requested() {
+        return code;
+    }
+    let status = |outcome: &fanout::HostOutcome<HostRun, ExecError>| match &outcome.result {
+        Ok(run) => run.exit.code(),
+        Err(fanout::HostError::Timeout { .. }) => 254,
+        Err(_) => SSH_FAILURE,
+    };
+    if fail_fast && outcomes.iter().any(|outcome| status(outcome) != 0) {
+        return 1;
+    }
+    match pdsh {
+        None => code,
+        Some(style) if !style.remote_status => 0,
+        Some(_) => outcomes.iter().map(status).max().unwrap_or(0),
+    }
+}
+
+/// Whether a host-key question may come up during a fan-out (StrictHostKeyChecking=ask
+/// without BatchMode, for a host known_hosts does not know): the live view owns the screen
+/// and the keys, so such a run streams its lines and the question is asked as usual.
+fn may_ask_host_key(plans: &[HostPlan], db: &HostKeyDb) -> bool {
+    plans.iter().any(|plan| {
+        plan.strict_host_key_checking == crate::config::ssh_config::StrictHostKeyChecking::Ask
+            && !plan.batch_mode
+            && db
+                .known_hosts
+                .known_algorithms(&plan.hostname, plan.port)
+                .is_empty()
+    })
 }
 
 /// Prints a command fan-out's results and returns its exit status: the largest remote
@@ -488,7 +679,7 @@ fn fanout_exit_status(
     match presentation {
         Presentation::Json => output::print_json(outcomes),
         Presentation::Grouped => output::print_groups(outcomes),
-        Presentation::Prefixed => {}
+        Presentation::Prefixed | Presentation::Live => {}
     }
     let mut code = 0u8;
     for outcome in outcomes {
@@ -510,6 +701,52 @@ fn fanout_exit_status(
     }
     if cancel::requested() {
         code = INTERRUPTED;
+    }
+    code
+}
+
+/// A command fan-out's `--outdir`/`--errdir` files and `--stdin-all` window. The window asks
+/// the board which hosts may still start (queued, logging in, or started and not yet joined).
+fn fanout_host_io(
+    dirs: crate::ssh::outdir::OutputDirs,
+    stdin_all: bool,
+    board: &Arc<Board>,
+) -> Result<HostIo, AppError> {
+    use crate::fanout::board::HostState;
+    use crate::ssh::stdin_all::{SharedStdin, Stage};
+    let files = match dirs.stdout.is_some() || dirs.stderr.is_some() {
+        true => Some(Arc::new(crate::ssh::outdir::OutputFiles::create(dirs)?)),
+        false => None,
+    };
+    let board = Arc::clone(board);
+    let census = Box::new(move || {
+        let stage = |state: &HostState| match state {
+            HostState::Queued => Some(Stage::Queued),
+            HostState::Connecting => Some(Stage::Connecting),
+            HostState::Running => Some(Stage::Running),
+            HostState::Exited { .. } | HostState::Failed(_) => None,
+        };
+        let rows = board.rows().into_iter();
+        rows.filter_map(|row| Some((row.label, stage(&row.state)?)))
+            .collect()
+    });
+    let stdin = stdin_all.then(|| SharedStdin::start(tokio::io::stdin(), census));
+    Ok(HostIo { files, stdin })
+}
+
+/// `smssh --list-groups`: `@name hosts` per group on stdout; a group that cannot be expanded is
+/// one error line, and the status is then 255.
+fn list_groups() -> u8 {
+    let listed = match targets::list_groups() {
+        Ok(listed) => listed,
+        Err(err) => return fail(SSH_FAILURE, TargetError::from(err).into()),
+    };
+    let mut code = 0;
+    for (group, shown) in listed {
+        match shown {
+            Ok(hosts) => diag::out(format_args!("{group} {hosts}")),
+            Err(err) => code = fail(SSH_FAILURE, err.into()),
+        }
     }
     code
 }

@@ -188,6 +188,13 @@ pub struct ScpArgs {
     /// With --via s3://: leave the objects in S3 after the copy.
     #[arg(long)]
     pub keep: bool,
+    /// Fan-out: at the first failed host start no other host and close the running ones.
+    #[arg(long)]
+    pub fail_fast: bool,
+    /// Set when smscp runs as rpdcp (`cli::pdsh`), never typed as a flag: with -w, the
+    /// sources are paths on every host, gathered into the local target as DIR/<host>/.
+    #[arg(skip)]
+    pub gather_from_hosts: bool,
     #[command(flatten)]
     pub ssh: SshOptionArgs,
     #[command(flatten)]
@@ -199,6 +206,17 @@ pub struct ScpArgs {
     /// Sources then the target: local paths, [user@]host:[path], scp://[user@]host[:port][/path].
     #[arg(required = true, num_args = 2.., value_names = ["SOURCE", "TARGET"])]
     pub operands: Vec<String>,
+}
+
+/// How a fan-out run as `pdsh` shows its results, which pdsh's own options decide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PdshStyle {
+    /// `host: ` before every line (pdsh's default; `-N` turns it off).
+    pub labels: bool,
+    /// `-S`: exit with the largest remote exit status; without it pdsh exits 0 once it ran.
+    pub remote_status: bool,
+    /// `-b`: one Ctrl-C stops the run, with no account of where it stands first.
+    pub batch: bool,
 }
 
 /// smssh: run commands over SSH with the cluster key from AWS Secrets Manager (drop-in for ssh).
@@ -346,6 +364,32 @@ pub struct SshArgs {
     /// Fan-out: one JSON object per host on stdout (host, exit_status, stdout, stderr, ...).
     #[arg(long)]
     pub json: bool,
+    /// Print every named group (`@name`, usable wherever a hostlist goes) with its hosts, and
+    /// exit.
+    #[arg(long)]
+    pub list_groups: bool,
+    /// Fan-out: also write each host's stdout to DIR/<host>, whole once the host ends
+    /// (created 0700 if missing; clush --outdir, pssh -o).
+    #[arg(long, value_name = "DIR")]
+    pub outdir: Option<std::path::PathBuf>,
+    /// Fan-out: also write each host's stderr to DIR/<host> (clush --errdir, pssh -e).
+    #[arg(long, value_name = "DIR")]
+    pub errdir: Option<std::path::PathBuf>,
+    /// Fan-out: read the local stdin once and send it to every host's command (pssh -I), in
+    /// bounded memory.
+    #[arg(long)]
+    pub stdin_all: bool,
+    /// Fan-out: print `host: line` as lines arrive instead of the live view a terminal gets
+    /// (the config file's `fanout_output = "stream"` makes this the default).
+    #[arg(long)]
+    pub stream: bool,
+    /// Fan-out: at the first failed host (no login, a timeout, a lost session, a non-zero
+    /// exit status) start no other host, close the running ones and exit 1 (pdsh -k).
+    #[arg(long)]
+    pub fail_fast: bool,
+    /// Set when smssh runs as pdsh (`cli::pdsh`), never typed as a flag.
+    #[arg(skip)]
+    pub pdsh: Option<PdshStyle>,
     /// With -b or --json, the most output kept per host, in MiB (stdout and stderr together);
     /// the rest is dropped and the host's output says so.
     #[arg(long, value_name = "MIB", default_value_t = 16,

@@ -3,18 +3,20 @@
 //!
 //! Owns: the concurrency bound (a semaphore), per-host deadlines, retry with exponential
 //! back-off for connection failures that a retry can fix, and cancellation on Ctrl-C (no new
-//! host starts; running jobs are dropped, which closes their sessions). Invariants: every host
-//! of the input yields exactly one [`HostOutcome`], in input order; a dead or slow host costs
-//! at most its own deadline and never blocks another host's progress. Must not know: what the
-//! job does (exec, copy) or how results are printed.
+//! host starts; running jobs are dropped, which closes their sessions), and the same stop at
+//! the first failed host when `--fail-fast` asks for it ([`Stop`]). Invariants: hosts take
+//! their turns in input order; every host of the input yields exactly one [`HostOutcome`], in
+//! input order; a dead or slow host costs at most its own deadline and never blocks another
+//! host's progress. Must not know: what the job does (exec, copy) or how results are printed.
 
+pub mod board;
 pub mod limits;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::Semaphore;
+use tokio::sync::{oneshot, watch, Semaphore};
 
 use crate::key::source::KeySource;
 use crate::plan::{FanoutOptions, HostPlan};
@@ -33,6 +35,12 @@ pub enum HostError<E> {
     Lost(SessionEnd),
     #[error(transparent)]
     Job(E),
+    /// `--fail-fast`: another host failed before this one got its turn.
+    #[error("never started: another host failed first (--fail-fast)")]
+    NotStarted,
+    /// `--fail-fast`: another host failed while this one ran, and its session was closed.
+    #[error("stopped: another host failed first (--fail-fast)")]
+    Stopped,
 }
 
 impl<E> HostError<E> {
@@ -41,6 +49,57 @@ impl<E> HostError<E> {
     pub fn names_host(&self) -> bool {
         matches!(self, HostError::Connect(err) if err.names_host())
     }
+}
+
+/// A run's stop at its first failed host (`--fail-fast`). Disarmed, it never fires. Armed,
+/// it fires at the first host whose result is an error, or whose job calls
+/// [`Stop::host_failed`] (a command's non-zero exit status is a failure only the job can see);
+/// from then on no host starts ([`HostError::NotStarted`]) and the running ones are dropped,
+/// which closes their sessions ([`HostError::Stopped`]).
+#[derive(Debug, Clone)]
+pub struct Stop {
+    fired: Option<Arc<watch::Sender<bool>>>,
+}
+
+impl Stop {
+    /// A stop that fires at the first failure when `armed`, and never otherwise.
+    pub fn new(armed: bool) -> Stop {
+        Stop {
+            fired: armed.then(|| Arc::new(watch::Sender::new(false))),
+        }
+    }
+
+    /// Reports a failed host: an armed stop fires.
+    pub fn host_failed(&self) {
+        if let Some(fired) = &self.fired {
+            fired.send_replace(true);
+        }
+    }
+
+    /// Whether the stop has fired.
+    pub fn has_fired(&self) -> bool {
+        self.fired.as_ref().is_some_and(|fired| *fired.borrow())
+    }
+
+    /// Resolves once the stop fires; never, when it is disarmed.
+    async fn fired(&self) {
+        match &self.fired {
+            // The sender lives as long as `self`, so `wait_for` ends only by firing.
+            Some(fired) => {
+                let _ = fired.subscribe().wait_for(|fired| *fired).await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// The hosts that never started because a `--fail-fast` run stopped first, in input order.
+pub fn never_started<T, E>(outcomes: &[HostOutcome<T, E>]) -> Vec<&str> {
+    outcomes
+        .iter()
+        .filter(|o| matches!(o.result, Err(HostError::NotStarted)))
+        .map(|o| o.plan.label.as_str())
+        .collect()
 }
 
 /// What happened on one host.
@@ -56,9 +115,27 @@ pub struct HostOutcome<T, E> {
 /// its turn, all stopped by Ctrl-C (no new item starts; running ones are dropped, which closes
 /// whatever sessions they hold). This is the one parallel executor of the crate: logins
 /// ([`run`]), host-key probes and work on sessions that are already open all go through it.
+/// With `options.fail_fast`, the first failed host stops the run ([`Stop`]).
 pub async fn for_each<X, T, E, F, Fut>(
     items: Vec<(HostPlan, X)>,
     options: &FanoutOptions,
+    work: F,
+) -> Vec<HostOutcome<T, E>>
+where
+    X: Send + 'static,
+    T: Send + 'static,
+    E: Send + 'static,
+    F: Fn(HostPlan, X) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<T, HostError<E>>> + Send + 'static,
+{
+    for_each_until(items, options, Stop::new(options.fail_fast), work).await
+}
+
+/// [`for_each`] with the caller's [`Stop`], which its jobs can also fire.
+pub async fn for_each_until<X, T, E, F, Fut>(
+    items: Vec<(HostPlan, X)>,
+    options: &FanoutOptions,
+    stop: Stop,
     work: F,
 ) -> Vec<HostOutcome<T, E>>
 where
@@ -73,20 +150,40 @@ where
     let permits = Arc::new(Semaphore::new(parallel.max(1)));
     let work = Arc::new(work);
     let mut tasks = Vec::with_capacity(items.len());
+    // Hosts take their turns in input order, as pdsh's window slides, so that the hosts a
+    // `--fail-fast` stop leaves out are the last ones: each task queues for a permit only
+    // once the one before it has its permit or gave up waiting (and so dropped `queued`).
+    let mut previous: Option<oneshot::Receiver<()>> = None;
     for (plan, item) in items {
         let permits = Arc::clone(&permits);
         let work = Arc::clone(&work);
         let host_timeout = options.host_timeout;
+        let stop = stop.clone();
+        let (queued, next_may_queue) = oneshot::channel::<()>();
+        let may_queue = previous.replace(next_may_queue);
         tasks.push(tokio::spawn(async move {
             // Waiting for a permit is not the host's time: its deadline starts with its turn.
-            let permit = tokio::select! {
-                permit = permits.acquire_owned() => permit.ok(),
-                () = crate::term::cancel::cancelled() => None,
+            let turn = async {
+                if let Some(may_queue) = may_queue {
+                    // Ends when the host before has queued: a sent value or a dropped sender.
+                    let _ = may_queue.await;
+                }
+                permits.acquire_owned().await.ok()
             };
+            let permit = tokio::select! {
+                permit = turn => permit,
+                () = crate::term::cancel::cancelled() => None,
+                () = stop.fired() => None,
+            };
+            drop(queued);
             let started = Instant::now();
             let result = match permit {
+                // A permit freed by a host that the stop closed may be taken before this
+                // task sees the stop: it is checked again before the host starts.
+                _ if stop.has_fired() => Err(HostError::NotStarted),
                 None => Err(HostError::Cancelled),
                 Some(_permit) => {
+                    board::turn(&plan.label);
                     let job = work(plan.clone(), item);
                     let bounded = async {
                         match host_timeout {
@@ -98,12 +195,22 @@ where
                             None => job.await,
                         }
                     };
-                    tokio::select! {
+                    // A job that fires the stop itself returns its own result at once:
+                    // that result is polled first, so its host is not reported as stopped.
+                    let result = tokio::select! {
+                        biased;
                         result = bounded => result,
                         () = crate::term::cancel::cancelled() => Err(HostError::Cancelled),
+                        () = stop.fired() => Err(HostError::Stopped),
+                    };
+                    // Ctrl-C stops every host anyway, and its hosts are reported as such.
+                    if matches!(&result, Err(err) if !matches!(err, HostError::Cancelled)) {
+                        stop.host_failed();
                     }
+                    result
                 }
             };
+            board::settle(&plan.label, &result);
             HostOutcome {
                 plan,
                 result,
@@ -155,6 +262,24 @@ where
     F: Fn(Connection, HostPlan) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<T, E>> + Send + 'static,
 {
+    run_until(plans, keys, db, options, Stop::new(options.fail_fast), job).await
+}
+
+/// [`run`] with the caller's [`Stop`], which `job` can fire for a failure only it sees.
+pub async fn run_until<T, E, F, Fut>(
+    plans: Vec<HostPlan>,
+    keys: Arc<KeySource>,
+    db: HostKeyDb,
+    options: &FanoutOptions,
+    stop: Stop,
+    job: F,
+) -> Vec<HostOutcome<T, E>>
+where
+    T: Send + 'static,
+    E: Send + 'static,
+    F: Fn(Connection, HostPlan) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<T, E>> + Send + 'static,
+{
     let job = Arc::new(job);
     let retry = options.clone();
     let gates = Arc::new(limits::JumpGates::default());
@@ -162,7 +287,7 @@ where
         .into_iter()
         .map(|plan| (with_default_keepalive(plan), ()))
         .collect();
-    for_each(items, options, move |plan, ()| {
+    for_each_until(items, options, stop, move |plan, ()| {
         let keys = Arc::clone(&keys);
         let db = db.clone();
         let job = Arc::clone(&job);
@@ -264,6 +389,7 @@ mod tests {
             host_timeout,
             retries: 0,
             backoff: Duration::from_millis(10),
+            fail_fast: false,
         }
     }
 
@@ -330,6 +456,82 @@ mod tests {
         let err = outcomes[0].result.as_ref().expect_err("the job failed");
         assert!(!err.names_host());
         assert_eq!(err.to_string(), "disk full");
+    }
+
+    /// Hosts h0..h5, two at a time: h0 fails at once, h1 would run for ten minutes.
+    fn fail_fast_items() -> Vec<(HostPlan, usize)> {
+        (0..6)
+            .map(|i| (test_plan(&format!("h{i}"), 22), i))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn fail_fast_stops_the_running_and_starts_no_other_host() {
+        let mut fail_fast = options(2, None);
+        fail_fast.fail_fast = true;
+        let started = std::time::Instant::now();
+        let outcomes = for_each(fail_fast_items(), &fail_fast, |_plan, i| async move {
+            if i == 0 {
+                // Long enough for h1 to be running when h0 fails.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                return Err(HostError::Job("disk full"));
+            }
+            tokio::time::sleep(Duration::from_secs(600)).await;
+            Ok(())
+        })
+        .await;
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "h1 was not stopped"
+        );
+        assert!(matches!(
+            outcomes[0].result,
+            Err(HostError::Job("disk full"))
+        ));
+        assert!(matches!(outcomes[1].result, Err(HostError::Stopped)));
+        assert_eq!(never_started(&outcomes), ["h2", "h3", "h4", "h5"]);
+    }
+
+    #[tokio::test]
+    async fn a_job_can_fire_the_stop_and_keep_its_own_result() {
+        let mut fail_fast = options(2, None);
+        fail_fast.fail_fast = true;
+        let stop = Stop::new(true);
+        let job_stop = stop.clone();
+        let outcomes = for_each_until(fail_fast_items(), &fail_fast, stop, move |_plan, i| {
+            let stop = job_stop.clone();
+            async move {
+                if i == 0 {
+                    // A command that ran and exited 1: a result, and a failure only the job sees.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    stop.host_failed();
+                    return Ok::<_, HostError<std::convert::Infallible>>(1);
+                }
+                tokio::time::sleep(Duration::from_secs(600)).await;
+                Ok(0)
+            }
+        })
+        .await;
+        assert!(matches!(outcomes[0].result, Ok(1)));
+        assert!(matches!(outcomes[1].result, Err(HostError::Stopped)));
+        assert_eq!(never_started(&outcomes).len(), 4);
+    }
+
+    #[tokio::test]
+    async fn without_fail_fast_a_failure_stops_nothing() {
+        let outcomes = for_each(
+            fail_fast_items(),
+            &options(2, None),
+            |_plan, i| async move {
+                if i == 0 {
+                    return Err(HostError::Job("disk full"));
+                }
+                Ok(())
+            },
+        )
+        .await;
+        assert!(outcomes[1..].iter().all(|o| o.result.is_ok()));
+        assert!(!Stop::new(false).has_fired());
     }
 
     #[tokio::test]

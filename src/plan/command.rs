@@ -15,6 +15,7 @@ use crate::plan::{
     PlanError, SshOptions,
 };
 use crate::ssh::forward::{self, ForwardSpecError, Forwards};
+use crate::ssh::outdir::OutputDirs;
 
 /// An OpenSSH flag whose meaning smssh does not provide and cannot drop without surprising
 /// the caller; smssh and smscp refuse it with one line.
@@ -82,6 +83,33 @@ pub enum CommandPlanError {
     ForkWithoutCommand,
     #[error("-W cannot be combined with -L, -R or -D: run a second smssh for the forwards")]
     StdioForwardWithForwards,
+    #[error("--json needs a command: the interactive shell (-w HOSTS without a command) prints grouped answers; add -- COMMAND")]
+    JsonInShell,
+    #[error("{0} applies to a command fan-out: add -w HOSTS (or --hosts-file, --ec2-filter) and -- COMMAND")]
+    CommandFanoutOnly(&'static str),
+}
+
+/// The first flag given that only a command fan-out takes.
+fn command_fanout_flag(args: &SshArgs) -> Option<&'static str> {
+    [
+        (args.outdir.is_some(), "--outdir"),
+        (args.errdir.is_some(), "--errdir"),
+        (args.stdin_all, "--stdin-all"),
+    ]
+    .into_iter()
+    .find_map(|(given, flag)| given.then_some(flag))
+}
+
+/// Whether a fan-out has no command words (it opens the interactive shell).
+fn no_command_words(args: &SshArgs) -> bool {
+    args.destination.is_none() && args.command.is_empty()
+}
+
+fn output_dirs(args: &SshArgs) -> OutputDirs {
+    OutputDirs {
+        stdout: args.outdir.clone(),
+        stderr: args.errdir.clone(),
+    }
 }
 
 /// Whether a `-w` value has the shape of ssh's `local_tun[:remote_tun]` (a number or `any`,
@@ -410,6 +438,19 @@ pub enum Presentation {
     Grouped,
     /// One JSON object per host (`--json`).
     Json,
+    /// The live view (`term::live`) when stdout is a terminal, which only the run can tell;
+    /// `Prefixed` otherwise. The grouped outputs are printed when the view closes.
+    Live,
+}
+
+/// Whether a fan-out without `--json` or `--group` wants the live view: not with `--stream`,
+/// `-q`, pdsh's output, or the config file's `fanout_output = "stream"`.
+fn live_wanted(args: &SshArgs) -> Result<bool, PlanError> {
+    if args.stream || args.ssh.quiet || args.pdsh.is_some() {
+        return Ok(false);
+    }
+    let file = crate::plan::load_tool_config(&Local::detect().tool_config_path())?;
+    Ok(file.fanout_output != Some(crate::plan::FanoutOutput::Stream))
 }
 
 /// What a single-destination smssh starts on the server.
@@ -448,6 +489,23 @@ pub enum CommandMode {
         options: FanoutOptions,
         /// Bytes of output kept per host for `--group` and `--json`.
         capture_limit: usize,
+        /// Run as pdsh: its labels and its exit status rule.
+        pdsh: Option<crate::cli::args::PdshStyle>,
+        /// `--outdir`/`--errdir`: each host's output also in a file of its own.
+        output_dirs: OutputDirs,
+        /// `--stdin-all`: the local stdin sent to every host's command.
+        stdin_all: bool,
+    },
+    /// `-w HOSTS` with no command: the interactive multi-host shell (`shell::run`), whose
+    /// answers are always grouped.
+    Shell {
+        hosts: HostSources,
+        /// `-l` and `-p`, for hosts that do not name their own (also those typed at the prompt).
+        login: Option<String>,
+        port: Option<u16>,
+        options: FanoutOptions,
+        /// Bytes of output kept per host and line.
+        capture_limit: usize,
     },
     /// `-W host:port`: stdin and stdout joined to a TCP connection that the destination's
     /// sshd opens to `host:port`; no session runs.
@@ -476,6 +534,27 @@ fn parse_stdio_forward(spec: &str) -> Result<(String, u16), CommandPlanError> {
         }
         _ => Err(bad()),
     }
+}
+
+/// The interactive shell's mode. `--json` is refused: the shell prints groups, and a JSON
+/// stream per typed line is not what a script reading JSON expects; so are `--stream` (the
+/// shell always groups) and `--fail-fast` (a line's hosts are not a deployment's order).
+fn shell_mode(args: &SshArgs, hosts: HostSources) -> Result<CommandMode, CommandPlanError> {
+    if args.json {
+        return Err(CommandPlanError::JsonInShell);
+    }
+    let refused = [(args.fail_fast, "--fail-fast"), (args.stream, "--stream")];
+    if let Some((_, flag)) = refused.into_iter().find(|(given, _)| *given) {
+        return Err(CommandPlanError::CommandFanoutOnly(flag));
+    }
+    Ok(CommandMode::Shell {
+        hosts,
+        login: args.login.clone(),
+        port: args.port,
+        options: fanout_options(&args.fanout),
+        capture_limit: usize::try_from(args.max_output.saturating_mul(1024 * 1024))
+            .unwrap_or(usize::MAX),
+    })
 }
 
 #[derive(Debug)]
@@ -516,6 +595,11 @@ pub fn resolve(
         &implied,
         &args.identity_file,
     )?;
+    if let Some(flag) = command_fanout_flag(args) {
+        if !hosts.names_hosts() || no_command_words(args) {
+            return Err(CommandPlanError::CommandFanoutOnly(flag));
+        }
+    }
     let mode = if hosts.names_hosts() {
         if args.subsystem {
             return Err(CommandPlanError::SingleHostOnly('s'));
@@ -530,7 +614,10 @@ pub fn resolve(
             .cloned()
             .collect();
         if words.is_empty() {
-            return Err(PlanError::NoCommand.into());
+            return Ok(CommandPlan {
+                common,
+                mode: shell_mode(args, hosts)?,
+            });
         }
         CommandMode::Fanout {
             command: words.join(" "),
@@ -538,18 +625,28 @@ pub fn resolve(
                 Presentation::Json
             } else if args.group {
                 Presentation::Grouped
+            } else if live_wanted(args)? {
+                Presentation::Live
             } else {
                 Presentation::Prefixed
             },
             hosts,
             login: args.login.clone(),
             port: args.port,
-            options: fanout_options(&args.fanout),
+            options: FanoutOptions {
+                fail_fast: args.fail_fast,
+                ..fanout_options(&args.fanout)
+            },
             capture_limit: usize::try_from(args.max_output.saturating_mul(1024 * 1024))
                 .unwrap_or(usize::MAX),
+            pdsh: args.pdsh,
+            output_dirs: output_dirs(args),
+            stdin_all: args.stdin_all,
         }
     } else if args.group || args.json {
         return Err(PlanError::PresentationWithoutHosts.into());
+    } else if args.fail_fast {
+        return Err(PlanError::FailFastWithoutHosts.into());
     } else if let Some(spec) = &args.stdio_forward {
         if !session.forwards.is_empty() {
             return Err(CommandPlanError::StdioForwardWithForwards);

@@ -150,10 +150,13 @@ pub fn resolve(args: &ScpArgs) -> Result<CopyPlan, PlanError> {
             text: text.clone(),
             source,
         })?;
-        operands.push(parsed);
+        operands.push(group_operand(text, parsed));
     }
     let raw_target = args.operands.last().cloned().unwrap_or_default();
     let mode = copy_mode(args, operands, &raw_target)?;
+    if args.fail_fast && matches!(mode, CopyMode::Single(_)) {
+        return Err(PlanError::FailFastWithoutHosts);
+    }
     let (mode, via) = resolve_via(args, mode)?;
     let mut implied = Vec::new();
     // -J is ProxyJump given first, so it beats -o ProxyCommand and the files.
@@ -192,7 +195,10 @@ pub fn resolve(args: &ScpArgs) -> Result<CopyPlan, PlanError> {
         limit_kbits: args.limit_kbits,
         max_dir_entries: usize::try_from(args.max_dir_entries).unwrap_or(usize::MAX),
         port: args.port,
-        fanout: fanout_options(&args.fanout),
+        fanout: FanoutOptions {
+            fail_fast: args.fail_fast,
+            ..fanout_options(&args.fanout)
+        },
         via,
     })
 }
@@ -290,6 +296,23 @@ fn copy_mode(
         return Err(CopyPlanError::NoTarget.into());
     };
     let sources = HostSources::from_args(&args.fanout);
+    if sources.names_hosts() && args.gather_from_hosts {
+        // rpdcp's form: every source is a path on every host, the target a local directory.
+        let Operand::Local(dir) = target else {
+            return Err(CopyPlanError::GatherToRemote.into());
+        };
+        if !dir.is_dir() {
+            return Err(CopyPlanError::GatherTargetNotDirectory(dir.display().to_string()).into());
+        }
+        let count = operands.len();
+        return Ok(CopyMode::Fanout {
+            copy: FanoutCopy::Gather {
+                sources: args.operands[..count].to_vec(),
+                target: dir,
+            },
+            hosts: FanoutHosts::Sources(sources),
+        });
+    }
     if sources.names_hosts() {
         // pdcp's form: the target is a path on every host.
         let target = match target {
@@ -311,6 +334,20 @@ fn copy_mode(
         });
     }
     if let Operand::Remote(remote) = &target {
+        if remote.host.starts_with('@') {
+            // Groups may be EC2 groups, which only discovery at run time can expand.
+            return Ok(CopyMode::Fanout {
+                copy: FanoutCopy::Push {
+                    sources: local_sources(&operands)?,
+                    target: remote.path.clone(),
+                },
+                hosts: FanoutHosts::Sources(HostSources {
+                    hostlists: vec![remote.host.clone()],
+                    exclude: args.fanout.exclude.clone(),
+                    ..HostSources::default()
+                }),
+            });
+        }
         if hostlist::is_hostlist(&remote.host) {
             return Ok(CopyMode::Fanout {
                 copy: FanoutCopy::Push {
@@ -324,7 +361,7 @@ fn copy_mode(
     let gather: Vec<&RemotePath> = operands
         .iter()
         .filter_map(|op| match op {
-            Operand::Remote(r) if hostlist::is_hostlist(&r.host) => Some(r),
+            Operand::Remote(r) if names_many(&r.host) => Some(r),
             _ => None,
         })
         .collect();
@@ -364,6 +401,26 @@ fn copy_mode(
     };
     check_shape(&request)?;
     Ok(CopyMode::Single(request))
+}
+
+/// `@group:path` (also `@a,@b:path`) names groups, the host part kept with its `@`s, where
+/// OpenSSH's scp reads `@host:path` as a host with no user.
+fn group_operand(text: &str, parsed: Operand) -> Operand {
+    match parsed {
+        Operand::Remote(remote) if text.starts_with('@') && remote.user.is_none() => {
+            let host_end = text.len() - remote.path.len() - 1;
+            Operand::Remote(RemotePath {
+                host: text[..host_end].to_owned(),
+                ..remote
+            })
+        }
+        other => other,
+    }
+}
+
+/// Whether an operand's host part names several hosts: a hostlist or groups.
+fn names_many(host: &str) -> bool {
+    hostlist::is_hostlist(host) || host.starts_with('@')
 }
 
 fn operand_hosts(remote: &RemotePath, args: &ScpArgs) -> Result<Vec<TargetHost>, PlanError> {

@@ -48,10 +48,10 @@ pub enum PlanError {
     Targets(#[from] targets::TargetError),
     #[error("no destination given: smssh [user@]host [command], or -w HOSTS -- command")]
     NoDestination,
-    #[error("no command given: smssh -w HOSTS -- command")]
-    NoCommand,
     #[error("--group and --json apply to a fan-out: add -w HOSTS, --hosts-file or --ec2-filter")]
     PresentationWithoutHosts,
+    #[error("--fail-fast applies to a fan-out: add -w HOSTS, --hosts-file or --ec2-filter")]
+    FailFastWithoutHosts,
     #[error("-i {0}")]
     Identity(#[from] crate::key::file::KeyFileError),
 }
@@ -72,6 +72,20 @@ pub struct ToolConfig {
     pub copy_via: Option<String>,
     /// The KMS key for `copy_via` uploads; `--sse-kms-key-id` wins.
     pub copy_sse_kms_key_id: Option<String>,
+    /// How a command fan-out on a terminal shows its hosts: `live` (the default) or
+    /// `stream` (`host: line`, as `--stream`).
+    pub fanout_output: Option<FanoutOutput>,
+    /// Named host groups (`[groups]`, `name = "hostlist"` or `"ec2:FILTER"`), used as
+    /// `@name`; `config::groups` reads them from this file and the administrator's.
+    pub groups: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// The config file's `fanout_output`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FanoutOutput {
+    Live,
+    Stream,
 }
 
 /// Facts about the local side that several resolutions need.
@@ -648,6 +662,9 @@ pub struct FanoutOptions {
     pub retries: u32,
     /// First wait before a retry; doubles for each further one.
     pub backoff: Duration,
+    /// `--fail-fast`: the first failed host stops the run (no new host starts, the running
+    /// ones are closed).
+    pub fail_fast: bool,
 }
 
 impl Default for FanoutOptions {
@@ -657,6 +674,7 @@ impl Default for FanoutOptions {
             host_timeout: None,
             retries: 0,
             backoff: Duration::from_millis(500),
+            fail_fast: false,
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Which hosts a fan-out or a rotation reaches: hostlists (`-w`, or one written in an scp
 //! operand), `--hosts-file`, EC2 instances found by `--ec2-filter` (or the rotation
-//! function's tag), minus `--exclude` exclusions.
+//! function's tag), minus `--exclude` exclusions; `@group` anywhere a hostlist goes.
 //!
 //! Owns: the one path from host sources to hosts, EC2 discovery included, without duplicates
 //! and in the order the sources were given. Invariant: the result is never empty (an empty
@@ -12,8 +12,9 @@ use std::path::PathBuf;
 
 use crate::aws::ec2::{self, Ec2Error};
 use crate::cli::args::FanoutArgs;
+use crate::config::groups::{self, Expansion, GroupError, Groups};
 use crate::config::hostlist::{self, HostSpec, HostlistError};
-use crate::plan::{HostPlan, SshOptions};
+use crate::plan::{HostPlan, Local, SshOptions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
@@ -30,6 +31,8 @@ pub enum TargetError {
     /// A hostlist written in an scp operand (`user@worker[1-8]:path`).
     #[error(transparent)]
     Operand(HostlistError),
+    #[error(transparent)]
+    Groups(#[from] GroupError),
 }
 
 /// Where the hosts come from, as the user (or the function's environment) named them.
@@ -71,11 +74,17 @@ pub async fn resolve(
     aws: &aws_config::SdkConfig,
 ) -> Result<Vec<TargetHost>, TargetError> {
     let mut hosts = Unique::default();
-    add_listed(sources, &mut hosts)?;
+    let mut groups = LazyGroups::default();
+    let group_filters = add_listed(sources, &mut hosts, &mut groups)?;
+    // `--ec2-filter`s are one query (all must match); each EC2 group is a query of its own.
+    let mut queries: Vec<Vec<&String>> = Vec::new();
     if !sources.ec2_filters.is_empty() {
-        let filters = sources
-            .ec2_filters
-            .iter()
+        queries.push(sources.ec2_filters.iter().collect());
+    }
+    queries.extend(group_filters.iter().map(|f| vec![f]));
+    for query in queries {
+        let filters = query
+            .into_iter()
             .map(|f| ec2::parse_filter(f))
             .collect::<Result<Vec<_>, _>>()?;
         for instance in ec2::discover(aws, &filters, ec2::PAGE_SIZE).await? {
@@ -89,15 +98,23 @@ pub async fn resolve(
             });
         }
     }
-    exclude(hosts.list, &sources.exclude)
+    exclude(hosts.list, &sources.exclude, &mut groups)
 }
 
 /// Resolves sources that need no AWS call (hostlists and a hosts file), such as the hostlist
-/// written in an scp operand.
+/// written in an scp operand; an EC2 group among them is refused.
 pub fn resolve_listed(sources: &HostSources) -> Result<Vec<TargetHost>, TargetError> {
     let mut hosts = Unique::default();
-    add_listed(sources, &mut hosts)?;
-    exclude(hosts.list, &sources.exclude)
+    let mut groups = LazyGroups::default();
+    let group_filters = add_listed(sources, &mut hosts, &mut groups)?;
+    if let Some(filter) = group_filters.first() {
+        return Err(GroupError::Ec2NotHere {
+            group: format!("ec2:{filter}"),
+            place: "this command",
+        }
+        .into());
+    }
+    exclude(hosts.list, &sources.exclude, &mut groups)
 }
 
 /// Expands the hostlist written in an scp operand; the operand's user and port apply to the
@@ -109,7 +126,9 @@ pub fn expand_operand(
     exclusions: &[String],
 ) -> Result<Vec<TargetHost>, TargetError> {
     let mut hosts = Unique::default();
-    for mut spec in hostlist::expand(host).map_err(TargetError::Operand)? {
+    let mut groups = LazyGroups::default();
+    let host = groups.hosts_only(host, "an scp operand that gathers")?;
+    for mut spec in hostlist::expand(&host).map_err(TargetError::Operand)? {
         if spec.user.is_none() {
             spec.user = user.map(str::to_owned);
         }
@@ -119,7 +138,101 @@ pub fn expand_operand(
             instance_id: None,
         });
     }
-    exclude(hosts.list, exclusions)
+    exclude(hosts.list, exclusions, &mut groups)
+}
+
+/// Every group definition smssh reads, in this order: the administrator's `[groups]`
+/// (`/etc/smssh/config.toml`, whose names a user cannot redefine), the user's
+/// (`~/.config/smssh/config.toml`), then ClusterShell's group files found as ClusterShell
+/// finds them. What was skipped is shown with `-v`.
+pub fn load_groups() -> Result<Groups, GroupError> {
+    let local = Local::detect();
+    let user = local.tool_config_path();
+    let mut groups = Groups::new(&user);
+    groups.add_toml_file(&crate::audit::system_config_path(), true)?;
+    groups.add_toml_file(&user, false)?;
+    groups.add_clustershell(&clustershell_configs(&local))?;
+    for note in &groups.notes {
+        crate::term::diag::debug(note);
+    }
+    Ok(groups)
+}
+
+/// A group as `--list-groups` shows it: `@name`, and its hosts or why they cannot be named.
+pub type ListedGroup = (String, Result<String, TargetError>);
+
+/// `smssh --list-groups`: every group with what it stands for (its hosts as a short hostlist,
+/// an EC2 group as `ec2:FILTER`), or why it cannot be expanded.
+pub fn list_groups() -> Result<Vec<ListedGroup>, GroupError> {
+    let groups = load_groups()?;
+    let listed = groups
+        .list()
+        .into_iter()
+        .map(|(term, expansion)| {
+            let shown = expansion.map_err(TargetError::from).and_then(|expansion| {
+                let mut parts = Vec::new();
+                if let Some(list) = &expansion.hostlist {
+                    let specs = hostlist::expand(list).map_err(TargetError::Hostlist)?;
+                    let names: Vec<String> = specs.into_iter().map(|s| s.host).collect();
+                    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                    parts.push(hostlist::compress(&names));
+                }
+                parts.extend(expansion.ec2_filters.iter().map(|f| format!("ec2:{f}")));
+                Ok(parts.join(","))
+            });
+            (term, shown)
+        })
+        .collect();
+    Ok(listed)
+}
+
+/// ClusterShell 1.9's `groups.conf` places, lowest priority first: the system's, pip's
+/// `--user` prefix, the XDG directory, then `$CLUSTERSHELL_CFGDIR`.
+fn clustershell_configs(local: &Local) -> Vec<std::path::PathBuf> {
+    let mut paths = vec![
+        PathBuf::from("/etc/clustershell/groups.conf"),
+        local.home.join(".local/etc/clustershell/groups.conf"),
+    ];
+    let xdg = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|d| !d.is_empty())
+        .map_or_else(|| local.home.join(".config"), PathBuf::from);
+    paths.push(xdg.join("clustershell/groups.conf"));
+    if let Some(dir) = std::env::var_os("CLUSTERSHELL_CFGDIR") {
+        paths.push(PathBuf::from(dir).join("groups.conf"));
+    }
+    paths
+}
+
+/// The group definitions, read the first time an expression names a group, so that a run
+/// without `@` reads no group file.
+#[derive(Default)]
+struct LazyGroups(Option<Groups>);
+
+impl LazyGroups {
+    fn expand(&mut self, expr: &str) -> Result<Expansion, GroupError> {
+        if !groups::mentions_group(expr) {
+            return Ok(Expansion {
+                hostlist: Some(expr.to_owned()),
+                ec2_filters: Vec::new(),
+            });
+        }
+        self.loaded()?.expand(expr)
+    }
+
+    /// `expr` with its groups replaced, for a place that takes host names only.
+    fn hosts_only(&mut self, expr: &str, place: &'static str) -> Result<String, GroupError> {
+        if !groups::mentions_group(expr) {
+            return Ok(expr.to_owned());
+        }
+        self.loaded()?.expand_hosts(expr, place)
+    }
+
+    fn loaded(&mut self) -> Result<&Groups, GroupError> {
+        if self.0.is_none() {
+            self.0 = Some(load_groups()?);
+        }
+        Ok(self.0.get_or_insert_with(Groups::default))
+    }
 }
 
 /// One plan per host. `user` and `port` (from -l/-p/-P or an operand) apply to hosts that do
@@ -166,30 +279,63 @@ impl Unique {
     }
 }
 
-fn add_listed(sources: &HostSources, hosts: &mut Unique) -> Result<(), TargetError> {
+/// Adds the hosts of `-w` and `--hosts-file`, and returns the EC2 filters of the EC2 groups
+/// they name.
+fn add_listed(
+    sources: &HostSources,
+    hosts: &mut Unique,
+    groups: &mut LazyGroups,
+) -> Result<Vec<String>, TargetError> {
+    let mut filters = Vec::new();
     for expr in &sources.hostlists {
-        hosts.add_specs(hostlist::expand(expr).map_err(TargetError::Hostlist)?);
+        let expansion = groups.expand(expr)?;
+        if let Some(list) = &expansion.hostlist {
+            hosts.add_specs(hostlist::expand(list).map_err(TargetError::Hostlist)?);
+        }
+        filters.extend(expansion.ec2_filters);
     }
     if let Some(path) = &sources.hosts_file {
         let text = std::fs::read_to_string(path).map_err(|err| TargetError::HostsFileRead {
             path: path.display().to_string(),
             reason: err.to_string(),
         })?;
-        hosts.add_specs(
-            hostlist::parse_hosts_file(&text, &path.display().to_string())
-                .map_err(TargetError::HostsFile)?,
-        );
+        // Each line's groups are replaced on that line, so errors keep their line numbers;
+        // a line of EC2 groups alone becomes a blank line.
+        let mut expanded = String::with_capacity(text.len());
+        let mut file_filters = 0;
+        for line in text.lines() {
+            let bare = line.find('#').map_or(line, |at| &line[..at]);
+            if groups::mentions_group(bare) {
+                let expansion = groups.expand(bare)?;
+                expanded.push_str(expansion.hostlist.as_deref().unwrap_or_default());
+                file_filters += expansion.ec2_filters.len();
+                filters.extend(expansion.ec2_filters);
+            } else {
+                expanded.push_str(line);
+            }
+            expanded.push('\n');
+        }
+        let only_groups = file_filters > 0 && expanded.trim().is_empty();
+        if !only_groups {
+            hosts.add_specs(
+                hostlist::parse_hosts_file(&expanded, &path.display().to_string())
+                    .map_err(TargetError::HostsFile)?,
+            );
+        }
     }
-    Ok(())
+    filters.dedup();
+    Ok(filters)
 }
 
 fn exclude(
     mut hosts: Vec<TargetHost>,
     exclusions: &[String],
+    groups: &mut LazyGroups,
 ) -> Result<Vec<TargetHost>, TargetError> {
     for expr in exclusions {
+        let names = groups.hosts_only(expr, "--exclude")?;
         let specs = hosts.iter().map(|h| h.spec.clone()).collect();
-        let kept: HashSet<HostSpec> = hostlist::exclude(specs, expr)
+        let kept: HashSet<HostSpec> = hostlist::exclude(specs, &names)
             .map_err(|source| TargetError::Exclude {
                 expr: expr.clone(),
                 source,

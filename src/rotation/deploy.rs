@@ -15,6 +15,7 @@ use aws_sdk_ssm::error::ProvideErrorMetadata;
 use aws_sdk_ssm::types::CommandInvocationStatus;
 use futures::StreamExt;
 
+use crate::audit::KeyUsed;
 use crate::fanout::{self, HostError};
 use crate::key::source::KeySource;
 use crate::plan::{FanoutOptions, HostPlan};
@@ -26,7 +27,34 @@ use crate::ssh::session::{Connection, HostKeyDb};
 #[derive(Debug)]
 pub struct HostResult {
     pub host: String,
+    /// The key the host was logged in with (none over SSM, or when no login succeeded), for
+    /// the edit's audit record.
+    pub key: KeyUsed,
     pub result: Result<ScriptReport, DeployFailure>,
+}
+
+/// The key each host's session logged in with, filled in by the jobs as they start.
+#[derive(Clone, Default)]
+pub struct LoginKeys(Arc<std::sync::Mutex<HashMap<String, KeyUsed>>>);
+
+impl LoginKeys {
+    /// Notes the key `conn` logged in to `label` with.
+    pub fn note(&self, label: &str, conn: &Connection) {
+        // A poisoned lock means a job panicked, which `fanout` turns into a panic of the
+        // run; the note is then moot, so it is skipped rather than panicking again.
+        if let Ok(mut keys) = self.0.lock() {
+            keys.insert(label.to_owned(), conn.audited_key());
+        }
+    }
+
+    /// The key noted for `label`, or none.
+    pub fn of(&self, label: &str) -> KeyUsed {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|keys| keys.get(label).cloned())
+            .unwrap_or_default()
+    }
 }
 
 /// Why one host has no good verdict.
@@ -99,10 +127,12 @@ pub async fn run_script(
 /// Turns the fan-out's outcomes of script runs into the rotation's host results.
 pub fn host_results(
     outcomes: Vec<fanout::HostOutcome<ScriptReport, RunFailure>>,
+    keys: &LoginKeys,
 ) -> Vec<HostResult> {
     outcomes
         .into_iter()
         .map(|outcome| HostResult {
+            key: keys.of(&outcome.plan.label),
             host: outcome.plan.label,
             result: outcome.result.map_err(DeployFailure::Ssh),
         })
@@ -118,12 +148,15 @@ pub async fn over_ssh(
     script: &str,
 ) -> Vec<HostResult> {
     let request = Arc::new(script_request(script));
-    let outcomes = fanout::run(plans, keys, db, options, move |conn, _plan| {
+    let logins = LoginKeys::default();
+    let noted = logins.clone();
+    let outcomes = fanout::run(plans, keys, db, options, move |conn, plan| {
         let request = Arc::clone(&request);
+        noted.note(&plan.label, &conn);
         async move { run_script(&conn, &request).await }
     })
     .await;
-    host_results(outcomes)
+    host_results(outcomes, &logins)
 }
 
 /// A script run's verdict from its exit status and output.
@@ -307,6 +340,8 @@ pub async fn over_ssm(
         .iter()
         .map(|target| HostResult {
             host: format!("{} ({})", target.label, target.instance_id),
+            // Run Command logs in with no key of the secret's.
+            key: KeyUsed::default(),
             result: finals
                 .remove(&target.instance_id)
                 .unwrap_or(Err(ScriptFailure::SsmDeadline {

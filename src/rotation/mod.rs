@@ -1048,10 +1048,11 @@ impl Rotation {
         let mut retired_hosts = 0usize;
         let mut bootstrap_hosts = 0usize;
         let mut failures: Vec<String> = Vec::new();
-        for HostResult { host, result } in results {
+        for edit in results {
+            let HostResult { host, result, .. } = edit;
             match result {
                 Ok(report) if report.version_ids == versions_wanted => {
-                    self.record_edit(step, rendered, host, Some(report), Outcome::Ok, started);
+                    self.record_edit(step, rendered, edit, Outcome::Ok, started);
                     changed += usize::from(report.changed);
                     if report.retired > 0 {
                         (self.report)(
@@ -1074,7 +1075,7 @@ impl Rotation {
                     );
                     (self.report)(Note::HostFailed, &line);
                     let failed = Outcome::Failed(line);
-                    self.record_edit(step, rendered, host, Some(report), failed, started);
+                    self.record_edit(step, rendered, edit, failed, started);
                     failures.push(host.clone());
                 }
                 Err(failure) => {
@@ -1085,7 +1086,7 @@ impl Rotation {
                     };
                     (self.report)(Note::HostFailed, &line);
                     let failed = Outcome::Failed(line);
-                    self.record_edit(step, rendered, host, None, failed, started);
+                    self.record_edit(step, rendered, edit, failed, started);
                     failures.push(host.clone());
                 }
             }
@@ -1123,18 +1124,20 @@ impl Rotation {
         Ok(summary)
     }
 
-    /// Records one host's authorized_keys edit: the versions its block holds after it (the
-    /// desired ones when the host did not say), the versions retired, and the outcome. The
+    /// Records one host's authorized_keys edit: the key that logged in to make it, the
+    /// versions its block holds after it (the desired ones when the host did not say), the
+    /// versions retired, and the outcome. The
     /// duration is the deploy's so far: each host's result came in within it.
     fn record_edit(
         &self,
         step: Step,
         rendered: &Rendered,
-        label: &str,
-        report: Option<&block::ScriptReport>,
+        edit: &HostResult,
         outcome: Outcome,
         started: Instant,
     ) {
+        let label = edit.host.as_str();
+        let report = edit.result.as_ref().ok();
         let plan = self
             .targets
             .iter()
@@ -1154,7 +1157,7 @@ impl Rotation {
                 port: plan.map_or(22, |p| p.port),
                 login,
             }),
-            key: audit::KeyUsed::default(),
+            key: edit.key.clone(),
             action: Action::AuthorizedKeys {
                 step: step.name().to_owned(),
                 versions,
@@ -1345,8 +1348,11 @@ impl Rotation {
         let rendered = self.render(&versions, Step::Finish).await?;
         let started = Instant::now();
         let request = Arc::new(deploy::script_request(&rendered.script));
-        let outcomes = fanout::for_each(sessions, &self.settings.fanout, move |_plan, conn| {
+        let logins = deploy::LoginKeys::default();
+        let noted = logins.clone();
+        let outcomes = fanout::for_each(sessions, &self.settings.fanout, move |plan, conn| {
             let request = Arc::clone(&request);
+            noted.note(&plan.label, &conn);
             async move {
                 deploy::run_script(&conn, &request)
                     .await
@@ -1364,6 +1370,7 @@ impl Rotation {
                     lost.push(outcome.plan)
                 }
                 other => results.push(HostResult {
+                    key: logins.of(&outcome.plan.label),
                     host: outcome.plan.label,
                     result: other.map_err(DeployFailure::Ssh),
                 }),

@@ -102,6 +102,12 @@ pub enum ExecError {
         what: &'static str,
         reason: String,
     },
+    /// `--stdin-all`: the host logged in after the shared window of stdin had moved on.
+    #[error("{host}: --stdin-all: stdin had moved past its first {window_mib} MiB when this host started: give -j at least the number of hosts, or send less")]
+    StdinMissed { host: String, window_mib: usize },
+    /// `--stdin-all`: reading the local stdin failed, so the host got only part of it.
+    #[error("{host}: --stdin-all: cannot read stdin: {reason}: the host got only part of it")]
+    StdinRead { host: String, reason: String },
 }
 
 /// Where a remote command's output goes.
@@ -221,10 +227,13 @@ impl Prefixed {
         text
     }
 
-    /// Appends `label: ` and the line made of `pending` then `line`, and empties `pending`.
+    /// Appends `label: ` (nothing for an empty label: pdsh -N's whole lines without labels)
+    /// and the line made of `pending` then `line`, and empties `pending`.
     fn push_line(text: &mut Vec<u8>, label: &str, pending: &mut Vec<u8>, line: &[u8]) {
-        text.extend_from_slice(label.as_bytes());
-        text.extend_from_slice(b": ");
+        if !label.is_empty() {
+            text.extend_from_slice(label.as_bytes());
+            text.extend_from_slice(b": ");
+        }
         text.append(pending);
         text.extend_from_slice(line);
         text.push(b'\n');
@@ -344,7 +353,26 @@ pub async fn run(
     request: &ExecRequest,
     sink: &mut dyn OutputSink,
 ) -> Result<RemoteExit, ExecError> {
-    run_channel(conn, request, None, sink).await
+    run_channel(conn, request, None, None, sink).await
+}
+
+/// Writes a command's stdin from elsewhere (`--stdin-all`'s shared window), given the
+/// channel's writer, and ends it with end-of-file; it is stopped when the channel closes.
+pub type StdinFeed = Box<
+    dyn FnOnce(
+            std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+        + Send,
+>;
+
+/// [`run`], with `feed` writing the command's stdin instead of the request's own.
+pub async fn run_fed(
+    conn: &Connection,
+    request: &ExecRequest,
+    feed: StdinFeed,
+    sink: &mut dyn OutputSink,
+) -> Result<RemoteExit, ExecError> {
+    run_channel(conn, request, None, Some(feed), sink).await
 }
 
 /// Opens the subsystem `name` (ssh -s, e.g. `sftp`) instead of the request's command, and
@@ -355,13 +383,14 @@ pub async fn run_subsystem(
     request: &ExecRequest,
     sink: &mut dyn OutputSink,
 ) -> Result<RemoteExit, ExecError> {
-    run_channel(conn, request, Some(name), sink).await
+    run_channel(conn, request, Some(name), None, sink).await
 }
 
 async fn run_channel(
     conn: &Connection,
     request: &ExecRequest,
     subsystem: Option<&str>,
+    feed: Option<StdinFeed>,
     sink: &mut dyn OutputSink,
 ) -> Result<RemoteExit, ExecError> {
     let host = conn.label.clone();
@@ -425,7 +454,9 @@ async fn run_channel(
     let (mut reader, writer) = channel.split();
 
     // stdin is pumped on its own task: a blocking read of the terminal must not hold up output.
-    let stdin_task = if let Some(input) = request.input.clone() {
+    let stdin_task = if let Some(feed) = feed {
+        Some(tokio::spawn(feed(Box::pin(writer.make_writer()))))
+    } else if let Some(input) = request.input.clone() {
         let mut remote = writer.make_writer();
         Some(tokio::spawn(async move {
             if tokio::io::AsyncWriteExt::write_all(&mut remote, &input)

@@ -134,14 +134,17 @@ pub fn spawn_command(
 }
 
 /// `-W host:port`: copies stdin to a direct-tcpip channel to `host:port` opened by `via`, and
-/// the channel to stdout, until both directions have ended.
+/// the channel to stdout, until both directions have ended. `opened` runs once the channel is
+/// open, before any byte is copied.
 pub async fn stdio_forward<H: Handler>(
     via: Handle<H>,
     label: &str,
     host: &str,
     port: u16,
+    opened: impl FnOnce(),
 ) -> Result<(), ProxyError> {
     let stream = through_jump(via, label, host, port).await?;
+    opened();
     let (mut from_server, mut to_server) = tokio::io::split(stream);
     let upstream = async {
         let mut stdin = tokio::io::stdin();

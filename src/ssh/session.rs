@@ -807,6 +807,15 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// The key this session logged in with, as an audit record names it (version id and
+    /// fingerprint, never the key).
+    pub fn audited_key(&self) -> crate::audit::KeyUsed {
+        crate::audit::KeyUsed {
+            version_id: self.key_used.version_id.clone(),
+            fingerprint: Some(self.key_used.key.fingerprint().to_owned()),
+        }
+    }
+
     /// Resolves when the session has ended, with the reason. A job still running then is
     /// waiting on something that will never come, or finishing with what already arrived.
     pub fn ended(&self) -> impl std::future::Future<Output = SessionEnd> + Send + 'static {

@@ -34,8 +34,11 @@ pub fn summarize<T, E: std::fmt::Display>(
     progress: &Progress,
 ) -> usize {
     let program = crate::term::diag::program();
+    // Hosts a `--fail-fast` run never started are named together, on one line.
+    let never_started = crate::fanout::never_started(outcomes);
     let failed: Vec<String> = outcomes
         .iter()
+        .filter(|o| !matches!(o.result, Err(HostError::NotStarted)))
         .filter_map(|o| {
             o.result
                 .as_ref()
@@ -43,18 +46,24 @@ pub fn summarize<T, E: std::fmt::Display>(
                 .map(|err| failure_line(&o.plan.label, err))
         })
         .collect();
-    if !failed.is_empty() {
+    let count = failed.len() + never_started.len();
+    if count > 0 {
         progress.line(&format!(
-            "{program}: {} hosts: {} ok, {} failed",
+            "{program}: {} hosts: {} ok, {count} failed",
             outcomes.len(),
-            outcomes.len() - failed.len(),
-            failed.len()
+            outcomes.len() - count,
         ));
     }
     for line in &failed {
         progress.line(&format!("{program}: {line}"));
     }
-    failed.len()
+    if !never_started.is_empty() {
+        progress.line(&format!(
+            "{program}: never started (--fail-fast stopped the run): {}",
+            hostlist::compress(&never_started)
+        ));
+    }
+    count
 }
 
 /// The most characters of a signal's name that [`describe_exit`] shows: real names are a few

@@ -2359,3 +2359,23 @@ impl Drop for Lightsshd {
         reaper_send(&format!("-{}", self.child.id()));
     }
 }
+
+/// `command` as `sh` lines: its environment exported, then the program and its arguments,
+/// each single-quoted. Tests that run a binary on a tmux pane's terminal write this into a
+/// script, with the redirections and epilogue they need after it.
+pub fn shell_command_lines(command: &Command) -> String {
+    let quote =
+        |text: &std::ffi::OsStr| format!("'{}'", text.to_string_lossy().replace('\'', "'\\''"));
+    let mut script = String::new();
+    for (key, value) in command.get_envs() {
+        if let (Some(value), Some(key)) = (value, key.to_str()) {
+            script.push_str(&format!("export {key}={}\n", quote(value)));
+        }
+    }
+    script.push_str(&quote(command.get_program()));
+    for arg in command.get_args() {
+        script.push(' ');
+        script.push_str(&quote(arg));
+    }
+    script
+}
