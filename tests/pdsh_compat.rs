@@ -325,13 +325,15 @@ fn pdcp_and_rpdcp_lay_out_files_as_pdcp_and_rpdcp() {
         fs::create_dir_all(&dir).expect("mkdir");
         dir
     };
-    // Every worker shares this machine's file system, so an absolute destination is one
-    // directory for both hosts: what matters is the layout each tool leaves there.
+    // Every worker shares this machine's file system, so an absolute destination would be one
+    // directory for both hosts, and two hosts copying one tree into it at once race (the real
+    // pdcp then flattens the tree now and then): the layout is compared on one host.
     let (mine_dir, real_dir) = (dest("ours"), dest("theirs"));
     let (file_s, tree_s) = (file.to_str().unwrap(), source_tree.to_str().unwrap());
+    let one = "127.0.0.2";
     let mine = run(ours(&cluster, "pdcp").args([
         "-w",
-        all,
+        one,
         "-rp",
         file_s,
         tree_s,
@@ -339,7 +341,7 @@ fn pdcp_and_rpdcp_lay_out_files_as_pdcp_and_rpdcp() {
     ]));
     let real = run(theirs(&cluster, "pdcp").args([
         "-w",
-        all,
+        one,
         "-rp",
         file_s,
         tree_s,
