@@ -133,11 +133,6 @@ fn audit_host(plan: &HostPlan) -> audit::Host {
     }
 }
 
-/// The key a session logged in with, for its audit record.
-fn key_used(conn: &session::Connection) -> KeyUsed {
-    conn.audited_key()
-}
-
 /// Prints the error's one line and returns `code`.
 fn fail(code: u8, err: AppError) -> u8 {
     diag::error(err);
@@ -337,7 +332,7 @@ async fn run_command(plan: command::CommandPlan, auditor: Arc<Auditor>) -> Resul
             let result: Result<u8, AppError> = async {
                 let db = key_and_host_keys(&keys, std::slice::from_ref(&plan)).await?;
                 let conn = session::connect(&plan, &keys, &db).await?;
-                used = key_used(&conn);
+                used = conn.audited_key();
                 diag::debug(format_args!(
                     "authenticated to {} as {} with {}",
                     plan.hostname, plan.user, conn.key_used.key
@@ -440,7 +435,7 @@ async fn run_command(plan: command::CommandPlan, auditor: Arc<Auditor>) -> Resul
             let result: Result<u8, AppError> = async {
                 let db = key_and_host_keys(&keys, std::slice::from_ref(&plan)).await?;
                 let conn = session::connect(&plan, &keys, &db).await?;
-                used = key_used(&conn);
+                used = conn.audited_key();
                 // The record is written as soon as the channel is open: the program whose
                 // ProxyCommand this is may end this process with a signal when it is done,
                 // as OpenSSH does, so the end of the forward is never a safe moment.
@@ -577,7 +572,7 @@ async fn run_command(plan: command::CommandPlan, auditor: Arc<Auditor>) -> Resul
                     }
                     auditor.record(&audit::Event {
                         host: Some(audit_host(&plan)),
-                        key: key_used(&conn),
+                        key: conn.audited_key(),
                         action,
                         outcome: match &ran {
                             // The command ran; its own status is `exit_status`.
