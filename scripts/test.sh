@@ -19,4 +19,4 @@ export SMSSH_TEST_MOTO="$REPO/.venv/bin/moto_server"
 cargo build --workspace --all-targets
 # Benchmarks are built above (so they cannot rot) but not run: they are reports, not tests,
 # and need the peers that scripts/bench-deps.sh installs.
-cargo test --workspace --lib --bins --tests "$@"
+cargo test --workspace --lib --bins --tests --no-fail-fast "$@"

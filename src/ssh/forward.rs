@@ -540,8 +540,8 @@ pub async fn serve<H: Handler>(
                 }
             }
             Some(outcome) = connections.next() => {
-                if let Err(line) = outcome {
-                    report(line);
+                if let Err(unforwarded) = outcome {
+                    report(unforwarded.line);
                 }
             }
             _ = poll.tick() => {
@@ -570,6 +570,14 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// Why a connection could not be forwarded. A local connection travels with the line so
+/// that it is closed only after the line is written: whoever sees the close (a script, a
+/// test) then also finds the reason on stderr.
+struct Unforwarded {
+    line: String,
+    _held_open: Option<TcpStream>,
+}
+
 /// One local connection: the SOCKS handshake for `-D`, then a direct-tcpip channel, then
 /// bytes both ways until both sides are done.
 async fn forward_local<H: Handler>(
@@ -578,7 +586,7 @@ async fn forward_local<H: Handler>(
     peer: SocketAddr,
     target: Target,
     label: String,
-) -> Result<(), String> {
+) -> Result<(), Unforwarded> {
     let _ = stream.set_nodelay(true);
     let (host, port, socks) = match target {
         Target::Fixed { host, port } => (host, port, None),
@@ -604,9 +612,10 @@ async fn forward_local<H: Handler>(
             if let Some(request) = socks {
                 let _ = stream.write_all(&request.reply(false)).await;
             }
-            return Err(format!(
-                "{label}: the server could not connect to {host} port {port}: {err}"
-            ));
+            return Err(Unforwarded {
+                line: format!("{label}: the server could not connect to {host} port {port}: {err}"),
+                _held_open: Some(stream),
+            });
         }
     };
     if let Some(request) = socks {
@@ -621,7 +630,7 @@ async fn forward_local<H: Handler>(
 
 /// One forwarded-tcpip channel: a TCP connection to the forward's local target, then bytes
 /// both ways.
-async fn forward_remote(forwarded: Forwarded, granted: Granted) -> Result<(), String> {
+async fn forward_remote(forwarded: Forwarded, granted: Granted) -> Result<(), Unforwarded> {
     let target = (granted.host.as_str(), granted.host_port);
     match TcpStream::connect(target).await {
         Ok(mut stream) => {
@@ -634,10 +643,13 @@ async fn forward_remote(forwarded: Forwarded, granted: Granted) -> Result<(), St
         Err(err) => {
             // Dropping the reply refuses the channel, as ssh does when its connect fails.
             drop(forwarded);
-            Err(format!(
-                "-R port {}: cannot connect to {} port {}: {err}",
-                granted.port, granted.host, granted.host_port
-            ))
+            Err(Unforwarded {
+                line: format!(
+                    "-R port {}: cannot connect to {} port {}: {err}",
+                    granted.port, granted.host, granted.host_port
+                ),
+                _held_open: None,
+            })
         }
     }
 }

@@ -6,6 +6,7 @@
 //! and no type holding key material implements `Display` with secret content.
 //! Must not know: what is being diagnosed.
 
+use std::io::Write;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::OnceLock;
 
@@ -50,20 +51,39 @@ pub fn verbosity() -> u8 {
 /// A `-v` line.
 pub fn debug(message: impl std::fmt::Display) {
     if verbosity() > 0 {
-        eprintln!("{}: debug: {}", program(), visible(&message.to_string()));
+        line_to_stderr(format!(
+            "{}: debug: {}\n",
+            program(),
+            visible(&message.to_string())
+        ));
     }
 }
 
 /// A warning that `-q` silences.
 pub fn warn(message: impl std::fmt::Display) {
     if QUIET.load(Ordering::Relaxed) == 0 {
-        eprintln!("{}: warning: {}", program(), visible(&message.to_string()));
+        line_to_stderr(format!(
+            "{}: warning: {}\n",
+            program(),
+            visible(&message.to_string())
+        ));
     }
 }
 
 /// An error line: always printed.
 pub fn error(message: impl std::fmt::Display) {
-    eprintln!("{}: {}", program(), visible(&message.to_string()));
+    line_to_stderr(format!(
+        "{}: {}\n",
+        program(),
+        visible(&message.to_string())
+    ));
+}
+
+/// Writes a whole line at once. `eprintln!` writes each formatted piece with its own write
+/// call, so a line could be cut after the program name by a signal, or interleaved with
+/// another thread's line; one `write_all` of a short line is one write.
+fn line_to_stderr(line: String) {
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 
 /// A line of our own on stdout (a rotation's progress and summary).

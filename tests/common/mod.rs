@@ -20,7 +20,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
-use std::sync::{mpsc, Mutex, OnceLock};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -294,7 +294,7 @@ pub fn spawn(cmd: &mut Command) -> Running {
     // Both pipes are drained on their own threads, so a child that fills one
     // pipe while the harness waits on the other cannot deadlock.
     let stdout = drain(child.stdout.take().expect("stdout is piped"));
-    let stderr = drain(child.stderr.take().expect("stderr is piped"));
+    let stderr = Drained::start(child.stderr.take().expect("stderr is piped"));
     Running {
         child: Some(child),
         stdout,
@@ -325,7 +325,7 @@ pub fn spawn_with_stdin(cmd: &mut Command, input: &[u8]) -> Running {
 pub struct Running {
     child: Option<Child>,
     stdout: mpsc::Receiver<Vec<u8>>,
-    stderr: mpsc::Receiver<Vec<u8>>,
+    stderr: Drained,
 }
 
 impl Running {
@@ -363,16 +363,25 @@ impl Running {
         let output = Output {
             status,
             stdout: self.stdout.recv_timeout(grace).unwrap_or_default(),
-            stderr: self
-                .stderr
-                .recv_timeout(Duration::from_secs(2))
-                .unwrap_or_default(),
+            stderr: self.stderr.finish(Duration::from_secs(2)),
         };
         if timed_out {
             Err(output)
         } else {
             Ok(output)
         }
+    }
+
+    /// Waits up to `timeout` for `needle` on the command's stderr; whether it came.
+    pub fn stderr_shows(&mut self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while !self.stderr.contains(needle) {
+            if Instant::now() >= deadline || self.has_exited() {
+                return self.stderr.contains(needle);
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        true
     }
 
     /// Kills the command and its children and returns what it printed.
@@ -388,6 +397,43 @@ impl Drop for Running {
         if let Some(child) = self.child.as_mut() {
             kill_tree(child);
         }
+    }
+}
+
+/// A pipe read on its own thread whose bytes so far can be looked at while the command runs,
+/// so a test waits for a line instead of sleeping a guessed time.
+struct Drained {
+    seen: Arc<Mutex<Vec<u8>>>,
+    ended: mpsc::Receiver<()>,
+}
+
+impl Drained {
+    fn start(mut pipe: impl Read + Send + 'static) -> Drained {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (tx, ended) = mpsc::channel();
+        let writer = Arc::clone(&seen);
+        thread::spawn(move || {
+            let mut chunk = [0u8; 8192];
+            while let Ok(n @ 1..) = pipe.read(&mut chunk) {
+                writer
+                    .lock()
+                    .expect("drain lock")
+                    .extend_from_slice(&chunk[..n]);
+            }
+            let _ = tx.send(());
+        });
+        Drained { seen, ended }
+    }
+
+    fn contains(&self, needle: &str) -> bool {
+        let seen = self.seen.lock().expect("drain lock");
+        String::from_utf8_lossy(&seen).contains(needle)
+    }
+
+    /// Everything read, after waiting up to `grace` for the end of the pipe.
+    fn finish(&self, grace: Duration) -> Vec<u8> {
+        let _ = self.ended.recv_timeout(grace);
+        std::mem::take(&mut *self.seen.lock().expect("drain lock"))
     }
 }
 
