@@ -32,9 +32,9 @@
 //! default 3) interleave the tools in a rotating order; the tables show medians.
 //!
 //! The floor: the CPU time the workers' sshd trees (sshd, the session, sftp-server, the
-//! command) spend during the smssh/smscp run, read from /proc/<listener>/stat (own and reaped
-//! children's time), divided by the number of cores: no client can make N logins finish
-//! sooner. Every tool runs under `/usr/bin/time`, which gives the master's side: the CPU time
+//! command) spend during the smssh/smscp run, counted by a cgroup around the workers
+//! (support's `WorkerCpu`), divided by the number of cores: no client can make N logins
+//! finish sooner. Every worker serves one untimed login first (`warm_up`). Every tool runs under `/usr/bin/time`, which gives the master's side: the CPU time
 //! of the tool's whole process tree (each ssh or scp it reaped) and its largest RSS; for a
 //! copy the table divides that CPU by the GiB delivered (size x N), and compares smscp's with
 //! OpenSSH scp's with the same cipher (the tuned xargs+openssh row). The load average is
@@ -182,7 +182,8 @@ struct Bench<'a> {
     /// BatchMode=yes, IdentitiesOnly=yes, -i key.
     ssh_opts: Vec<String>,
     listeners: Vec<u32>,
-    ticks: f64,
+    /// The workers' CPU, counted by a cgroup around them when one can be made.
+    workers: WorkerCpu,
     timeout: Duration,
     run_counter: usize,
 }
@@ -498,7 +499,7 @@ impl<'a> Bench<'a> {
             stdin,
             time_file,
         } = inv;
-        let before = tree_cpu(&self.listeners, self.ticks);
+        let before = self.workers.seconds();
         let started = Instant::now();
         let running = match &stdin {
             Some(input) => spawn_with_stdin(&mut cmd, input),
@@ -507,7 +508,7 @@ impl<'a> Bench<'a> {
         let result = running.wait_timeout(self.timeout);
         let wall = started.elapsed();
         wait_quiet(&self.listeners);
-        let server_cpu = tree_cpu(&self.listeners, self.ticks) - before;
+        let server_cpu = self.workers.seconds() - before;
         let out = match result {
             Ok(out) => out,
             Err(out) => {
@@ -586,14 +587,15 @@ fn main() {
         max_n,
         "expected one listening sshd per worker among the bench's children"
     );
+    warm_up(&cluster, &listeners, max_n);
     let mut bench = Bench {
         cluster: &cluster,
         scratch,
         payload,
         digest,
         ssh_opts,
+        workers: WorkerCpu::new(&listeners, clock_ticks()),
         listeners,
-        ticks: clock_ticks(),
         timeout,
         run_counter: 0,
     };
@@ -646,6 +648,7 @@ fn main() {
         mib,
         load_start,
         load_end: loadavg(),
+        worker_cpu_method: bench.workers.method(),
     };
     let report = report(&records, &context);
     println!("\n{report}");
@@ -736,6 +739,7 @@ struct Context<'a> {
     mib: usize,
     load_start: String,
     load_end: String,
+    worker_cpu_method: &'static str,
 }
 
 fn report(records: &BTreeMap<(usize, Job, &str), Record>, ctx: &Context) -> String {
@@ -754,12 +758,14 @@ fn report(records: &BTreeMap<(usize, Job, &str), Record>, ctx: &Context) -> Stri
          fan-out N for every tool; copy = {mib} MiB to every host, checked by SHA-256 on every \
          host. Every OpenSSH-based peer runs twice: with OpenSSH's defaults, and tuned \
          (`{}`: what smssh negotiates with these workers). Floor = CPU time of the workers' sshd \
-         trees during the smssh/smscp run / {cores} cores. Master CPU = user + system time of \
+         trees ({}; every worker served one untimed login first) during the smssh/smscp run \
+         / {cores} cores. Master CPU = user + system time of \
          the tool's whole process tree (every ssh or scp it ran and reaped; Ansible's \
          ControlPersist masters daemonize and escape it), from /usr/bin/time; for a copy also \
          per GiB delivered ({mib} MiB x N). Load average (1, 5, 15 min): {} at the start, {} \
          at the end.\n",
         TUNED_OPTS.join(" "),
+        ctx.worker_cpu_method,
         ctx.load_start,
         ctx.load_end
     )

@@ -186,6 +186,8 @@ struct Bench<'a> {
     cluster: &'a Cluster,
     scratch: tempfile::TempDir,
     listeners: Vec<u32>,
+    /// The workers' CPU, counted by a cgroup around them when one can be made.
+    workers: WorkerCpu,
     moto: Option<u32>,
     ticks: f64,
     timeout: Duration,
@@ -359,7 +361,7 @@ impl Bench<'_> {
             Some(keys) => self.ansible(n, keys),
         };
         wait_quiet(&self.listeners);
-        let sshd_before = tree_cpu(&self.listeners, self.ticks);
+        let sshd_before = self.workers.seconds();
         let moto_before = self.moto_cpu();
         let client_before = children_cpu();
         let started = Instant::now();
@@ -373,7 +375,7 @@ impl Bench<'_> {
         let result = running.wait_timeout(self.timeout.saturating_sub(wall));
         let client_cpu = children_cpu() - client_before;
         wait_quiet(&self.listeners);
-        let sshd_cpu = tree_cpu(&self.listeners, self.ticks) - sshd_before;
+        let sshd_cpu = self.workers.seconds() - sshd_before;
         let moto_cpu = self.moto_cpu() - moto_before;
         let checked = match result {
             Err(out) => Err(format!(
@@ -436,12 +438,14 @@ fn main() {
     if moto.is_none() {
         eprintln!("rotation bench: warning: moto's process not found; its CPU time reads 0");
     }
+    warm_up(&cluster, &listeners, max_n);
     let mut bench = Bench {
         cluster: &cluster,
         scratch: tempfile::Builder::new()
             .prefix("smssh-rotation-bench-")
             .tempdir()
             .expect("scratch dir"),
+        workers: WorkerCpu::new(&listeners, clock_ticks()),
         listeners,
         moto,
         ticks: clock_ticks(),
@@ -489,7 +493,15 @@ fn main() {
     }
 
     let load = (load_start, loadavg());
-    let report = report(&records, &sizes, &tools, cores, rounds, &load);
+    let report = report(
+        &records,
+        &sizes,
+        &tools,
+        cores,
+        rounds,
+        &load,
+        bench.workers.method(),
+    );
     println!("\n{report}");
     let out_dir = target_dir().join("bench");
     fs::create_dir_all(&out_dir).expect("create target/bench");
@@ -559,6 +571,7 @@ fn report(
     cores: usize,
     rounds: usize,
     load: &(String, String),
+    worker_cpu_method: &str,
 ) -> String {
     let mut md = String::new();
     writeln!(
@@ -603,7 +616,8 @@ fn report(
         md,
         "\nWhere the time goes (medians, CPU seconds): client = the tool and the children it \
          reaped (Ansible's daemonized ControlPersist masters are not among them); sshd = all \
-         workers' sshd trees; floor = sshd / {cores} cores, the least any client could take.\n"
+         workers' sshd trees ({}); floor = sshd / {cores} cores, the least any client could take.\n",
+        worker_cpu_method
     )
     .unwrap();
     writeln!(

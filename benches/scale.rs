@@ -23,8 +23,11 @@
 //!
 //! The floor of a run is the CPU time the workers' sshd trees (listener, sessions,
 //! sftp-server, the command or the rotation's script) spent during smssh's run of that job,
-//! read from /proc/<listener>/stat (own and reaped children's time), divided by the number of
-//! cores: no client on this machine can finish sooner. Each tool's wall time is shown as a
+//! counted by a cgroup the listeners are moved into (support's `WorkerCpu`; where none can be
+//! made, the listeners' own and reaped children's time from /proc, which misses what they did
+//! not reap), divided by the number of cores: no client on this machine can finish sooner.
+//! Before the first measured run every worker serves one untimed login, since a fresh sshd's
+//! first login costs more than its later ones. Each tool's wall time is shown as a
 //! ratio to that floor. The master's own cost is the tool's process tree CPU (user + system,
 //! from `/usr/bin/time`, which every tool runs under) per host, and its peak RSS (`%M`: the
 //! largest single process of the tree, which for smssh is smssh itself).
@@ -32,7 +35,8 @@
 //! The bench raises its own open-file limit (soft to hard) before starting the workers; each
 //! listening sshd takes a few MiB (its RSS is reported). Rounds (`SMSSH_BENCH_ROUNDS`, default
 //! 3) rotate the tools' order; the table shows medians; `SMSSH_BENCH_TIMEOUT` (seconds,
-//! default 600) bounds one run. The load average is recorded at the start and end of each N.
+//! default 600) bounds one run; `SMSSH_BENCH_JOBS` (e.g. "exec") runs only the jobs named. The
+//! load average is recorded at the start and end of each N.
 //!
 //! Output: a markdown table on stdout and in target/bench/scale.md, the raw figures in
 //! target/bench/scale.json and a chart, target/bench/scale.png, drawn by
@@ -135,12 +139,18 @@ struct Sample {
     wall: Duration,
     /// CPU seconds the workers' sshd trees used during the run.
     sshd_cpu: f64,
+    /// The same, counted only from what the listeners reaped themselves (the figure before
+    /// the cgroup), to show how much that missed.
+    sshd_reaped_cpu: f64,
     /// CPU seconds of the tool's process tree (user + system), from /usr/bin/time.
     client_cpu: f64,
     /// The largest RSS of one process of the tool's tree, KiB.
     max_rss_kib: u64,
     /// CPU seconds moto used during the run.
     moto_cpu: f64,
+    /// CPU seconds no process used during the run (idle + iowait over every core, from
+    /// /proc/stat): what separates a wall time bound by CPU from one spent waiting.
+    idle_cpu: f64,
 }
 
 #[derive(Default)]
@@ -174,6 +184,7 @@ struct Bench<'a> {
     /// BatchMode=yes, IdentitiesOnly=yes, -i key, then the tuned kex and cipher.
     ssh_opts: String,
     listeners: Vec<u32>,
+    workers: WorkerCpu,
     moto: Option<u32>,
     ticks: f64,
     timeout: Duration,
@@ -340,8 +351,10 @@ impl Bench<'_> {
         }
         let (mut cmd, time_file) = self.invocation(tool, job, n);
         wait_quiet(&self.listeners);
-        let sshd_before = tree_cpu(&self.listeners, self.ticks);
+        let sshd_before = self.workers.seconds();
+        let reaped_before = self.workers.reaped_seconds();
         let moto_before = self.moto_cpu();
+        let idle_before = machine_idle_cpu(self.ticks);
         let started = Instant::now();
         let mut running = spawn(&mut cmd);
         // The clock stops when the tool exits, not when its output pipes close (a process it
@@ -350,9 +363,11 @@ impl Bench<'_> {
             std::thread::sleep(Duration::from_millis(5));
         }
         let wall = started.elapsed();
+        let idle_cpu = machine_idle_cpu(self.ticks) - idle_before;
         let result = running.wait_timeout(self.timeout.saturating_sub(wall));
         wait_quiet(&self.listeners);
-        let sshd_cpu = tree_cpu(&self.listeners, self.ticks) - sshd_before;
+        let sshd_cpu = self.workers.seconds() - sshd_before;
+        let sshd_reaped_cpu = self.workers.reaped_seconds() - reaped_before;
         let moto_cpu = self.moto_cpu() - moto_before;
         let out = match result {
             Ok(out) => out,
@@ -393,10 +408,46 @@ impl Bench<'_> {
         Ok(Sample {
             wall,
             sshd_cpu,
+            sshd_reaped_cpu,
             client_cpu,
             max_rss_kib,
             moto_cpu,
+            idle_cpu,
         })
+    }
+}
+
+/// Idle and iowait seconds of all cores since boot, from the first line of /proc/stat
+/// (`cpu user nice system idle iowait ...`, in clock ticks).
+fn machine_idle_cpu(ticks: f64) -> f64 {
+    let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    (fields.get(3).copied().unwrap_or(0.0) + fields.get(4).copied().unwrap_or(0.0)) / ticks
+}
+
+/// The jobs to run: `SMSSH_BENCH_JOBS` (e.g. "exec" or "exec,rotate"), else all three.
+fn selected_jobs() -> Vec<Job> {
+    let all = [Job::Exec, Job::Push, Job::Rotate];
+    match std::env::var("SMSSH_BENCH_JOBS") {
+        Ok(list) => {
+            let jobs: Vec<Job> = all
+                .into_iter()
+                .filter(|job| list.split(',').any(|name| name.trim() == job.name()))
+                .collect();
+            assert!(
+                !jobs.is_empty(),
+                "SMSSH_BENCH_JOBS names none of exec, push, rotate"
+            );
+            jobs
+        }
+        Err(_) => all.to_vec(),
     }
 }
 
@@ -430,6 +481,7 @@ fn main() {
     raise_nofile();
     let sizes = host_counts("8,32,128,512,1000", MAX_WORKERS);
     let rounds = env_usize("SMSSH_BENCH_ROUNDS", 3).max(1);
+    let jobs = selected_jobs();
     let push_kib = env_usize("SMSSH_BENCH_PUSH_KIB", 1024).max(1);
     let timeout = Duration::from_secs(env_usize("SMSSH_BENCH_TIMEOUT", 600) as u64);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -485,6 +537,7 @@ fn main() {
         payload,
         digest,
         ssh_opts: ssh_opts.join(" "),
+        workers: WorkerCpu::new(&listeners, clock_ticks()),
         listeners,
         moto,
         ticks: clock_ticks(),
@@ -492,13 +545,14 @@ fn main() {
         run_counter: 0,
     };
 
+    warm_up(&cluster, &bench.listeners, max_n);
     let mut records: BTreeMap<(usize, Job, Tool), Record> = BTreeMap::new();
     let mut loads: BTreeMap<usize, Load> = BTreeMap::new();
     for &n in &sizes {
         let start = loadavg();
         println!("N={n}: load average {start}");
         for round in 0..rounds {
-            for job in [Job::Exec, Job::Push, Job::Rotate] {
+            for &job in &jobs {
                 // Rotate the order each round so no tool always runs first or last.
                 let mut order = job.tools().to_vec();
                 let len = order.len();
@@ -511,16 +565,20 @@ fn main() {
                     match bench.measure(tool, job, n) {
                         Ok(s) => {
                             println!(
-                                "N={n:<4} round {} {:<6} {:<13} {:>8.3}s  sshd CPU {:>7.2}s  \
-                                 client CPU {:>6.2}s  max RSS {:>6.1} MiB  moto CPU {:.2}s",
+                                "N={n:<4} round {} {:<6} {:<13} {:>8.3}s  sshd CPU {:>7.2}s \
+                                 (reaped {:.2}s)  \
+                                 client CPU {:>6.2}s  max RSS {:>6.1} MiB  moto CPU {:.2}s  \
+                                 idle CPU {:.2}s",
                                 round + 1,
                                 job.name(),
                                 tool.name(),
                                 s.wall.as_secs_f64(),
                                 s.sshd_cpu,
+                                s.sshd_reaped_cpu,
                                 s.client_cpu,
                                 s.max_rss_kib as f64 / 1024.0,
                                 s.moto_cpu,
+                                s.idle_cpu,
                             );
                             record.samples.push(s);
                         }
@@ -547,6 +605,7 @@ fn main() {
         rounds,
         push_kib,
         cluster_line,
+        worker_cpu_method: bench.workers.method(),
     };
     let report = report(&records, &loads, &sizes, &context);
     println!("\n{report}");
@@ -587,6 +646,7 @@ struct Context {
     rounds: usize,
     push_kib: usize,
     cluster_line: String,
+    worker_cpu_method: &'static str,
 }
 
 /// Median of one figure over a record's samples; None for a failed or empty record.
@@ -637,14 +697,18 @@ fn report(
          every host. Floor = CPU time of the workers' sshd trees (sshd, session, sftp-server, \
          the command or the rotation's script) during smssh's run of that job / {cores} cores: \
          no client on this machine can finish sooner. Master CPU = the tool's process tree \
-         (user + system); peak RSS = its largest process. {}.\n",
-        ctx.push_kib, ctx.cluster_line
+         (user + system); peak RSS = its largest process; sshd CPU is counted by {}, after \
+         one untimed login to every worker (a fresh sshd's first login costs more); idle = CPU seconds no process \
+         used during the run (idle + iowait of all cores, /proc/stat), so a wall time above \
+         its floor with little idle is CPU spent outside the sshd trees, and with much idle is \
+         waiting. {}.\n",
+        ctx.push_kib, ctx.worker_cpu_method, ctx.cluster_line
     )
     .unwrap();
     writeln!(
         md,
-        "| job | N | tool | wall s | floor s | wall / floor | master CPU ms / host | sshd CPU ms / host | peak RSS MiB |\n\
-         |---|---:|---|---:|---:|---:|---:|---:|---:|"
+        "| job | N | tool | wall s | floor s | wall / floor | master CPU ms / host | sshd CPU ms / host | peak RSS MiB | idle CPU s |\n\
+         |---|---:|---|---:|---:|---:|---:|---:|---:|---:|"
     )
     .unwrap();
     for job in [Job::Exec, Job::Push, Job::Rotate] {
@@ -657,17 +721,18 @@ fn report(
                 if record.failure.is_some() {
                     writeln!(
                         md,
-                        "| {} | {n} | {} | FAILED | | | | | |",
+                        "| {} | {n} | {} | FAILED | | | | | | |",
                         job.name(),
                         tool.name()
                     )
                     .unwrap();
                     continue;
                 }
-                let (Some(wall), Some(client), Some(sshd)) = (
+                let (Some(wall), Some(client), Some(sshd), Some(idle)) = (
                     wall_median(record),
                     median_of(record, |s| s.client_cpu),
                     median_of(record, |s| s.sshd_cpu),
+                    median_of(record, |s| s.idle_cpu),
                 ) else {
                     continue;
                 };
@@ -680,7 +745,7 @@ fn report(
                 let n_f = n as f64;
                 writeln!(
                     md,
-                    "| {} | {n} | {} | {wall:.3} | {} | {} | {:.2} | {:.2} | {:.1} |",
+                    "| {} | {n} | {} | {wall:.3} | {} | {} | {:.2} | {:.2} | {:.1} | {idle:.2} |",
                     job.name(),
                     tool.name(),
                     fl.map_or("-".into(), |f| format!("{f:.3}")),
@@ -782,7 +847,9 @@ fn to_json(
                 "walls_s": r.samples.iter().map(|s| s.wall.as_secs_f64()).collect::<Vec<_>>(),
                 "client_cpu_s": r.samples.iter().map(|s| s.client_cpu).collect::<Vec<_>>(),
                 "sshd_cpu_s": r.samples.iter().map(|s| s.sshd_cpu).collect::<Vec<_>>(),
+                "sshd_reaped_cpu_s": r.samples.iter().map(|s| s.sshd_reaped_cpu).collect::<Vec<_>>(),
                 "moto_cpu_s": r.samples.iter().map(|s| s.moto_cpu).collect::<Vec<_>>(),
+                "idle_cpu_s": r.samples.iter().map(|s| s.idle_cpu).collect::<Vec<_>>(),
             })
         })
         .collect();

@@ -26,10 +26,11 @@ SSH_AUDIT_SPEC='ssh-audit>=3,<4'
 # the host-key question test types on a real terminal; util-linux: setpriv, runuser and
 # prlimit, which the authorized_keys script and the memory-locking tests use; rsync, git and
 # clustershell: tests/tools.rs runs them (and pdsh, sftp, Ansible) with smssh as their ssh.
-# curl and wget: the workers of tests/copy_via_s3.rs fetch smscp's S3 objects with them.
+# curl and wget: the workers of tests/copy_via_s3.rs fetch smscp's S3 objects with them, and
+# check them with openssl (sha256sum, from coreutils, where it is missing).
 # rpm and man-db: tests/packaging.rs reads the .rpm with rpm -qlp/-qip, and the man page of
 # the .deb it installs with man.
-APT_PACKAGES=(openssh-server openssh-client python3 python3-venv procps pdsh ca-certificates time tmux util-linux rsync git clustershell curl wget rpm man-db)
+APT_PACKAGES=(openssh-server openssh-client python3 python3-venv procps pdsh ca-certificates time tmux util-linux rsync git clustershell curl wget openssl rpm man-db)
 
 export DEBIAN_FRONTEND=noninteractive
 
@@ -41,7 +42,7 @@ PROG=test-deps
 
 apt_install_missing "${APT_PACKAGES[@]}"
 
-for tool in /usr/sbin/sshd /usr/lib/openssh/sftp-server ssh ssh-keygen scp sftp kill pkill /usr/bin/time tmux setpriv runuser prlimit unshare nsenter rsync git pdsh clush curl wget rpm man; do
+for tool in /usr/sbin/sshd /usr/lib/openssh/sftp-server ssh ssh-keygen scp sftp kill pkill /usr/bin/time tmux setpriv runuser prlimit unshare nsenter rsync git pdsh clush curl wget openssl rpm man; do
     if ! command -v "$tool" >/dev/null 2>&1; then
         echo "test-deps: $tool is still missing after installing ${APT_PACKAGES[*]}" >&2
         exit 1

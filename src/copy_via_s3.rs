@@ -53,7 +53,10 @@ const MAX_REASON: usize = 512;
 /// shell this runs under (dash, bash), so it appears in no process's arguments or environment.
 /// After the download has been verified, `verified` is written to stdout before the rename: if
 /// the session is gone (Ctrl-C on the master), the write raises SIGPIPE, the trap exits, and
-/// the temporary file is removed instead of renamed.
+/// the temporary file is removed instead of renamed. The digest comes from `openssl dgst`
+/// when the host has it (OpenSSL uses the CPU's SHA extensions: 256 MiB in 0.15 s of CPU here,
+/// against 0.48 s for coreutils' `sha256sum`, the fallback); its `(stdin)= HEX` and
+/// `SHA2-256(stdin)= HEX` forms both end in the digest.
 const SCRIPT: &str = r#"t=$1 name=$2 several=$3 sum=$4 mode=$5 keep=$6 mtime=$7 atime=$8
 tmp=
 fail() { printf '%s\n' "$1" >&2; exit 1; }
@@ -80,9 +83,14 @@ else
   fail "$dest: neither curl nor wget is installed: install one, or copy with --via direct"
 fi
 url=
-command -v sha256sum >/dev/null 2>&1 || fail "$dest: sha256sum is not installed: install coreutils, or copy with --via direct"
-got=$(sha256sum <"$tmp") || fail "$dest: cannot read the download back"
-got=${got%% *}
+if command -v openssl >/dev/null 2>&1 && got=$(openssl dgst -sha256 <"$tmp" 2>/dev/null); then
+  got=${got##* }
+elif command -v sha256sum >/dev/null 2>&1; then
+  got=$(sha256sum <"$tmp") || fail "$dest: cannot read the download back"
+  got=${got%% *}
+else
+  fail "$dest: neither openssl nor sha256sum is installed: install coreutils, or copy with --via direct"
+fi
 [ "$got" = "$sum" ] || fail "$dest: checksum mismatch: the download's SHA-256 is $got, the upload's $sum: not copied"
 if [ "$keep" = p ]; then m=$mode
 elif [ -f "$dest" ] && [ ! -L "$dest" ]; then m=$(stat -c %a -- "$dest") || fail "$dest: cannot read the mode of the file it replaces"

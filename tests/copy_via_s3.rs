@@ -254,12 +254,39 @@ fn keep_leaves_the_object_and_a_single_host_copy_keeps_modes_with_p() {
     assert_stderr_contains(&out, &format!("kept s3://{BUCKET}/{}", kept[0]));
 }
 
+/// Writes `dir/TOOL`, which creates `$HOME/TOOL-used` and then runs /usr/bin/TOOL, so a test
+/// can tell which of the tools a worker had the script used.
+fn marking_wrapper(dir: &Path, tool: &str) {
+    let real = Path::new("/usr/bin").join(tool);
+    assert!(
+        real.exists(),
+        "{tool} is missing; run ./scripts/test-deps.sh"
+    );
+    write_script(
+        &dir.join(tool),
+        &format!(
+            "#!/bin/sh\n: >\"$HOME/{tool}-used\"\nexec {} \"$@\"\n",
+            real.display()
+        ),
+    );
+}
+
 #[test]
-fn corruption_is_caught_wget_stands_in_for_curl_and_a_dead_host_fails_alone() {
+fn corruption_is_caught_openssl_digests_wget_stands_in_for_curl_and_a_dead_host_fails_alone() {
     let mut cluster = Cluster::new(4);
     create_bucket(&cluster);
     let source = payload(&cluster, "data.bin", 1024 * 1024 + 7);
     let expected = sha256(&source);
+
+    // 127.0.0.2: the default tools, with an openssl that marks its use before running the
+    // real one: the digest comes from openssl where the host has it.
+    let marked = cluster.workers[0].dir().join("marked-openssl");
+    fs::create_dir_all(&marked).expect("mkdir");
+    marking_wrapper(&marked, "openssl");
+    set_worker_path(
+        &mut cluster.workers[0],
+        &format!("{}:/usr/local/bin:/usr/bin:/bin", marked.display()),
+    );
 
     // 127.0.0.3: a curl that flips the first byte of what it downloaded.
     let corrupt = cluster.workers[1].dir().join("corrupt");
@@ -277,8 +304,8 @@ fn corruption_is_caught_wget_stands_in_for_curl_and_a_dead_host_fails_alone() {
         &format!("{}:/usr/local/bin:/usr/bin:/bin", corrupt.display()),
     );
 
-    // 127.0.0.4: no curl at all, only the tools the download needs and a wget that marks its
-    // use before running the real one.
+    // 127.0.0.4: no curl and no openssl, only the tools the download needs (sha256sum checks
+    // the download) and a wget that marks its use before running the real one.
     let no_curl = cluster.workers[2].dir().join("no-curl");
     fs::create_dir_all(&no_curl).expect("mkdir");
     for tool in [
@@ -299,14 +326,7 @@ fn corruption_is_caught_wget_stands_in_for_curl_and_a_dead_host_fails_alone() {
             .unwrap_or_else(|| panic!("{tool} is not installed"));
         std::os::unix::fs::symlink(&real, no_curl.join(tool)).expect("symlink");
     }
-    assert!(
-        Path::new("/usr/bin/wget").exists(),
-        "wget is missing; run ./scripts/test-deps.sh"
-    );
-    write_script(
-        &no_curl.join("wget"),
-        "#!/bin/sh\n: >\"$HOME/wget-used\"\nexec /usr/bin/wget \"$@\"\n",
-    );
+    marking_wrapper(&no_curl, "wget");
     set_worker_path(&mut cluster.workers[2], &no_curl.display().to_string());
 
     // 127.0.0.5: down.
@@ -328,6 +348,10 @@ fn corruption_is_caught_wget_stands_in_for_curl_and_a_dead_host_fails_alone() {
 
     let ok = &cluster.workers[0];
     assert_eq!(sha256(&ok.sftp_home().join("data.bin")), expected);
+    assert!(
+        ok.sftp_home().join("openssl-used").exists(),
+        "openssl computed the digest"
+    );
 
     let corrupted = &cluster.workers[1];
     let err = stderr(&out);

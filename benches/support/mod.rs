@@ -138,6 +138,128 @@ pub fn tree_cpu(pids: &[u32], ticks: f64) -> f64 {
     total as f64 / ticks
 }
 
+/// The CPU time of the workers' sshd trees: every process the listeners start, however it
+/// ends. Counted by a cpuacct cgroup (cgroup v1) or a cgroup v2 group that the listeners are
+/// moved into, which their children inherit. Without one, falls back to [`tree_cpu`] of the
+/// listeners, which counts only what each listener reaped itself: a process reaped by anyone
+/// else (a session whose parent exited first is adopted by init or a subreaper) is missing
+/// from it, and on this machine that fallback read 9.7 s where perf sampled 13.6 s of sshd
+/// during one 1,000-host run.
+pub struct WorkerCpu {
+    group: Option<PathBuf>,
+    listeners: Vec<u32>,
+    ticks: f64,
+}
+
+impl WorkerCpu {
+    pub fn new(listeners: &[u32], ticks: f64) -> WorkerCpu {
+        const PREFIX: &str = "smssh-bench-workers-";
+        let name = format!("{PREFIX}{}", std::process::id());
+        let parents = [
+            "/sys/fs/cgroup/cpuacct",
+            "/sys/fs/cgroup/unified",
+            "/sys/fs/cgroup",
+        ];
+        // An earlier bench's group outlives it when its workers were still exiting: remove
+        // the ones now empty (rmdir refuses the others).
+        for parent in parents {
+            for entry in fs::read_dir(parent).into_iter().flatten().flatten() {
+                if entry.file_name().to_string_lossy().starts_with(PREFIX) {
+                    let _ = fs::remove_dir(entry.path());
+                }
+            }
+        }
+        let candidates = [
+            Path::new(parents[0]).join(&name),
+            Path::new(parents[1]).join(&name),
+            Path::new(parents[2]).join(&name),
+        ];
+        let group = candidates.into_iter().find(|dir| {
+            let usable = fs::create_dir(dir).is_ok()
+                && (dir.join("cpuacct.usage").exists() || dir.join("cpu.stat").exists())
+                && listeners
+                    .iter()
+                    .all(|pid| fs::write(dir.join("cgroup.procs"), pid.to_string()).is_ok());
+            if !usable {
+                let _ = fs::remove_dir(dir);
+            }
+            usable
+        });
+        if group.is_none() {
+            eprintln!(
+                "bench: warning: no writable cpuacct or cgroup v2 group; the workers' CPU is \
+                 what their listeners reaped, which can undercount"
+            );
+        }
+        WorkerCpu {
+            group,
+            listeners: listeners.to_vec(),
+            ticks,
+        }
+    }
+
+    /// How the figure is counted, for the report.
+    pub fn method(&self) -> &'static str {
+        match &self.group {
+            Some(_) => "a cgroup holding every worker process",
+            None => "the listeners' own and reaped children's time (/proc/PID/stat)",
+        }
+    }
+
+    /// CPU seconds so far.
+    pub fn seconds(&self) -> f64 {
+        let Some(group) = &self.group else {
+            return tree_cpu(&self.listeners, self.ticks);
+        };
+        if let Ok(ns) = fs::read_to_string(group.join("cpuacct.usage")) {
+            return ns.trim().parse::<f64>().unwrap_or(0.0) / 1e9;
+        }
+        let stat = fs::read_to_string(group.join("cpu.stat")).unwrap_or_default();
+        stat.lines()
+            .find_map(|line| line.strip_prefix("usage_usec "))
+            .and_then(|usec| usec.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1e6
+    }
+
+    /// The listeners' CPU by the fallback method, whatever the group: to compare the two.
+    pub fn reaped_seconds(&self) -> f64 {
+        tree_cpu(&self.listeners, self.ticks)
+    }
+}
+
+impl Drop for WorkerCpu {
+    fn drop(&mut self) {
+        // The group can only go once its processes have; the cluster usually stops after
+        // this, so a group left behind is empty and removed by the next attempt's rmdir.
+        if let Some(group) = &self.group {
+            let _ = fs::remove_dir(group);
+        }
+    }
+}
+
+/// One untimed `smssh -w ... -- true` on the first `n` workers, before the first measured
+/// run. A freshly started sshd's first login costs more CPU than its later ones (about 4 ms
+/// per host on this machine, seen by [`WorkerCpu`]'s cgroup and missed by what the
+/// listeners reaped), which would otherwise weigh on whichever tool runs first.
+pub fn warm_up(cluster: &Cluster, listeners: &[u32], n: usize) {
+    let out = crate::common::run(cluster.command("smssh").args([
+        "-q",
+        "-j",
+        &n.to_string(),
+        "-w",
+        &hostlist(n),
+        "--",
+        "true",
+    ]));
+    assert!(
+        out.status.success(),
+        "the warm-up login to every worker failed:\n{}",
+        tail(&crate::common::describe(&out))
+    );
+    wait_quiet(listeners);
+}
+
 /// Waits until no listener has a live session child (every connection of the previous run is
 /// closed and reaped, so its CPU time is in the listener's cutime/cstime) and no ssh client
 /// of ours (e.g. an Ansible ControlPersist master) is left.
