@@ -498,14 +498,7 @@ fn ctrl_c_deletes_the_object_and_the_hosts_remove_their_temporary_files() {
     }
     let interrupted = Instant::now();
     // The first Ctrl-C says where the run stands; the second, within a second, stops it.
-    for _ in 0..2 {
-        let status = std::process::Command::new("kill")
-            .args(["-INT", &child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    interrupt_twice(child.id());
     let out = child
         .wait_timeout(Duration::from_secs(20))
         .unwrap_or_else(|out| panic!("smscp did not end after Ctrl-C:\n{}", describe(&out)));

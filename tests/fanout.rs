@@ -273,14 +273,7 @@ fn ctrl_c_stops_running_hosts_and_still_summarizes() {
     std::thread::sleep(Duration::from_millis(1500));
     let started = Instant::now();
     // The first Ctrl-C only says where the run stands; the second, within a second, stops it.
-    for _ in 0..2 {
-        let status = std::process::Command::new("kill")
-            .args(["-INT", &child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    interrupt_twice(child.id());
     let out = child.wait_with_output().expect("wait");
     assert!(
         started.elapsed() < Duration::from_secs(5),

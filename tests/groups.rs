@@ -60,6 +60,14 @@ fn write_user_config(cluster: &Cluster, text: &str) {
 }
 
 /// `smssh --list-groups` as `group -> hostlist`.
+/// The command's stdout lines, sorted: a fan-out prints its hosts' lines in the order they
+/// arrive.
+fn sorted_lines(out: &std::process::Output) -> Vec<String> {
+    let mut lines: Vec<String> = stdout(out).lines().map(str::to_owned).collect();
+    lines.sort();
+    lines
+}
+
 fn listed(out: &std::process::Output) -> std::collections::BTreeMap<String, String> {
     stdout(out)
         .lines()
@@ -177,8 +185,7 @@ fn a_fanout_and_copies_reach_the_hosts_of_named_groups() {
     };
     let out = smssh(&["-w", "@workers", "--", "echo", "hi"]);
     assert_success(&out);
-    let mut lines: Vec<String> = stdout(&out).lines().map(str::to_owned).collect();
-    lines.sort();
+    let lines = sorted_lines(&out);
     assert_eq!(
         lines,
         [
@@ -199,8 +206,7 @@ fn a_fanout_and_copies_reach_the_hosts_of_named_groups() {
         "hi",
     ]);
     assert_success(&out);
-    let mut lines: Vec<String> = stdout(&out).lines().map(str::to_owned).collect();
-    lines.sort();
+    let lines = sorted_lines(&out);
     assert_eq!(lines, ["127.0.0.2: hi", "127.0.0.4: hi"]);
     // A hosts file line names groups too.
     let hosts = cluster.scratch_file("hosts", b"@first # the first\n127.0.0.4\n");
@@ -212,8 +218,7 @@ fn a_fanout_and_copies_reach_the_hosts_of_named_groups() {
         "hi",
     ]);
     assert_success(&out);
-    let mut lines: Vec<String> = stdout(&out).lines().map(str::to_owned).collect();
-    lines.sort();
+    let lines = sorted_lines(&out);
     assert_eq!(lines, ["127.0.0.2: hi", "127.0.0.4: hi"]);
     // smscp's operands: a push to `@group:path` and a gather from it.
     let source = cluster.scratch_file("payload.txt", b"to every worker\n");
@@ -261,8 +266,7 @@ fn an_ec2_group_is_discovered_for_a_fanout_and_a_push() {
         .command("smssh")
         .args(["-w", "@lab", "--", "echo", "hi"]));
     assert_success(&out);
-    let mut lines: Vec<String> = stdout(&out).lines().map(str::to_owned).collect();
-    lines.sort();
+    let lines = sorted_lines(&out);
     assert_eq!(lines, ["127.0.0.2: hi", "127.0.0.3: hi", "127.0.0.4: hi"]);
     let source = cluster.scratch_file("gpu.conf", b"for the gpus\n");
     let out = run(cluster

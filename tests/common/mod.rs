@@ -447,6 +447,19 @@ fn drain(mut pipe: impl Read + Send + 'static) -> mpsc::Receiver<Vec<u8>> {
     rx
 }
 
+/// Two SIGINTs 200 ms apart, as two Ctrl-Cs on a terminal: the first makes a fan-out say
+/// where it stands, the second, within a second of it, stops the run.
+pub fn interrupt_twice(pid: u32) {
+    for _ in 0..2 {
+        let status = Command::new("kill")
+            .args(["-INT", &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -INT {pid} failed");
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// A readable dump of an output, for assertion messages.
 pub fn describe(output: &Output) -> String {
     format!(
