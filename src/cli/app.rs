@@ -22,8 +22,8 @@ use crate::fanout::board::{self, Board, Slot, OUTPUT_CAP};
 use crate::key::source::{KeyLoadError, KeySource};
 use crate::plan::command::{self, CommandMode, CommandPlanError, Presentation, Remote};
 use crate::plan::copy::{CopyMode, CopyPlan, FanoutCopy, FanoutHosts};
-use crate::plan::targets::{self, TargetError};
-use crate::plan::{HostPlan, PlanError};
+use crate::plan::targets::{self, HostSources, TargetError};
+use crate::plan::{HostPlan, PlanError, SshOptions};
 use crate::rotation::plan::{RotationMode, RotationPlan, RotationPlanError};
 use crate::rotation::{self, RotationError};
 use crate::ssh::exec::{self, Captured, ExecError, ExecRequest};
@@ -146,6 +146,26 @@ async fn key_and_host_keys(keys: &KeySource, plans: &[HostPlan]) -> Result<HostK
     let key = keys.initial().await?;
     diag::debug(format_args!("key {} from {}", key.key, keys.spec().id));
     Ok(HostKeyDb::load(plans, key.known_hosts.as_deref())?)
+}
+
+/// A fan-out's hosts as the user named them (hostlists, groups, EC2 queries), resolved into
+/// one plan each, with the key read and the host keys loaded; from here on the audit records
+/// carry the secret's ARN.
+async fn fanout_plans(
+    keys: &KeySource,
+    hosts: &HostSources,
+    ssh: &SshOptions,
+    login: Option<&str>,
+    port: Option<u16>,
+    auditor: &Auditor,
+) -> Result<(Vec<HostPlan>, HostKeyDb), AppError> {
+    let hosts = targets::resolve(hosts, keys.aws_config().await).await?;
+    let plans = targets::plans(&hosts, ssh, login, port);
+    let db = key_and_host_keys(keys, &plans).await?;
+    if let Some(arn) = keys.secret_arn() {
+        auditor.set_secret_arn(arn);
+    }
+    Ok((plans, db))
 }
 
 pub fn smscp(args: ScpArgs) -> u8 {
@@ -392,12 +412,15 @@ async fn run_command(plan: command::CommandPlan, auditor: Arc<Auditor>) -> Resul
             capture_limit,
         } => {
             let keys = Arc::new(keys);
-            let hosts = targets::resolve(&hosts, keys.aws_config().await).await?;
-            let plans = targets::plans(&hosts, &plan.common.ssh, login.as_deref(), port);
-            let db = key_and_host_keys(&keys, &plans).await?;
-            if let Some(arn) = keys.secret_arn() {
-                auditor.set_secret_arn(arn);
-            }
+            let (plans, db) = fanout_plans(
+                &keys,
+                &hosts,
+                &plan.common.ssh,
+                login.as_deref(),
+                port,
+                &auditor,
+            )
+            .await?;
             let shell = crate::shell::Shell {
                 ssh: plan.common.ssh,
                 login,
@@ -470,12 +493,15 @@ async fn run_command(plan: command::CommandPlan, auditor: Arc<Auditor>) -> Resul
         } => {
             cancel::watch_ctrl_c();
             let keys = Arc::new(keys);
-            let hosts = targets::resolve(&hosts, keys.aws_config().await).await?;
-            let plans = targets::plans(&hosts, &plan.common.ssh, login.as_deref(), port);
-            let db = key_and_host_keys(&keys, &plans).await?;
-            if let Some(arn) = keys.secret_arn() {
-                auditor.set_secret_arn(arn);
-            }
+            let (plans, db) = fanout_plans(
+                &keys,
+                &hosts,
+                &plan.common.ssh,
+                login.as_deref(),
+                port,
+                &auditor,
+            )
+            .await?;
             // Where each host stands, for the first Ctrl-C's account and the live view.
             let board = Arc::new(Board::new(
                 plans.iter().map(|p| p.label.clone()),
